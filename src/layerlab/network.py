@@ -1,0 +1,97 @@
+"""A network with weights: a spec plus float32 arrays in Keras layouts, run by the NumPy engine.
+
+``weights`` maps a layer name to that layer's arrays by Keras weight name::
+
+    {"conv1": {"kernel": (4, 4, 1, 5) HWIO, "bias": (5,)}, "dense1": {"kernel": (27, 10), "bias": (10,)}}
+
+Layers without weights have no entry. ``Network`` checks names and shapes against the spec on
+construction, so a wrongly shaped or missing weight is reported before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from layerlab.errors import ModelFileError, ShapeError
+from layerlab.spec import Model
+
+
+@dataclass(frozen=True)
+class Network:
+    """A validated spec with its weights.
+
+    Attributes:
+        spec: the architecture.
+        weights: layer name -> weight name -> float32 array, Keras layouts.
+        source: where it came from (a file path or "memory"), for messages.
+    """
+
+    spec: Model
+    weights: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
+    source: str = "memory"
+
+    def __post_init__(self) -> None:
+        checked: dict[str, dict[str, np.ndarray]] = {}
+        for info in self.spec.infos:
+            layer = info.layer
+            expected = layer.weight_shapes(info.input_shapes[0])
+            given = dict(self.weights.get(layer.name, {}))
+            if not expected:
+                if given:
+                    raise ModelFileError(f"{self.source}: layer '{layer.name}' ({layer.type}) has no weights, but {sorted(given)} were given")
+                continue
+            missing = [n for n in expected if n not in given]
+            extra = [n for n in given if n not in expected]
+            if missing or extra:
+                raise ModelFileError(
+                    f"{self.source}: layer '{layer.name}' ({layer.type}) needs weights {list(expected)}, "
+                    f"received {list(given)}" + (f" (missing {missing})" if missing else "") + (f" (unexpected {extra})" if extra else "")
+                )
+            arrays = {}
+            for name, shape in expected.items():
+                array = np.asarray(given[name])
+                if tuple(array.shape) != tuple(shape):
+                    raise ModelFileError(
+                        f"{self.source}: layer '{layer.name}' ({layer.type}) weight '{name}' has shape "
+                        f"{tuple(array.shape)}, expected {tuple(shape)}"
+                    )
+                if not np.issubdtype(array.dtype, np.floating):
+                    raise ModelFileError(f"{self.source}: layer '{layer.name}' weight '{name}' has dtype {array.dtype}, expected float")
+                arrays[name] = np.ascontiguousarray(array, dtype=np.float32)
+            checked[layer.name] = arrays
+        unknown = sorted(set(self.weights) - {l.name for l in self.spec.layers})
+        if unknown:
+            raise ModelFileError(f"{self.source}: weights for layers not in the model: {unknown}")
+        object.__setattr__(self, "weights", checked)
+
+    def check_input(self, x: np.ndarray) -> np.ndarray:
+        """Return ``x`` as float32 with a batch axis; raise ShapeError when it does not fit."""
+        x = np.asarray(x)
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise ShapeError(f"model '{self.spec.name}': input dtype {x.dtype} is not numeric")
+        expected = tuple(self.spec.input_shape)
+        if tuple(x.shape) == expected:
+            x = x[None]
+        if tuple(x.shape[1:]) != expected:
+            raise ShapeError(
+                f"model '{self.spec.name}': input shape {tuple(x.shape)} does not fit; expected "
+                f"(batch, {', '.join(map(str, expected))}) or {expected}"
+            )
+        return x.astype(np.float32, copy=False)
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """What Keras' ``model.predict(x)`` returns, computed by the NumPy engine."""
+        from layerlab import engine
+
+        x = self.check_input(x)
+        outs = [engine.run(self.spec, self.weights, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, *self.spec.output_shape), np.float32)
+
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every layer's output, in execution order: layer name -> array (batch first)."""
+        from layerlab import engine
+
+        return engine.run(self.spec, self.weights, self.check_input(x), trace=True)

@@ -1,0 +1,76 @@
+"""Shared fixtures and tool gates.
+
+A test that needs a heavy tool (Keras, a cross compiler, LibreOffice, nnabla, full MNIST) calls a
+gate below. Locally a missing tool skips the test with the reason; in CI, where
+LAYERLAB_REQUIRE_TOOLS=1, a missing tool fails it, so a skipped test is never counted as passing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LAYERLAB_SHARED", REPO.parent / "shared"))
+STRICT = os.environ.get("LAYERLAB_REQUIRE_TOOLS") == "1"
+
+
+def _missing(reason: str):
+    if STRICT:
+        pytest.fail(f"LAYERLAB_REQUIRE_TOOLS=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    """Path of executable ``name``; skip (or fail in CI) when it is not on PATH."""
+    path = shutil.which(name)
+    if path is None:
+        _missing(f"'{name}' is not on PATH")
+    return path
+
+
+def require_module(name: str) -> None:
+    """Skip (or fail in CI) when Python module ``name`` cannot be imported."""
+    if importlib.util.find_spec(name) is None:
+        _missing(f"Python module '{name}' is not installed")
+
+
+def require_env(name: str) -> str:
+    """Value of environment variable ``name`` naming an existing path; skip (or fail) otherwise."""
+    value = os.environ.get(name)
+    if not value or not Path(value).exists():
+        _missing(f"${name} is not set to an existing path")
+    return value
+
+
+def require_path(path: Path) -> Path:
+    if not path.exists():
+        _missing(f"{path} does not exist")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ../shared folder beside the repository (real MNIST, Keras files, NNC files)."""
+    return require_path(SHARED)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """Folder with the four full MNIST files: $LAYERLAB_DATA, else ../shared/data/mnist."""
+    value = os.environ.get("LAYERLAB_DATA")
+    return require_path(Path(value) if value else SHARED / "data" / "mnist")
+
+
+@pytest.fixture(scope="session")
+def keras():
+    """Keras 3 on the JAX backend (runs channels_first on a CPU)."""
+    require_module("keras")
+    require_module("jax")
+    from layerlab.keras_build import import_keras
+
+    return import_keras()
