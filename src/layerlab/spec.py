@@ -165,7 +165,8 @@ class _Windowed(Layer):
             raise _fail(
                 f"{arg}={size}{extra} does not fit input ({h}, {w}) with padding='valid' "
                 f"(output would be {win.out_h}x{win.out_w})",
-                f"Use padding='same' or {arg} <= ({h}, {w})",
+                f"Use padding='same' or {arg} <= ({h}, {w})" if dilation == (1, 1) else
+                f"Use padding='same', or a kernel_size and dilation_rate whose span (k - 1) * d + 1 <= ({h}, {w})",
             )
         return win
 
@@ -608,7 +609,16 @@ class Model:
             raise SpecError(f"{source}: {exc}") from None
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        """JSON with one layer per line, so spec files read like a table and diff cleanly."""
+        data = self.to_dict()
+        layers = ",\n".join("    " + json.dumps(layer) for layer in data["layers"])
+        return (
+            "{\n"
+            f'  "name": {json.dumps(data["name"])},\n'
+            f'  "input_shape": {json.dumps(data["input_shape"])},\n'
+            f'  "layers": [\n{layers}\n  ]\n'
+            "}\n"
+        )
 
     def save(self, path: str | Path) -> None:
         """Write the spec as JSON (or YAML for .yaml/.yml), atomically."""

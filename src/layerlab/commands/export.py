@@ -1,0 +1,85 @@
+"""`layerlab export MODEL --to c|csv|json|npz|xlsx|xlsx-formulas --out PATH`: dispatch only."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from layerlab.errors import ShapeError
+
+FORMATS = ("c", "csv", "json", "npz", "xlsx", "xlsx-formulas")
+
+
+def _input_image(args: argparse.Namespace, network) -> tuple[np.ndarray, int | None]:
+    """One input in the model's input_shape: MNIST test image N, or --input FILE (.npy/.png)."""
+    from layerlab.data import input_for_model
+
+    if args.input:
+        path = Path(args.input)
+        if path.suffix.lower() == ".npy":
+            pixels = np.load(path, allow_pickle=False)
+        elif path.suffix.lower() == ".png":
+            from layerlab.errors import require
+
+            image = require("matplotlib.image", "plot", "Reading a PNG input").imread(str(path))
+            pixels = image[..., :3].mean(axis=-1) if image.ndim == 3 else image
+            pixels = pixels * 255.0 if pixels.max() <= 1.0 else pixels
+        else:
+            raise ShapeError(f"--input {path}: expected a .npy or .png file")
+        label = None
+    else:
+        from layerlab.data import load_mnist
+
+        data = load_mnist(args.data_dir)
+        if not 0 <= args.image < len(data.x_test):
+            raise ShapeError(f"--image {args.image}: MNIST has test images 0..{len(data.x_test) - 1}")
+        pixels, label = data.x_test[args.image], int(data.y_test[args.image])
+    return input_for_model(pixels, network.spec, scale=args.scale), label
+
+
+def _export(args: argparse.Namespace) -> int:
+    from layerlab.modelfile import load
+
+    network = load(args.model)
+    out = Path(args.out)
+    if args.to == "c":
+        from layerlab.export.c import export_c
+
+        report = export_c(
+            network, out, name=args.name or "model", int8=args.int8, calibration=args.calibration,
+            verify=not args.no_verify, verify_images=args.verify_images, data_dir=args.data_dir,
+        )
+        print(Path(report).read_text(encoding="utf-8"), end="")
+    elif args.to in ("csv", "json", "npz"):
+        from layerlab.export.tables import export_tables
+
+        print(f"wrote {export_tables(network, out, args.to)}")
+    elif args.to == "xlsx":
+        from layerlab.export.excel import export_xlsx
+
+        print(f"wrote {export_xlsx(network, out)}")
+    else:
+        from layerlab.export.excel_formulas import export_xlsx_formulas
+
+        image, label = _input_image(args, network)
+        print(f"wrote {export_xlsx_formulas(network, out, image, label=label)}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export trained weights: C, CSV/JSON/NPZ, Excel")
+    p.add_argument("model", metavar="MODEL", help="a Keras model file (.h5, .keras)")
+    p.add_argument("--to", required=True, choices=FORMATS, help="output format")
+    p.add_argument("--out", required=True, help="output folder (c, csv, json, npz) or file (xlsx)")
+    p.add_argument("--name", help="C: library and function prefix (sanitised)")
+    p.add_argument("--int8", action="store_true", help="C: int8 quantised code")
+    p.add_argument("--calibration", type=int, default=1000, metavar="N", help="C int8: training images to calibrate on")
+    p.add_argument("--no-verify", action="store_true", help="C: skip compiling and checking against the engine")
+    p.add_argument("--verify-images", type=int, default=1000, metavar="N", help="C: MNIST test images to verify on")
+    p.add_argument("--image", type=int, default=0, metavar="N", help="xlsx-formulas: MNIST test image N as the input")
+    p.add_argument("--input", metavar="FILE", help="xlsx-formulas: a .npy or .png input instead of --image")
+    p.add_argument("--scale", type=float, default=255.0, help="divide pixels by this (255: pixels/255, 1: raw)")
+    p.add_argument("--data-dir", help="folder with the MNIST files")
+    p.set_defaults(func=_export)

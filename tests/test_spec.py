@@ -1,0 +1,114 @@
+"""Spec: validation errors in the STYLE.md template, shapes, counts, JSON/YAML round trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from layerlab import spec as S
+from layerlab.errors import SpecError
+from layerlab.presets import seed650
+
+SEED650_SHAPES = [(5, 25, 25), (5, 13, 13), (5, 13, 13), (3, 11, 11), (3, 6, 6), (3, 6, 6), (3, 3, 3), (3, 3, 3), (27,), (10,), (10,)]
+
+
+def test_seed650_shapes_and_parameters():
+    model = seed650()
+    assert [info.output_shape for info in model.infos] == SEED650_SHAPES
+    assert model.param_count == 650
+    assert [info.params for info in model.infos if info.params] == [85, 138, 147, 280]
+    assert model.macs == 50000 + 16335 + 1296 + 270
+
+
+def test_seed650_channels_last_has_the_same_counts():
+    model = seed650("channels_last")
+    assert model.input_shape == (28, 28, 1)
+    assert model.infos[0].output_shape == (25, 25, 5)
+    assert model.param_count == 650
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_spec_file_round_trip(tmp_path, suffix):
+    model = seed650()
+    path = tmp_path / f"seed{suffix}"
+    model.save(path)
+    assert S.load_spec(path) == model
+    assert S.load_spec("seed650") == model
+
+
+def _one(layer: dict, input_shape=(4, 4, 1)) -> S.Model:
+    return S.Model.from_dict({"name": "m", "input_shape": list(input_shape), "layers": [layer]})
+
+
+ERRORS = [
+    ({"type": "Conv2D", "name": "conv_b", "filters": 2, "kernel_size": [5, 5]},
+     r"layer 0 'conv_b' \(Conv2D\): kernel_size=\(5, 5\) does not fit input \(4, 4\) with padding='valid' \(output would be 0x0\)\. Use padding='same' or kernel_size <= \(4, 4\)"),
+    ({"type": "Conv2D", "name": "c", "filters": 2, "kernel_size": 3, "strides": [0, 1]}, r"strides=\(0, 1\) must be positive"),
+    ({"type": "Conv2D", "name": "c", "filters": 0, "kernel_size": 3}, r"filters=0 must be a positive int"),
+    ({"type": "Conv2D", "name": "c", "filters": 1, "kernel_size": 3, "padding": "full"}, r"padding='full' is not supported\. Use one of valid, same"),
+    ({"type": "Conv2D", "name": "c", "filters": 1, "kernel_size": 3, "activation": "tanhh"}, r"activation='tanhh' is not supported"),
+    ({"type": "Conv2D", "name": "c", "filters": 1, "kernel_size": 3, "kernel_initializer": "glorot_norml"}, r"kernel_initializer='glorot_norml'"),
+    ({"type": "Conv2D", "name": "c", "filters": 1, "kernel_size": 2, "strides": 2, "dilation_rate": 2}, r"strides > 1 only with dilation_rate 1"),
+    ({"type": "Conv2D", "name": "c", "filters": 1, "kernel_size": 3, "dilation_rate": 2}, r"kernel_size=\(3, 3\) \(dilated span \(5, 5\)\) does not fit input \(4, 4\).*span \(k - 1\) \* d \+ 1 <= \(4, 4\)"),
+    ({"type": "MaxPooling2D", "name": "p", "pool_size": 5}, r"pool_size=\(5, 5\) does not fit input \(4, 4\)"),
+    ({"type": "Dense", "name": "d", "units": 3}, r"Dense needs a 1-D input, received shape \(4, 4, 1\)\. Add a Flatten layer before it"),
+    ({"type": "Conv3D", "name": "x"}, r"unknown layer type 'Conv3D'\. Supported: Conv2D, MaxPooling2D"),
+    ({"type": "Conv2D", "name": "c", "filters": 1, "kernel_size": 3, "stride": 2}, r"unknown argument\(s\) stride for Conv2D"),
+    ({"type": "Conv2D", "name": "c", "filters": 1}, r"missing 1 required keyword-only argument: 'kernel_size'"),
+    ({"type": "Reshape", "name": "r", "target_shape": [5, 5]}, r"target_shape=\(5, 5\) holds 25 values but the input \(4, 4, 1\) has 16"),
+    ({"type": "Dropout", "name": "d", "rate": 1.5}, r"rate=1.5 must be a number in \[0, 1\)"),
+    ({"type": "ZeroPadding2D", "name": "z", "padding": [[1, -1], [0, 0]]}, r"padding=.* is not \(\(top, bottom\), \(left, right\)\)"),
+]
+
+
+@pytest.mark.parametrize("layer, message", ERRORS, ids=[e[0]["type"] + str(i) for i, e in enumerate(ERRORS)])
+def test_errors_name_layer_what_and_fix(layer, message):
+    with pytest.raises(SpecError, match=message):
+        _one(layer)
+
+
+def test_error_names_the_spec_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"name": "m", "input_shape": [4, 4, 1], "layers": [{"type": "Conv2D", "name": "conv_b", "filters": 2, "kernel_size": [5, 5]}]}))
+    with pytest.raises(SpecError, match=r"bad\.json: layer 0 'conv_b'"):
+        S.load_spec(path)
+
+
+def test_malformed_files(tmp_path):
+    (tmp_path / "a.json").write_text("{not json")
+    with pytest.raises(SpecError, match=r"a\.json: not valid JSON \(line 1, column 2"):
+        S.load_spec(tmp_path / "a.json")
+    (tmp_path / "b.yaml").write_text("layers: [unclosed")
+    with pytest.raises(SpecError, match=r"b\.yaml: not valid YAML"):
+        S.load_spec(tmp_path / "b.yaml")
+    with pytest.raises(SpecError, match=r"no such file and no built-in spec of that name\. Built-in: seed650"):
+        S.load_spec("seed651")
+    (tmp_path / "c.json").write_text("[1, 2]")
+    with pytest.raises(SpecError, match="must be a mapping"):
+        S.load_spec(tmp_path / "c.json")
+
+
+def test_duplicate_names_and_bad_graph_inputs():
+    conv = dict(type="Conv2D", filters=1, kernel_size=1)
+    with pytest.raises(SpecError, match="the name 'a' is used twice"):
+        S.Model.from_dict({"name": "m", "input_shape": [4, 4, 1], "layers": [dict(conv, name="a"), dict(conv, name="a")]})
+    with pytest.raises(SpecError, match=r"inputs \['zz'\] are not earlier layers"):
+        S.Model.from_dict({"name": "m", "input_shape": [4, 4, 1], "layers": [dict(conv, name="a"), {"type": "Add", "name": "s", "inputs": ["a", "zz"]}]})
+    with pytest.raises(SpecError, match="Add needs inputs of one shape"):
+        S.Model.from_dict({"name": "m", "input_shape": [4, 4, 1], "layers": [dict(conv, name="a", filters=2), {"type": "Add", "name": "s", "inputs": ["a", "input"]}]})
+
+
+def test_input_layer_first_and_channels_first_flatten_shape():
+    model = S.Model.from_dict({"name": "m", "layers": [{"type": "Input", "shape": [2, 3, 4]}, {"type": "Flatten", "name": "f", "data_format": "channels_first"}]})
+    assert model.input_shape == (2, 3, 4) and model.output_shape == (24,)
+
+
+def test_graph_shapes():
+    model = S.Model(name="g", input_shape=(8, 8, 2), layers=(
+        S.Conv2D(name="a", filters=3, kernel_size=3, padding="same"),
+        S.Conv2D(name="b", filters=3, kernel_size=1, inputs=("input",)),
+        S.Add(name="sum", inputs=("a", "b")),
+        S.Concatenate(name="cat", inputs=("sum", "a")),
+    ))
+    assert model.output_shape == (8, 8, 6)
