@@ -45,6 +45,13 @@ def _initializer(keras, name: str | None, default: str):
     return name
 
 
+def _activation(keras, name: str):
+    if name == "hard_sigmoid_keras2":
+        # Keras 2's definition, kept for files written by Keras 2.
+        return lambda x: keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+    return name
+
+
 def keras_layer(layer: S.Layer, keras=None):
     """The Keras layer for one spec layer, every argument written out."""
     keras = keras or import_keras()
@@ -53,7 +60,7 @@ def keras_layer(layer: S.Layer, keras=None):
         return L.Conv2D(
             filters=layer.filters, kernel_size=layer.kernel_size, strides=layer.strides,
             padding=layer.padding, data_format=layer.data_format, dilation_rate=layer.dilation_rate,
-            activation=layer.activation, use_bias=layer.use_bias,
+            activation=_activation(keras, layer.activation), use_bias=layer.use_bias,
             kernel_initializer=_initializer(keras, layer.kernel_initializer, "glorot_uniform"),
             bias_initializer=_initializer(keras, layer.bias_initializer, "zeros"), name=layer.name,
         )
@@ -64,12 +71,12 @@ def keras_layer(layer: S.Layer, keras=None):
     if isinstance(layer, S.ZeroPadding2D):
         return L.ZeroPadding2D(padding=layer.padding, data_format=layer.data_format, name=layer.name)
     if isinstance(layer, S.Activation):
-        return L.Activation(layer.activation, name=layer.name)
+        return L.Activation(_activation(keras, layer.activation), name=layer.name)
     if isinstance(layer, S.Flatten):
         return L.Flatten(data_format=layer.data_format, name=layer.name)
     if isinstance(layer, S.Dense):
         return L.Dense(
-            units=layer.units, activation=layer.activation, use_bias=layer.use_bias,
+            units=layer.units, activation=_activation(keras, layer.activation), use_bias=layer.use_bias,
             kernel_initializer=_initializer(keras, layer.kernel_initializer, "glorot_uniform"),
             bias_initializer=_initializer(keras, layer.bias_initializer, "zeros"), name=layer.name,
         )

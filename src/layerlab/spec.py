@@ -31,6 +31,8 @@ DATA_FORMATS = (CHANNELS_LAST, CHANNELS_FIRST)
 ACTIVATIONS = (
     "linear", "relu", "tanh", "sigmoid", "softmax", "elu", "selu", "softplus", "softsign",
     "swish", "silu", "gelu", "hard_sigmoid", "leaky_relu", "relu6", "exponential",
+    # Keras 2's hard_sigmoid, clip(0.2 * x + 0.5, 0, 1); Keras 3's is relu6(x + 3) / 6.
+    "hard_sigmoid_keras2",
 )
 INITIALIZERS = (
     "zeros", "ones", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform",
