@@ -59,3 +59,14 @@ def test_graph_round_trip(keras):
     model = build_keras(spec, seed=0)
     assert spec_from_keras(model) == spec
     assert tuple(model.output.shape[1:]) == spec.output_shape
+
+
+def test_built_with_weights_keeps_initializers_in_config(keras):
+    spec = seed650()
+    rng = np.random.default_rng(1)
+    weights = {info.layer.name: {n: rng.normal(size=s).astype(np.float32) for n, s in info.layer.weight_shapes(info.input_shapes[0]).items()}
+               for info in spec.infos if info.params}
+    model = build_keras(spec, weights)
+    assert model.get_layer("conv1").get_config()["kernel_initializer"]["class_name"] == "GlorotNormal"
+    assert spec_from_keras(model) == spec
+    np.testing.assert_array_equal(model.get_layer("dense1").get_weights()[0], weights["dense1"]["kernel"])

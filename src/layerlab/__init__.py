@@ -24,11 +24,8 @@ def load(path, architecture=None):
     return _load(path, architecture=architecture)
 
 
-def probe(layer, array, **kwargs):
-    """Run one layer on a small array and explain it. See ``layerlab.probe.probe``."""
-    from layerlab.probe import probe as _probe
+# Imported eagerly: a lazy wrapper named ``probe`` would be replaced by the submodule
+# ``layerlab.probe`` the first time it is imported. probe.py imports only numpy and the core.
+from layerlab.probe import ProbeResult, probe  # noqa: E402
 
-    return _probe(layer, array, **kwargs)
-
-
-__all__ = ["__version__", "load", "probe"]
+__all__ = ["ProbeResult", "__version__", "load", "probe"]

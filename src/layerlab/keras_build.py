@@ -9,12 +9,11 @@ the last dimension equals the number of filters. JAX runs both layouts correctly
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 
 from layerlab import spec as S
-from layerlab.errors import SpecError, UnsupportedLayerError, require
+from layerlab.errors import SpecError, require
 
 BACKEND = "jax"
 
@@ -109,23 +108,36 @@ def build_keras(model: S.Model, weights: dict[str, dict[str, np.ndarray]] | None
     keras = import_keras()
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    klayers = [keras_layer(l, keras) for l in model.layers]
+    # With weights given, build with zeros and restore the initializers afterwards: on JAX every
+    # random initializer compiles once per weight shape (seconds each), only to be overwritten.
+    saved = _swap_initializers(keras, klayers) if weights else []
     if not any(layer.inputs for layer in model.layers):
-        kmodel = keras.Sequential(
-            [keras.Input(shape=model.input_shape, name="input")] + [keras_layer(l, keras) for l in model.layers],
-            name=_keras_name(model.name),
-        )
+        kmodel = keras.Sequential([keras.Input(shape=model.input_shape, name="input"), *klayers], name=_keras_name(model.name))
     else:
         inputs = keras.Input(shape=model.input_shape, name="input")
         tensors = {"input": inputs}
         previous = inputs
-        for layer in model.layers:
+        for layer, klayer in zip(model.layers, klayers, strict=True):
             args = [tensors[n] for n in layer.inputs] if layer.inputs else [previous]
-            previous = keras_layer(layer, keras)(args if isinstance(layer, (S.Add, S.Concatenate)) else args[0])
+            previous = klayer(args if isinstance(layer, (S.Add, S.Concatenate)) else args[0])
             tensors[layer.name] = previous
         kmodel = keras.Model(inputs, previous, name=_keras_name(model.name))
+    for klayer, attr, initializer in saved:
+        setattr(klayer, attr, initializer)
     if weights:
         set_keras_weights(kmodel, model, weights)
     return kmodel
+
+
+def _swap_initializers(keras, klayers) -> list[tuple[object, str, object]]:
+    saved = []
+    for klayer in klayers:
+        for attr in ("kernel_initializer", "bias_initializer"):
+            if getattr(klayer, attr, None) is not None:
+                saved.append((klayer, attr, getattr(klayer, attr)))
+                setattr(klayer, attr, keras.initializers.Zeros())
+    return saved
 
 
 def _keras_name(name: str) -> str:
@@ -152,85 +164,37 @@ def keras_weights(kmodel, model: S.Model | None = None) -> dict[str, dict[str, n
         expected = info.layer.weight_shapes(info.input_shapes[0])
         if expected:
             values = kmodel.get_layer(info.layer.name).get_weights()
-            out[info.layer.name] = {n: np.asarray(v, np.float32) for n, v in zip(expected, values)}
+            out[info.layer.name] = {n: np.asarray(v, np.float32) for n, v in zip(expected, values, strict=True)}
     return out
 
 
-def _activation_name(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):  # a serialized function reference
-        return str(value.get("config", value).get("name", value.get("class_name", "")) if isinstance(value.get("config"), dict) else value.get("config", ""))
-    return getattr(value, "__name__", str(value))
+def spec_layer_from_keras(klayer, data_format: str | None = None) -> S.Layer:
+    """The spec of one live Keras layer, through the same config mapping the file loader uses."""
+    from layerlab.modelfile.layers import Context, convert
 
-
-def _init_name(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value if value in S.INITIALIZERS else None
-    if isinstance(value, dict):
-        cls = value.get("class_name", "")
-        cfg = value.get("config", {}) or {}
-        if cls == "VarianceScaling" and cfg.get("scale") == 1.0 and cfg.get("mode") == "fan_avg" and cfg.get("distribution") == "untruncated_normal":
-            return "nnc_glorot_normal"
-        snake = "".join("_" + c.lower() if c.isupper() else c for c in cls).lstrip("_")
-        return snake if snake in S.INITIALIZERS else None
-    return None
+    cls = type(klayer).__name__
+    if data_format is None:
+        data_format = import_keras().config.image_data_format()
+    ctx = Context(name=klayer.name, where=f"Keras layer '{klayer.name}' ({cls})", generation=3, data_format=data_format)
+    try:
+        return convert(cls, klayer.get_config(), ctx)
+    except SpecError as exc:
+        raise SpecError(f"{ctx.where}: {exc}") from None
 
 
 def spec_from_keras(kmodel) -> S.Model:
     """The layerlab spec of a built Keras 3 model (Sequential or functional)."""
-    keras = import_keras()
-    default_format = keras.config.image_data_format()
+    import dataclasses
+
+    data_format = import_keras().config.image_data_format()
     layers: list[S.Layer] = []
-    input_names: dict[int, str] = {}
     for klayer in kmodel.layers:
-        cls = type(klayer).__name__
-        if cls == "InputLayer":
+        if type(klayer).__name__ == "InputLayer":
             continue
-        cfg = klayer.get_config()
-        name = klayer.name
-        data_format = cfg.get("data_format") or default_format
-        common: dict[str, Any] = {"name": name}
-        if cls == "Conv2D":
-            if cfg.get("groups", 1) != 1:
-                raise UnsupportedLayerError(f"layer '{name}' (Conv2D): groups={cfg['groups']} is not supported")
-            layer: S.Layer = S.Conv2D(
-                filters=cfg["filters"], kernel_size=tuple(cfg["kernel_size"]), strides=tuple(cfg["strides"]),
-                padding=cfg["padding"], data_format=data_format, dilation_rate=tuple(cfg["dilation_rate"]),
-                activation=_activation_name(cfg["activation"]), use_bias=cfg["use_bias"],
-                kernel_initializer=_init_name(cfg.get("kernel_initializer")),
-                bias_initializer=_init_name(cfg.get("bias_initializer")), **common,
-            )
-        elif cls in ("MaxPooling2D", "AveragePooling2D"):
-            kind = S.MaxPooling2D if cls == "MaxPooling2D" else S.AveragePooling2D
-            layer = kind(pool_size=tuple(cfg["pool_size"]), strides=tuple(cfg["strides"] or cfg["pool_size"]), padding=cfg["padding"], data_format=data_format, **common)
-        elif cls == "ZeroPadding2D":
-            layer = S.ZeroPadding2D(padding=tuple(tuple(p) for p in cfg["padding"]), data_format=data_format, **common)
-        elif cls == "Activation":
-            layer = S.Activation(activation=_activation_name(cfg["activation"]), **common)
-        elif cls == "Flatten":
-            layer = S.Flatten(data_format=data_format, **common)
-        elif cls == "Dense":
-            layer = S.Dense(
-                units=cfg["units"], activation=_activation_name(cfg["activation"]), use_bias=cfg["use_bias"],
-                kernel_initializer=_init_name(cfg.get("kernel_initializer")),
-                bias_initializer=_init_name(cfg.get("bias_initializer")), **common,
-            )
-        elif cls == "Dropout":
-            layer = S.Dropout(rate=float(cfg["rate"]), **common)
-        elif cls == "BatchNormalization":
-            layer = S.BatchNormalization(axis=int(cfg["axis"]), epsilon=float(cfg["epsilon"]), momentum=float(cfg["momentum"]), center=cfg["center"], scale=cfg["scale"], **common)
-        elif cls == "Reshape":
-            layer = S.Reshape(target_shape=tuple(cfg["target_shape"]), **common)
-        elif cls == "Rescaling":
-            layer = S.Rescaling(scale=float(cfg["scale"]), offset=float(cfg["offset"]), **common)
-        elif cls in ("Add", "Concatenate"):
-            sources = [_source_name(kmodel, t) for t in _node_inputs(klayer)]
-            layer = S.Add(inputs=tuple(sources), **common) if cls == "Add" else S.Concatenate(axis=int(cfg["axis"]), inputs=tuple(sources), **common)
-        else:
-            raise UnsupportedLayerError(f"layer '{name}' ({cls}) is not supported. Supported: {', '.join(S.LAYER_TYPES)}")
+        layer = spec_layer_from_keras(klayer, data_format)
+        if isinstance(layer, (S.Add, S.Concatenate)):
+            layer = dataclasses.replace(layer, inputs=tuple(_source_name(kmodel, t) for t in _node_inputs(klayer)))
         layers.append(layer)
-        input_names[id(klayer)] = name
     shape = tuple(int(d) for d in kmodel.inputs[0].shape[1:])
     if any(isinstance(l, (S.Add, S.Concatenate)) for l in layers):
         layers = _with_explicit_inputs(kmodel, layers)

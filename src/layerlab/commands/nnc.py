@@ -1,0 +1,118 @@
+"""``layerlab nnc import`` and ``layerlab nnc export``: Neural Network Console networks <-> Keras.
+
+    layerlab nnc import NETWORK.nnp [--network NAME] [--data-format channels_last] --out model.keras
+    layerlab nnc export model.h5 --out NETWORK.nnp
+    layerlab nnc export seed650 --out seed650.nnp          # a spec: NNC-initialised weights
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from layerlab.errors import NNCError
+
+KERAS_SUFFIXES = (".keras", ".h5")
+SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("nnc", help="convert Sony Neural Network Console (nnabla) networks to Keras and back")
+    sub = parser.add_subparsers(dest="nnc_command", metavar="ACTION", required=True)
+
+    imp = sub.add_parser("import", help="NNC .nnp / .nntxt -> Keras model or spec, with a mapping table")
+    imp.add_argument("source", help="an .nnp archive or .nntxt network file")
+    imp.add_argument("--network", default=None, help="network to convert (default: the executor's, e.g. MainRuntime)")
+    imp.add_argument("--data-format", default="channels_first", choices=("channels_first", "channels_last"),
+                     help="layout of the Keras model (NNC's own is channels_first)")
+    imp.add_argument("--out", required=True, help="model.keras, model.h5 (with weights) or spec.json / spec.yaml")
+    imp.set_defaults(func=run_import)
+
+    exp = sub.add_parser("export", help="Keras model file or spec -> NNC .nnp that nnabla runs identically")
+    exp.add_argument("source", help="a Keras model file (.h5, .keras) or a spec (built-in name, .json, .yaml)")
+    exp.add_argument("--out", required=True, help="NETWORK.nnp (or .nntxt with the parameters inline)")
+    exp.add_argument("--network-name", default="MainRuntime", help="name of the NNC network (default MainRuntime)")
+    exp.add_argument("--seed", type=int, default=0, help="seed of the NNC initialisation of a spec without weights")
+    exp.set_defaults(func=run_export)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from layerlab.nnc.importer import import_file
+
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in KERAS_SUFFIXES + SPEC_SUFFIXES:
+        raise NNCError(f"--out {args.out}: unknown output type {suffix or '(none)'!r}. Use .keras, .h5, .json or .yaml")
+    result = import_file(args.source, network=args.network, data_format=args.data_format)
+    spec = result.network.spec
+    print(f"network '{result.network_name}': input '{result.input_variable}' {spec.input_shape} -> output "
+          f"'{result.output_variable}' {spec.output_shape}, {spec.param_count} parameters, {args.data_format}")
+    print(result.table())
+    if suffix in SPEC_SUFFIXES:
+        spec.save(out)
+        print(f"wrote {out} (architecture only; write .keras or .h5 to keep the weights)")
+        return 0
+    from layerlab.io import atomic_path
+
+    kmodel = _keras_with_weights(spec, result.network.weights)
+    with atomic_path(out) as tmp:
+        kmodel.save(tmp)
+    print(f"wrote {out}")
+    return 0
+
+
+def _keras_with_weights(spec, weights):
+    """``build_keras(spec, weights)`` without drawing initial weights that are overwritten anyway.
+
+    On the JAX backend every random initializer compiles a kernel per weight shape (seconds
+    each), so the model is built with zeros, the weights are set, and then the layers get the
+    spec's initializers back, so the saved file retrains with NNC's (``nnc_glorot_normal``, zeros).
+    """
+    import dataclasses
+
+    from layerlab import spec as S
+    from layerlab.keras_build import build_keras, import_keras, keras_layer
+
+    keras = import_keras()
+    fast = tuple(
+        dataclasses.replace(l, kernel_initializer="zeros", bias_initializer="zeros") if isinstance(l, (S.Conv2D, S.Dense)) else l
+        for l in spec.layers
+    )
+    kmodel = build_keras(dataclasses.replace(spec, layers=fast), weights)
+    for layer in spec.layers:
+        if isinstance(layer, (S.Conv2D, S.Dense)):
+            fresh = keras_layer(layer, keras)  # unbuilt: no weights drawn
+            built = kmodel.get_layer(layer.name)
+            built.kernel_initializer, built.bias_initializer = fresh.kernel_initializer, fresh.bias_initializer
+    return kmodel
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from layerlab.network import Network
+    from layerlab.nnc.exporter import export_file, nnc_init, rows_table
+    from layerlab.spec import CHANNELS_LAST
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".nnp", ".nntxt"):
+        raise NNCError(f"--out {args.out}: expected an .nnp (or .nntxt) file name")
+    source = Path(args.source)
+    note = ""
+    if source.suffix.lower() in KERAS_SUFFIXES:
+        import layerlab
+
+        net = layerlab.load(source)
+    else:
+        from layerlab.spec import load_spec
+
+        spec = load_spec(args.source)
+        net = Network(spec, nnc_init(spec, seed=args.seed), source=str(args.source))
+        note = (f"note: {args.source} is a spec without weights: parameters are NNC's default initialisation "
+                f"(Glorot normal, biases 0), seed {args.seed}")
+    rows = export_file(net, out, network_name=args.network_name)
+    print(rows_table(rows))
+    if note:
+        print(note)
+    if any(getattr(l, "data_format", None) == CHANNELS_LAST for l in net.spec.layers) and len(net.spec.input_shape) == 3:
+        print("note: the NNC network takes N-C-H-W input; transpose channels_last images with (0, 3, 1, 2)")
+    print(f"wrote {out}")
+    return 0

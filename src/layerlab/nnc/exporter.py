@@ -1,0 +1,379 @@
+"""A layerlab network (spec + Keras-layout weights) -> an NNC network that nnabla runs identically.
+
+The exported network takes N-C-H-W input whatever the Keras data_format (NNC's only layout on a
+CPU); a channels_last model's input (N, H, W, C) must be transposed with ``(0, 3, 1, 2)``.
+Padding: Keras 'same' convolution padding becomes NNC's symmetric pad where Keras pads
+symmetrically, else a Pad function (zeros) before a pad-0 Convolution. Keras 'same' pooling becomes
+NNC pooling with Keras' pad before and the ignore_border that gives Keras' output size (see
+``windows.keras_pool_to_nnc``); where none does, max pooling gets a Pad function filled with -inf.
+Flatten emits no function: NNC's Affine flattens C-H-W itself, so the Dense kernel rows are
+reordered from Keras' Flatten order instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from layerlab import spec as S
+from layerlab.errors import NNCError
+from layerlab.network import Network
+from layerlab.nnc import files, schema, windows
+from layerlab.nnc.functions import flatten_perm
+
+_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax"}
+_INITIALIZERS = {"zeros": ("Constant", 0.0), "ones": ("Constant", 1.0)}
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One Keras layer and the NNC functions written for it (none: an alias), with a caveat."""
+
+    layer: str
+    kind: str
+    functions: tuple[str, ...]
+    caveat: str = ""
+
+
+@dataclass
+class _Out:
+    """A Keras tensor as an NNC variable: its name, NNC shape (no batch), and for a flattened
+    tensor the NNC feature index at each Keras position (None: same order)."""
+
+    var: str
+    shape: tuple[int, ...]
+    flat: bool = False
+    perm: np.ndarray | None = None
+
+
+def nnc_init(model: S.Model, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """NNC's default parameters for a spec: kernels N(0, sqrt(2 / (fan_in + fan_out))) with the
+    kernel size folded into both fans (NormalConvolutionGlorot / NormalAffineGlorot), biases 0,
+    BatchNormalization gamma 1, beta 0, mean 0, variance 1."""
+    rng = np.random.default_rng(seed)
+    weights: dict[str, dict[str, np.ndarray]] = {}
+    for info in model.infos:
+        arrays = {}
+        for name, shape in info.layer.weight_shapes(info.input_shapes[0]).items():
+            if name == "kernel":
+                receptive = math.prod(shape[:-2])
+                std = math.sqrt(2.0 / (receptive * (shape[-2] + shape[-1])))
+                arrays[name] = rng.normal(0.0, std, size=shape).astype(np.float32)
+            else:
+                fill = 1.0 if name in ("gamma", "moving_variance") else 0.0
+                arrays[name] = np.full(shape, fill, np.float32)
+        if arrays:
+            weights[info.layer.name] = arrays
+    return weights
+
+
+def _data_format(model: S.Model) -> str:
+    formats = {l.data_format for l in model.layers if hasattr(l, "data_format") and not isinstance(l, S.Flatten)}
+    if len(formats) > 1:
+        raise NNCError(f"model '{model.name}' mixes data formats {sorted(formats)}; NNC export needs one")
+    return formats.pop() if formats else S.CHANNELS_FIRST
+
+
+def _nnc_shape(shape: tuple[int, ...], df: str) -> tuple[int, ...]:
+    return (shape[2], shape[0], shape[1]) if len(shape) == 3 and df == S.CHANNELS_LAST else tuple(shape)
+
+
+class _Writer:
+    def __init__(self, net: Network, network_name: str):
+        self.net = net
+        self.spec = net.spec
+        self.df = _data_format(self.spec)
+        self.proto = schema.new("NNablaProtoBuf", version="0.1")
+        ctx = self.proto.global_config.default_context
+        ctx.backends.append("cpu:float")
+        ctx.array_class = "CpuCachedArray"
+        self.network = self.proto.network.add(name=network_name, batch_size=1)
+        self.params: dict[str, np.ndarray] = {}
+        self.rows: list[ExportRow] = []
+        self.outs: dict[str, _Out] = {}
+        self.names: set[str] = set()
+        # A symmetric ZeroPadding2D folded into the Convolution that follows it.
+        self.pending_pad = (0, 0)
+
+    # -- proto helpers -------------------------------------------------------------------------
+    def buffer(self, name: str, shape: tuple[int, ...]) -> str:
+        var = self.network.variable.add(name=name, type="Buffer")
+        var.shape.dim.extend((-1, *shape))
+        return name
+
+    def parameter(self, name: str, array: np.ndarray, init: tuple[str, float] | None = None) -> str:
+        var = self.network.variable.add(name=name, type="Parameter")
+        var.shape.dim.extend(array.shape)
+        if init:
+            var.initializer.type, var.initializer.multiplier = init
+        self.params[name] = np.ascontiguousarray(array, np.float32)
+        return name
+
+    def function(self, name: str, kind: str, inputs: list[str], shape: tuple[int, ...], **param) -> str:
+        name = self.unique(name)
+        fn = self.network.function.add(name=name, type=kind)
+        fn.input.extend(inputs)
+        fn.output.append(self.buffer(name, shape))
+        for field_name, values in param.items():
+            target = getattr(fn, field_name)
+            for key, value in values.items():
+                if isinstance(value, (tuple, list)) and key not in ("axes", "pad_width"):
+                    getattr(target, key).dim.extend(value)
+                elif isinstance(value, (tuple, list)):
+                    getattr(target, key).extend(value)
+                else:
+                    setattr(target, key, value)
+            if not values:
+                target.SetInParent()
+        return name
+
+    def unique(self, base: str) -> str:
+        name, n = base, 2
+        while name in self.names:
+            name, n = f"{base}_{n}", n + 1
+        self.names.add(name)
+        return name
+
+    def materialize(self, out: _Out, layer: str) -> _Out:
+        """A flattened alias as a real (batch, features) NNC variable (C-H-W order)."""
+        if not out.flat or len(out.shape) == 1:
+            return out
+        size = math.prod(out.shape)
+        var = self.function(f"{layer}_reshape", "Reshape", [out.var], (size,), reshape_param={"shape": (-1, size)})
+        return _Out(var, (size,), False, out.perm)
+
+    # -- the walk ------------------------------------------------------------------------------
+    def run(self) -> None:
+        spec = self.spec
+        in_shape = _nnc_shape(spec.input_shape, self.df)
+        x = self.buffer(self.unique("x"), in_shape)
+        self.outs["input"] = _Out(x, in_shape)
+        previous = "input"
+        consumers: dict[str, int] = {}
+        for layer in spec.layers:
+            for source in layer.inputs or ():
+                consumers[source] = consumers.get(source, 0) + 1
+        for index, info in enumerate(spec.infos):
+            layer = info.layer
+            sources = [self.outs[n] for n in layer.inputs] if layer.inputs else [self.outs[previous]]
+            nxt = spec.layers[index + 1] if index + 1 < len(spec.layers) else None
+            out, funcs, caveat = self.layer(layer, sources, info, nxt, consumers.get(layer.name, 0))
+            self.outs[layer.name] = out
+            self.rows.append(ExportRow(layer.name, layer.type, tuple(funcs), caveat))
+            previous = layer.name
+        final = self.materialize(self.outs[previous], "output")
+        if final.perm is not None:
+            raise NNCError(f"model '{spec.name}': its output is in Keras' Flatten order, which NNC cannot reproduce")
+        executor = self.proto.executor.add(name="Executor", network_name=self.network.name)
+        executor.data_variable.add(variable_name=x, data_name="x")
+        executor.output_variable.add(variable_name=final.var, data_name="y")
+        for name in self.params:
+            executor.parameter_variable.add(variable_name=name)
+
+    def layer(self, layer: S.Layer, sources: list[_Out], info: S.LayerInfo, nxt: S.Layer | None, extra_consumers: int):
+        x = sources[0]
+        shape_out = _nnc_shape(info.output_shape, self.df)
+        name = layer.name
+        if isinstance(layer, S.ZeroPadding2D):
+            (top, bottom), (left, right) = layer.padding
+            if (isinstance(nxt, S.Conv2D) and nxt.padding == "valid" and not nxt.inputs and not extra_consumers
+                    and top == bottom and left == right):
+                self.pending_pad = (top, left)
+                return _Out(x.var, x.shape), [], f"folded into the next Convolution as pad ({top}, {left})"
+            var = self.function(name, "Pad", [x.var], shape_out, pad_param={"pad_width": (top, bottom, left, right), "mode": "constant", "constant_value": 0.0})
+            return _Out(var, shape_out), [var], ""
+        if isinstance(layer, S.Conv2D):
+            return self.conv(layer, x, info, shape_out)
+        if isinstance(layer, (S.MaxPooling2D, S.AveragePooling2D)):
+            return self.pool(layer, x, info, shape_out)
+        if isinstance(layer, S.Flatten):
+            perm = flatten_perm(x.shape, self.df, layer.data_format)
+            return _Out(x.var, x.shape, True, perm), [], "no function: NNC's Affine flattens C-H-W itself; the Dense rows are reordered"
+        if isinstance(layer, S.Dense):
+            return self.dense(layer, x)
+        if isinstance(layer, S.Activation):
+            return self.activation(layer.activation, name, x)
+        if isinstance(layer, S.Dropout):
+            return x, [], "no function: Dropout is the identity at inference (NNC's runtime network omits it)"
+        if isinstance(layer, S.Rescaling):
+            funcs, var = [], x.var
+            if layer.scale != 1.0:
+                var = self.function(name, "MulScalar", [var], x.shape, mul_scalar_param={"val": float(layer.scale)})
+                funcs.append(var)
+            if layer.offset != 0.0:
+                var = self.function(f"{name}_offset" if funcs else name, "AddScalar", [var], x.shape, add_scalar_param={"val": float(layer.offset)})
+                funcs.append(var)
+            return _Out(var, x.shape, x.flat, x.perm), funcs, ""
+        if isinstance(layer, S.BatchNormalization):
+            return self.batch_norm(layer, x, info)
+        if isinstance(layer, S.Reshape):
+            x = self.materialize(x, name)
+            if x.perm is not None or (self.df == S.CHANNELS_LAST and not all(len(s) == 1 or (len(s) == 3 and s[0] == 1) for s in (x.shape, shape_out))):
+                raise NNCError(f"layer '{name}' (Reshape): {x.shape} -> {shape_out} in {self.df} has no exact NNC equivalent. Use channels_first")
+            var = self.function(name, "Reshape", [x.var], shape_out, reshape_param={"shape": (-1, *shape_out)})
+            return _Out(var, shape_out), [var], ""
+        if isinstance(layer, (S.Add, S.Concatenate)):
+            return self.merge(layer, sources, shape_out)
+        raise NNCError(f"layer '{name}' ({layer.type}) has no NNC export. Supported: Conv2D, pooling, Dense, Flatten, Activation, ...")
+
+    def conv(self, layer: S.Conv2D, x: _Out, info: S.LayerInfo, shape_out):
+        win = layer.window(info.input_shapes[0])
+        funcs, caveat, src = [], "", x.var
+        pad = self.pending_pad
+        self.pending_pad = (0, 0)
+        if layer.padding == "same":
+            if (win.pad_top, win.pad_left) == (win.pad_bottom, win.pad_right):
+                pad = (win.pad_top, win.pad_left)
+            else:
+                padded = (x.shape[0], x.shape[1] + win.pad_top + win.pad_bottom, x.shape[2] + win.pad_left + win.pad_right)
+                src = self.function(f"{layer.name}_pad", "Pad", [src], padded, pad_param={
+                    "pad_width": (win.pad_top, win.pad_bottom, win.pad_left, win.pad_right), "mode": "constant", "constant_value": 0.0})
+                funcs.append(src)
+                caveat = f"Keras 'same' pads ({win.pad_top}, {win.pad_bottom}), ({win.pad_left}, {win.pad_right}): an explicit Pad, NNC pads symmetrically"
+        kernel = self.net.weights[layer.name]["kernel"].transpose(3, 2, 0, 1)  # HWIO -> (out, in, kh, kw)
+        inputs = [src, self.parameter(f"{layer.name}/conv/W", kernel, self.init(layer.kernel_initializer, "NormalConvolutionGlorot"))]
+        if layer.use_bias:
+            inputs.append(self.parameter(f"{layer.name}/conv/b", self.net.weights[layer.name]["bias"], self.init(layer.bias_initializer, None)))
+        conv_shape = shape_out
+        var = self.function(layer.name, "Convolution", inputs, conv_shape, convolution_param={
+            "base_axis": 1, "pad": pad, "stride": layer.strides, "dilation": layer.dilation_rate, "group": 1})
+        funcs.append(var)
+        out, more, _ = self.activation(layer.activation, f"{layer.name}_{layer.activation}", _Out(var, shape_out))
+        return out, funcs + more, caveat
+
+    def pool(self, layer, x: _Out, info: S.LayerInfo, shape_out):
+        kind = "max" if isinstance(layer, S.MaxPooling2D) else "average"
+        _, h, w = x.shape
+        ftype = "MaxPooling" if kind == "max" else "AveragePooling"
+        field = "max_pooling_param" if kind == "max" else "average_pooling_param"
+        try:
+            nnc = windows.keras_pool_to_nnc(kind, (h, w), layer.pool_size, layer.strides, layer.padding)
+        except windows.NoExactMapping as exc:
+            if kind != "max":
+                raise NNCError(f"layer '{layer.name}' (AveragePooling2D): no exact NNC equivalent: {exc}. Use padding='valid' or an odd pool_size") from None
+            win = layer.window(info.input_shapes[0])
+            pads = (win.pad_top, win.pad_bottom, win.pad_left, win.pad_right)
+            padded = (x.shape[0], h + pads[0] + pads[1], w + pads[2] + pads[3])
+            src = self.function(f"{layer.name}_pad", "Pad", [x.var], padded, pad_param={"pad_width": pads, "mode": "constant", "constant_value": float("-inf")})
+            var = self.function(layer.name, ftype, [src], shape_out, **{field: {
+                "kernel": layer.pool_size, "stride": layer.strides, "ignore_border": True, "pad": (0, 0)}})
+            return _Out(var, shape_out), [src, var], f"Keras 'same' pads {pads}: an explicit Pad with -inf, which never wins"
+        param = {"kernel": layer.pool_size, "stride": layer.strides, "ignore_border": nnc.ignore_border, "pad": nnc.pad}
+        if kind == "average":
+            param["including_pad"] = nnc.including_pad
+        var = self.function(layer.name, ftype, [x.var], shape_out, **{field: param})
+        caveat = ""
+        if layer.padding == "same":
+            caveat = f"Keras 'same' = ignore_border={str(nnc.ignore_border).lower()}, pad {nnc.pad}" + (", including_pad=false" if kind == "average" else "")
+        return _Out(var, shape_out), [var], caveat
+
+    def dense(self, layer: S.Dense, x: _Out):
+        kernel = self.net.weights[layer.name]["kernel"]
+        if x.perm is not None:
+            reordered = np.empty_like(kernel)
+            reordered[x.perm] = kernel  # Keras row j is NNC feature perm[j]
+            kernel = reordered
+        inputs = [x.var, self.parameter(f"{layer.name}/affine/W", kernel, self.init(layer.kernel_initializer, "NormalAffineGlorot"))]
+        if layer.use_bias:
+            inputs.append(self.parameter(f"{layer.name}/affine/b", self.net.weights[layer.name]["bias"], self.init(layer.bias_initializer, None)))
+        var = self.function(layer.name, "Affine", inputs, (layer.units,), affine_param={"base_axis": 1})
+        out, more, _ = self.activation(layer.activation, f"{layer.name}_{layer.activation}", _Out(var, (layer.units,)))
+        caveat = "Affine W rows reordered from Keras' Flatten order (H-W-C) to NNC's C-H-W" if x.perm is not None else ""
+        return out, [var, *more], caveat
+
+    def activation(self, act: str, name: str, x: _Out):
+        if act == "linear":
+            return x, [], ""
+        if act not in _ACTIVATIONS:
+            raise NNCError(f"activation '{act}' in '{name}' has no NNC export. Supported: linear, {', '.join(_ACTIVATIONS)}")
+        if act == "softmax":
+            x = self.materialize(x, name)
+            # Keras' softmax runs over the last Keras axis: the channel (axis 1) in channels_last.
+            axis = 1 if len(x.shape) == 1 or self.df == S.CHANNELS_LAST else len(x.shape)
+            var = self.function(name, "Softmax", [x.var], x.shape, softmax_param={"axis": axis})
+        else:
+            var = self.function(name, _ACTIVATIONS[act], [x.var], x.shape)
+        return _Out(var, x.shape, x.flat, x.perm), [var], ""
+
+    def batch_norm(self, layer: S.BatchNormalization, x: _Out, info: S.LayerInfo):
+        x = self.materialize(x, layer.name)
+        axis = layer.feature_axis(info.input_shapes[0])
+        channel_axis = 0 if len(x.shape) == 1 or self.df == S.CHANNELS_FIRST else 2
+        if axis != channel_axis:
+            raise NNCError(f"layer '{layer.name}' (BatchNormalization): axis={layer.axis} is not the channel axis; NNC export needs the channel axis")
+        w = self.net.weights[layer.name]
+        n = x.shape[0]
+        values = {
+            "beta": w.get("beta", np.zeros(n, np.float32)), "gamma": w.get("gamma", np.ones(n, np.float32)),
+            "mean": w["moving_mean"], "var": w["moving_variance"],
+        }
+        pshape = (1, n, 1, 1) if len(x.shape) == 3 else (1, n)
+        inputs = [x.var]
+        for key, value in values.items():
+            nnc = value
+            if x.perm is not None:
+                nnc = np.empty_like(value)
+                nnc[x.perm] = value  # Keras feature j is NNC feature perm[j]
+            inputs.append(self.parameter(f"{layer.name}/bn/{key}", nnc.reshape(pshape)))
+        var = self.function(layer.name, "BatchNormalization", inputs, x.shape, batch_normalization_param={
+            "axes": (1,), "decay_rate": float(layer.momentum), "eps": float(layer.epsilon), "batch_stat": False})
+        return _Out(var, x.shape, False, x.perm), [var], ""
+
+    def merge(self, layer, sources: list[_Out], shape_out):
+        sources = [self.materialize(s, layer.name) for s in sources]
+        if any(s.perm is not None for s in sources):
+            raise NNCError(f"layer '{layer.name}' ({layer.type}): inputs in Keras' Flatten order cannot be merged exactly in NNC")
+        if isinstance(layer, S.Add):
+            var, funcs = sources[0].var, []
+            for index, other in enumerate(sources[1:]):
+                var = self.function(layer.name if index == len(sources) - 2 else f"{layer.name}_{index}", "Add2", [var, other.var], shape_out, add2_param={})
+                funcs.append(var)
+            return _Out(var, shape_out), funcs, ""
+        rank = len(sources[0].shape)
+        axis = layer.axis if layer.axis >= 0 else rank + 1 + layer.axis
+        if rank == 3 and self.df == S.CHANNELS_LAST:
+            axis = {3: 1, 1: 2, 2: 3}[axis]
+        var = self.function(layer.name, "Concatenate", [s.var for s in sources], shape_out, concatenate_param={"axis": axis})
+        return _Out(var, shape_out), [var], ""
+
+    @staticmethod
+    def init(name: str | None, glorot: str | None) -> tuple[str, float] | None:
+        if name == "nnc_glorot_normal" and glorot:
+            return glorot, 1.0
+        return _INITIALIZERS.get(name or "")
+
+
+def export_network(net: Network, network_name: str = "MainRuntime") -> tuple[object, dict[str, np.ndarray], list[ExportRow]]:
+    """Convert a network to an ``NNablaProtoBuf`` (network + executor) and nnabla-layout parameters.
+
+    Raises:
+        NNCError: a layer, activation or padding that NNC cannot compute exactly.
+    """
+    writer = _Writer(net, network_name)
+    writer.run()
+    return writer.proto, writer.params, writer.rows
+
+
+def export_file(net: Network, path: str, network_name: str = "MainRuntime") -> list[ExportRow]:
+    """Write ``net`` as an .nnp archive (or an .nntxt with the parameters inline) atomically."""
+    from layerlab.io import atomic_write_bytes, atomic_write_text
+
+    proto, params, rows = export_network(net, network_name)
+    if str(path).lower().endswith(".nntxt"):
+        proto.MergeFrom(files.parameters_message(params))
+        atomic_write_text(path, files.to_text(proto))
+    else:
+        atomic_write_bytes(path, files.nnp_bytes(proto, params))
+    return rows
+
+
+def rows_table(rows: list[ExportRow]) -> str:
+    head = ("Keras layer", "type", "NNC function(s)", "caveat")
+    body = [(r.layer, r.kind, ", ".join(r.functions) or "(none)", r.caveat) for r in rows]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + ("  " + row[3] if row[3] else "") for row in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(head[3]))
+    return "\n".join(line.rstrip() for line in lines)
+

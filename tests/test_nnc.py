@@ -1,0 +1,750 @@
+"""NNC (nnabla) import and export, with nnabla itself and Keras as the oracles.
+
+* Reference files in ../shared/nnc (outputs computed by nnabla 1.39.0) -> import -> engine / Keras.
+* Small NNC networks built here -> nnabla (in its Python 3.10 venv, $NNABLA_PYTHON, one
+  subprocess for the whole module) and layerlab's import -> engine, both layouts, and Keras.
+* layerlab specs -> export .nnp -> nnabla runs it -> compared with the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import require_env
+from layerlab import spec as S
+from layerlab.cli import main as cli
+from layerlab.errors import NNCError
+from layerlab.network import Network
+from layerlab.nnc import files, schema, windows
+from layerlab.nnc.exporter import export_file, export_network, nnc_init
+from layerlab.nnc.importer import import_file, import_network
+from nnc_helpers import NNCNet, run_oracle
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+REFERENCES = [("blog_cnn.nnp", "blog_ref.npz"), ("lenet_010000.nnp", "lenet_ref.npz")]
+FORMATS = ["channels_first", "channels_last"]
+
+
+def _nhwc(x, data_format):
+    return x.transpose(0, 2, 3, 1) if data_format == "channels_last" and x.ndim == 4 else x
+
+
+def _keras_predict(network: Network, x: np.ndarray) -> np.ndarray:
+    """Keras' output for a network with weights. The initializers are set to zeros first: the
+    weights are overwritten anyway, and JAX compiles one random kernel per shape (seconds each)."""
+    from layerlab.keras_build import build_keras
+
+    layers = tuple(
+        dataclasses.replace(l, kernel_initializer="zeros", bias_initializer="zeros") if isinstance(l, (S.Conv2D, S.Dense)) else l
+        for l in network.spec.layers
+    )
+    kmodel = build_keras(dataclasses.replace(network.spec, layers=layers), network.weights)
+    return np.asarray(kmodel.predict(x, verbose=0))
+
+
+def _layers(result):
+    return [(l.type, getattr(l, "padding", None)) for l in result.network.spec.layers]
+
+
+# -- the reference files: nnabla's outputs, through the engine and Keras ---------------------------
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("nnp, ref", REFERENCES)
+def test_reference_files_through_engine(shared_dir, nnp, ref, data_format):
+    result = import_file(str(shared_dir / "nnc" / nnp), data_format=data_format)
+    data = np.load(shared_dir / "nnc" / ref)
+    y = result.network.predict(_nhwc(data["x"], data_format))
+    assert y.shape == data["y"].shape
+    np.testing.assert_allclose(y, data["y"], **TOL)
+
+
+def test_blog_mapping_and_weights(shared_dir):
+    """seed650 as NNC wrote it: IgnoreBorder=False 2x2/2 pooling is Keras 'same'; W transposed."""
+    result = import_file(str(shared_dir / "nnc" / "blog_cnn.nnp"))
+    assert result.network_name == "MainRuntime" and result.input_variable == "Input"
+    assert _layers(result) == [
+        ("Conv2D", "valid"), ("MaxPooling2D", "same"), ("Activation", None), ("Conv2D", "valid"),
+        ("MaxPooling2D", "same"), ("Activation", None), ("Conv2D", "valid"), ("Activation", None),
+        ("Flatten", None), ("Dense", None), ("Activation", None),
+    ]
+    assert result.network.spec.param_count == 650
+    ref = np.load(shared_dir / "nnc" / "blog_ref.npz")
+    w = result.network.weights
+    np.testing.assert_array_equal(w["Convolution"]["kernel"], ref["p:Convolution/conv/W"].transpose(2, 3, 1, 0))
+    # Dense rows: Keras flattens (3, 3, 3) channels_first as H-W-C; NNC's W rows are C-H-W.
+    nnc_w = ref["p:Affine/affine/W"].reshape(3, 3, 3, 10)
+    np.testing.assert_array_equal(w["Affine"]["kernel"], nnc_w.transpose(1, 2, 0, 3).reshape(27, 10))
+    table = result.table()
+    assert "MaxPooling: MaxPooling2D 'same'" in table and "C-H-W" in table
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("nnp, ref", REFERENCES)
+def test_reference_files_through_keras(keras, shared_dir, nnp, ref, data_format):
+    result = import_file(str(shared_dir / "nnc" / nnp), data_format=data_format)
+    data = np.load(shared_dir / "nnc" / ref)
+    y = _keras_predict(result.network, _nhwc(data["x"], data_format))
+    np.testing.assert_allclose(y, data["y"], **TOL)
+
+
+@pytest.fixture(scope="module")
+def blog_keras_file(keras, shared_dir, tmp_path_factory):
+    """``layerlab nnc import blog_cnn.nnp --out blog.keras``: the file and what the CLI printed."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("blog") / "blog.keras"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli(["nnc", "import", str(shared_dir / "nnc" / "blog_cnn.nnp"), "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+@pytest.mark.keras
+def test_cli_import_keras_file(shared_dir, blog_keras_file):
+    """The .keras file holds the imported weights and NNC's initializers (read back with h5py
+    alone: keras.saving.load_model would redraw every initial weight, seconds per shape on JAX)."""
+    import layerlab
+
+    out, printed = blog_keras_file
+    assert "Affine_flatten: Flatten, Affine: Dense" in printed and f"wrote {out}" in printed
+    data = np.load(shared_dir / "nnc" / "blog_ref.npz")
+    np.testing.assert_allclose(layerlab.load(out).predict(data["x"]), data["y"], **TOL)
+    config = json.loads(zipfile.ZipFile(out).read("config.json"))
+    conv = next(l for l in config["config"]["layers"] if l["config"]["name"] == "Convolution")["config"]
+    assert conv["bias_initializer"]["class_name"] == "Zeros"  # NNC's Constant 0, kept for retraining
+    assert conv["kernel_initializer"]["config"]["distribution"] == "untruncated_normal"
+
+
+@pytest.mark.keras
+@pytest.mark.nnabla
+def test_cli_export_keras_file_runs_in_nnabla(blog_keras_file, shared_dir, tmp_path, capsys):
+    """NNC -> .keras -> (layerlab.load) -> .nnp -> nnabla: the reference outputs survive."""
+    python = require_env("NNABLA_PYTHON")
+    keras_file, _ = blog_keras_file
+    nnp = tmp_path / "back.nnp"
+    assert cli(["nnc", "export", str(keras_file), "--out", str(nnp)]) == 0
+    assert re.search(r"\nMaxPooling +MaxPooling2D +MaxPooling +Keras 'same' = ignore_border=false, pad \(0, 0\)\n", capsys.readouterr().out)
+    data = np.load(shared_dir / "nnc" / "blog_ref.npz")
+    np.save(tmp_path / "x.npy", data["x"])
+    results = run_oracle(python, [{"id": "back", "kind": "run", "file": str(nnp), "network": None,
+                                   "x": str(tmp_path / "x.npy"), "y": str(tmp_path / "y.npy")}], tmp_path)
+    assert results["back"]["ok"], results["back"].get("error")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), data["y"], **TOL)
+
+
+def test_cli_import_spec_json(shared_dir, tmp_path, capsys):
+    out = tmp_path / "lenet.json"
+    assert cli(["nnc", "import", str(shared_dir / "nnc" / "lenet_010000.nnp"), "--data-format", "channels_last", "--out", str(out)]) == 0
+    spec = S.load_spec(out)
+    assert spec.input_shape == (28, 28, 1) and spec.output_shape == (10,)
+    assert isinstance(spec.layers[0], S.Rescaling) and spec.layers[0].scale == pytest.approx(1 / 255)
+    assert "MulScalar: Rescaling" in capsys.readouterr().out
+
+
+# -- small NNC networks: nnabla vs the import ------------------------------------------------------
+
+def _case_conv_same():
+    n = NNCNet((2, 7, 6))
+    n.conv(2, 3, (3, 3), pad=(1, 1))  # Keras 'same' pads (1, 1) too
+    n.act("Tanh")
+    return n, [("Conv2D", "same"), ("Activation", None)]
+
+
+def _case_conv_stride2_dilation():
+    n = NNCNet((2, 8, 8))
+    n.conv(2, 4, (3, 3), pad=(1, 1), stride=(2, 2))  # Keras 'same' would pad (0, 1): ZeroPadding
+    n.conv(4, 2, (2, 3), pad=(2, 0), dilation=(2, 1), bias=False)
+    return n, [("ZeroPadding2D", ((1, 1), (1, 1))), ("Conv2D", "valid"), ("ZeroPadding2D", ((2, 2), (0, 0))), ("Conv2D", "valid")]
+
+
+def _case_max_same_negative():
+    n = NNCNet((1, 7, 9))
+    n.pool("MaxPooling", (3, 3), (2, 2), pad=(1, 1), ignore_border=True)   # Keras 'same' pads (1, 1)
+    n.pool("MaxPooling", (2, 2), (2, 2), pad=(0, 0), ignore_border=False)  # clipped = 'same' (0, 1)
+    return n, [("MaxPooling2D", "same"), ("MaxPooling2D", "same")]
+
+
+def _case_max_zero_pad_after_relu():
+    n = NNCNet((2, 8, 6))
+    n.conv(2, 2, (1, 1))
+    n.act("ReLU")
+    n.pool("MaxPooling", (3, 3), (2, 2), pad=(1, 1), ignore_border=True)   # needs (1, 0): zeros, input >= 0
+    n.pool("MaxPooling", (3, 3), (1, 1), pad=(1, 1), ignore_border=False)  # needs (1, 2)
+    return n, [("Conv2D", "valid"), ("Activation", None), ("ZeroPadding2D", ((1, 0), (1, 0))), ("MaxPooling2D", "valid"),
+               ("ZeroPadding2D", ((1, 2), (1, 2))), ("MaxPooling2D", "valid")]
+
+
+def _case_average():
+    n = NNCNet((2, 7, 8))
+    n.pool("AveragePooling", (3, 3), (1, 1), pad=(1, 1), ignore_border=True, including_pad=True)
+    n.pool("AveragePooling", (3, 3), (1, 1), pad=(1, 1), ignore_border=True, including_pad=False)
+    n.pool("AveragePooling", (2, 2), (2, 2), pad=(0, 0), ignore_border=False, including_pad=True)
+    return n, [("ZeroPadding2D", ((1, 1), (1, 1))), ("AveragePooling2D", "valid"), ("AveragePooling2D", "same"), ("AveragePooling2D", "same")]
+
+
+def _case_dense_bn_scalars():
+    n = NNCNet((3, 4, 4))
+    n.fn("MulScalar", None, "mul_scalar_param", val=0.5)
+    n.fn("AddScalar", None, "add_scalar_param", val=-0.25)
+    n.bn(3)
+    n.act("Sigmoid")
+    n.affine(48, 5)
+    n.bn(5, image=False)  # after the Flatten: its parameters follow Keras' feature order
+    n.softmax(axis=1)
+    return n, None
+
+
+def _case_reshape():
+    n = NNCNet((2, 3, 4))
+    n.fn("Identity")
+    n.fn("Reshape", None, "reshape_param", shape=(-1, 24))
+    n.bn(24, image=False)  # channels_last: Keras flattens H-W-C, so its parameters are permuted
+    n.affine(24, 6)
+    n.act("ReLU")
+    n.fn("Reshape", None, "reshape_param", shape=(-1, 1, 2, 3))
+    n.conv(1, 2, (2, 2))
+    n.act("Tanh")
+    return n, None
+
+
+def _case_graph():
+    n = NNCNet((2, 6, 6))
+    n.conv(2, 2, (3, 3), pad=(1, 1))
+    relu = n.act("ReLU")
+    add = n.fn("Add2", [relu, "x"], "add2_param", inplace=False)
+    n.fn("Concatenate", [add, "x"], "concatenate_param", axis=1)
+    n.pool("MaxPooling", (2, 2), (2, 2), ignore_border=True)
+    n.affine(36, 3)
+    return n, None
+
+
+def _case_channel_softmax_bn_no_bias():
+    n = NNCNet((3, 4, 5))
+    name = "bn_nb"
+    inputs = [n.last, n.param(f"{name}/gamma", (1, 3, 1, 1)), n.param(f"{name}/mean", (1, 3, 1, 1)), n.param(f"{name}/var", (1, 3, 1, 1), low=0.2)]
+    n.fn("BatchNormalization", inputs, "batch_normalization_param", axes=[1], decay_rate=0.9, eps=1e-4, batch_stat=False, no_bias=True)
+    n.softmax(axis=1)  # over channels: Keras' softmax is over the last axis, so channels_last only
+    return n, None
+
+
+IMPORT_CASES = {
+    "conv_same": _case_conv_same, "conv_stride2_dilation": _case_conv_stride2_dilation,
+    "max_same_negative": _case_max_same_negative, "max_zero_pad_after_relu": _case_max_zero_pad_after_relu,
+    "average": _case_average, "dense_bn_scalars": _case_dense_bn_scalars, "reshape": _case_reshape, "graph": _case_graph,
+    "channel_softmax_bn_no_bias": _case_channel_softmax_bn_no_bias,
+}
+CHANNELS_LAST_ONLY = {"channel_softmax_bn_no_bias"}
+
+
+def _pool_sweep():
+    """Every small pooling configuration, on negative inputs (max: padding must never win) and
+    after a ReLU (max: zero padding becomes exact); average with and without including_pad."""
+    for hw in ((5, 8), (7, 6)):
+        for kernel, stride, pad, ignore_border in itertools.product((2, 3), (1, 2, 3), (0, 1), (True, False)):
+            for variant in ("max", "max_relu", "avg_incl", "avg_excl"):
+                yield f"sweep_{variant}_{hw[0]}x{hw[1]}_k{kernel}_s{stride}_p{pad}_{'ib' if ignore_border else 'clip'}", (
+                    variant, hw, kernel, stride, pad, ignore_border)
+
+
+def _sweep_net(variant, hw, kernel, stride, pad, ignore_border):
+    n = NNCNet((2, *hw))
+    if variant == "max_relu":
+        n.act("ReLU")
+    kind = "MaxPooling" if variant.startswith("max") else "AveragePooling"
+    including = None if kind == "MaxPooling" else variant == "avg_incl"
+    n.pool(kind, (kernel, kernel), (stride, stride), (pad, pad), ignore_border, including)
+    return n
+
+
+SWEEP = dict(_pool_sweep())
+# Keras pooling -> NNC: (layer type, input (H, W), pool_size, strides, padding).
+EXPORT_SWEEP = {
+    f"xsweep_{cls.__name__}_{h}x{w}_k{k}_s{st}_{padding}": (cls, (h, w), k, st, padding)
+    for cls in (S.MaxPooling2D, S.AveragePooling2D) for h, w in ((5, 8), (7, 6))
+    for k, st in itertools.product((1, 2, 3, 4), (1, 2, 3)) for padding in ("same", "valid") if k <= min(h, w)
+}
+
+
+def _export_sweep_net(cls, hw, k, st, padding) -> Network:
+    spec = S.Model(name="pool", input_shape=(2, *hw), layers=(
+        cls(name="pool", pool_size=(k, k), strides=(st, st), padding=padding, data_format="channels_first"),))
+    return Network(spec, {})
+
+
+# -- layerlab specs to export ------------------------------------------------------------------------
+
+def _random_weights(spec: S.Model, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    weights = nnc_init(spec, seed)
+    for arrays in weights.values():
+        for name, array in arrays.items():
+            if name == "moving_variance":
+                arrays[name] = rng.uniform(0.5, 1.5, array.shape).astype(np.float32)
+            elif name != "kernel":
+                arrays[name] = rng.normal(0, 0.3, array.shape).astype(np.float32)
+    return weights
+
+
+def _export_zoo(df: str) -> S.Model:
+    cf = df == "channels_first"
+    return S.Model(name=f"zoo_{df}", input_shape=(3, 9, 8) if cf else (9, 8, 3), layers=(
+        S.Rescaling(name="scale", scale=2.0, offset=-0.5),
+        S.Conv2D(name="c1", filters=4, kernel_size=(3, 3), strides=(2, 2), padding="same", data_format=df),  # W pads (0, 1)
+        S.MaxPooling2D(name="p1", pool_size=(3, 3), strides=(1, 1), padding="same", data_format=df),
+        S.AveragePooling2D(name="a1", pool_size=(2, 2), strides=(2, 2), padding="same", data_format=df),
+        S.ZeroPadding2D(name="z1", padding=((1, 1), (2, 2)), data_format=df),
+        S.Conv2D(name="c2", filters=3, kernel_size=(3, 3), padding="valid", activation="relu", data_format=df),
+        S.MaxPooling2D(name="p2", pool_size=(4, 4), strides=(1, 1), padding="same", data_format=df),  # pads (1, 2)
+        S.BatchNormalization(name="bn1", axis=1 if cf else -1),
+        S.ZeroPadding2D(name="z2", padding=((0, 1), (1, 0)), data_format=df),
+        S.AveragePooling2D(name="a2", pool_size=(2, 2), strides=(1, 1), padding="valid", data_format=df),
+        S.Flatten(name="flat", data_format=df),
+        S.BatchNormalization(name="bn_flat", axis=-1),  # per feature in Keras' Flatten order
+        S.Dense(name="d1", units=6, activation="tanh"),
+        S.Dropout(name="drop", rate=0.25),
+        S.BatchNormalization(name="bn2", axis=-1),
+        S.Dense(name="d2", units=4, activation="softmax"),
+    ))
+
+
+def _export_graph() -> S.Model:
+    df = "channels_first"
+    return S.Model(name="graph", input_shape=(2, 6, 6), layers=(
+        S.Conv2D(name="a", filters=2, kernel_size=(3, 3), padding="same", activation="relu", data_format=df),
+        S.Add(name="add", inputs=("a", "input")),
+        S.Concatenate(name="cat", inputs=("add", "input"), axis=1),
+        S.MaxPooling2D(name="pool", pool_size=(2, 2), padding="valid", data_format=df),
+        S.Flatten(name="flat", data_format=df),
+        S.Dense(name="out", units=3),
+    ))
+
+
+def _export_nets() -> dict[str, Network]:
+    from layerlab.presets import seed650
+
+    seed = seed650(kernel_initializer="nnc_glorot_normal", bias_initializer="zeros")
+    nets = {"seed650": Network(seed, nnc_init(seed, 1))}
+    for name, spec in (("zoo_cf", _export_zoo("channels_first")), ("zoo_cl", _export_zoo("channels_last")), ("graph", _export_graph())):
+        nets[name] = Network(spec, _random_weights(spec, 3))
+    return nets
+
+
+# -- one nnabla subprocess for every oracle job ------------------------------------------------------
+
+SCHEMA_MESSAGES = {name: [f[0] for f in fields] for name, fields in schema.MESSAGES.items()}
+SCHEMA_MESSAGES.update({f"{kind}Parameter": [f[0] for f in fields] for kind, (_, _, fields) in schema.FUNCTION_PARAMS.items()})
+SCHEMA_MESSAGES["Function"] += [field for field, _, _ in schema.FUNCTION_PARAMS.values()]
+GLOROT_SHAPES = {"NormalConvolutionGlorot": (64, 32, 5, 5), "NormalAffineGlorot": (400, 300)}
+
+
+@pytest.fixture(scope="module")
+def nnabla(tmp_path_factory, shared_dir):
+    python = require_env("NNABLA_PYTHON")
+    work = tmp_path_factory.mktemp("nnabla")
+    rng = np.random.default_rng(7)
+    jobs, cases = [], {}
+    for name, build in IMPORT_CASES.items():
+        net, expected = build()
+        path = net.finish().write(work / f"{name}.nnp")
+        x = rng.normal(size=(4, *net.input_shape)).astype(np.float32)
+        np.save(work / f"{name}_x.npy", x)
+        jobs.append({"id": name, "kind": "run", "file": str(path), "network": None, "x": str(work / f"{name}_x.npy"), "y": str(work / f"{name}_y.npy")})
+        cases[name] = (path, x, expected)
+    for name, args in SWEEP.items():
+        net = _sweep_net(*args)
+        path = net.finish().write(work / f"{name}.nnp")
+        x = (-np.abs(rng.normal(size=(2, *net.input_shape))) - 0.1).astype(np.float32)
+        np.save(work / f"{name}_x.npy", x)
+        jobs.append({"id": name, "kind": "run", "file": str(path), "network": None, "x": str(work / f"{name}_x.npy"), "y": str(work / f"{name}_y.npy")})
+        cases[name] = (path, x, None)
+    exports = {}
+    for name, args in EXPORT_SWEEP.items():
+        network = _export_sweep_net(*args)
+        try:
+            export_file(network, str(work / f"{name}.nnp"))
+        except NNCError as exc:
+            exports[name] = (network, None, str(exc))
+            continue
+        x = (-np.abs(rng.normal(size=(2, *network.spec.input_shape))) - 0.1).astype(np.float32)
+        np.save(work / f"{name}_x.npy", x)
+        jobs.append({"id": name, "kind": "run", "file": str(work / f"{name}.nnp"), "network": None,
+                     "x": str(work / f"{name}_x.npy"), "y": str(work / f"{name}_y.npy")})
+        exports[name] = (network, x, None)
+    for name, network in _export_nets().items():
+        path = work / f"export_{name}.nnp"
+        export_file(network, str(path))
+        x = rng.normal(size=(3, *network.spec.input_shape)).astype(np.float32)
+        x_nchw = x.transpose(0, 3, 1, 2) if name == "zoo_cl" else x
+        np.save(work / f"export_{name}_x.npy", x_nchw)
+        jobs.append({"id": f"export_{name}", "kind": "run", "file": str(path), "network": None,
+                     "x": str(work / f"export_{name}_x.npy"), "y": str(work / f"export_{name}_y.npy")})
+        exports[name] = (network, x)
+    for nnp, ref in REFERENCES:
+        jobs.append({"id": nnp, "kind": "run", "file": str(shared_dir / "nnc" / nnp), "network": None,
+                     "x": str(work / f"{nnp}_x.npy"), "y": str(work / f"{nnp}_y.npy")})
+        np.save(work / f"{nnp}_x.npy", np.load(shared_dir / "nnc" / ref)["x"])
+    jobs.append({"id": "save_h5", "kind": "save_h5", "file": str(shared_dir / "nnc" / "lenet_010000.nnp"), "h5": str(work / "lenet.h5")})
+    jobs.append({"id": "schema", "kind": "schema", "messages": SCHEMA_MESSAGES})
+    for init, shape in GLOROT_SHAPES.items():
+        jobs.append({"id": init, "kind": "glorot", "initializer": init, "shape": list(shape), "seed": 0})
+    results = run_oracle(python, jobs, work)
+    failed = {k: v["error"] for k, v in results.items() if not v["ok"]}
+    assert not failed, f"nnabla failed on: {failed}"
+    return {"work": work, "results": results, "cases": cases, "exports": exports}
+
+
+@pytest.mark.nnabla
+def test_nnabla_reproduces_the_reference_files(nnabla, shared_dir):
+    for nnp, ref in REFERENCES:
+        y = np.load(nnabla["work"] / f"{nnp}_y.npy")
+        np.testing.assert_allclose(y, np.load(shared_dir / "nnc" / ref)["y"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.nnabla
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("case", list(IMPORT_CASES))
+def test_import_matches_nnabla(nnabla, case, data_format):
+    path, x, expected = nnabla["cases"][case]
+    y_ref = np.load(nnabla["work"] / f"{case}_y.npy")
+    if case in CHANNELS_LAST_ONLY and data_format == "channels_first":
+        with pytest.raises(NNCError, match=r"softmax over axis 1 of shape \(batch, 3, 4, 5\).*Use axis = last, or --data-format channels_last"):
+            import_file(str(path), data_format=data_format)
+        return
+    result = import_file(str(path), data_format=data_format)
+    if expected is not None:
+        assert [(l.type, getattr(l, "padding", None)) for l in result.network.spec.layers] == expected
+    y = result.network.predict(_nhwc(x, data_format))
+    y = y.transpose(0, 3, 1, 2) if y.ndim == 4 and data_format == "channels_last" else y
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, **TOL)
+
+
+@pytest.mark.nnabla
+def test_pooling_sweep_is_exact_or_refused(nnabla):
+    """Every pooling configuration either imports to exactly nnabla's output or raises NNCError;
+    the refusals are the ones the windows module says Keras cannot express."""
+    converted, refused = 0, []
+    for name in SWEEP:
+        path, x, _ = nnabla["cases"][name]
+        y_ref = np.load(nnabla["work"] / f"{name}_y.npy")
+        try:
+            result = import_file(str(path))
+        except NNCError as exc:
+            assert "no exact Keras equivalent" in str(exc) or "padding only" in str(exc), str(exc)
+            refused.append(name)
+            continue
+        np.testing.assert_allclose(result.network.predict(x), y_ref, **TOL, err_msg=name)
+        converted += 1
+    assert converted >= 2 * len(refused), refused
+    # Without padding (ignore_border=True, pad 0) Keras 'valid' is always exact, and after a ReLU
+    # zero padding always is for max pooling: neither may be refused.
+    assert not [n for n in refused if n.endswith("_p0_ib") or "_max_relu_" in n], refused
+
+
+@pytest.mark.nnabla
+@pytest.mark.keras
+@pytest.mark.parametrize("case, data_format", [
+    ("max_zero_pad_after_relu", "channels_first"), ("average", "channels_last"), ("dense_bn_scalars", "channels_last"),
+    ("graph", "channels_first"), ("conv_stride2_dilation", "channels_last"),
+])
+def test_import_matches_nnabla_through_keras(nnabla, keras, case, data_format):
+    path, x, _ = nnabla["cases"][case]
+    result = import_file(str(path), data_format=data_format)
+    y = _keras_predict(result.network, _nhwc(x, data_format))
+    y = y.transpose(0, 3, 1, 2) if y.ndim == 4 and data_format == "channels_last" else y
+    np.testing.assert_allclose(y, np.load(nnabla["work"] / f"{case}_y.npy"), **TOL)
+
+
+@pytest.mark.nnabla
+def test_export_pooling_sweep_runs_in_nnabla(nnabla):
+    """Keras pooling of every small size, 'same' and 'valid': nnabla computes what the engine
+    does; only average pooling whose 'same' padding NNC cannot place is refused."""
+    refused = []
+    for name in EXPORT_SWEEP:
+        network, x, error = nnabla["exports"][name]
+        if error:
+            assert "AveragePooling2D" in name and "_same" in name and "no exact NNC equivalent" in error, error
+            refused.append(name)
+            continue
+        np.testing.assert_allclose(network.predict(x), np.load(nnabla["work"] / f"{name}_y.npy"), **TOL, err_msg=name)
+    assert len(refused) < len(EXPORT_SWEEP) // 4, refused
+
+
+@pytest.mark.nnabla
+@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "zoo_cl", "graph"])
+def test_export_runs_in_nnabla(nnabla, name):
+    network, x = nnabla["exports"][name]
+    y_ref = np.load(nnabla["work"] / f"export_{name}_y.npy")
+    y = network.predict(x)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, **TOL)
+
+
+@pytest.mark.nnabla
+@pytest.mark.keras
+def test_export_runs_in_nnabla_like_keras(nnabla, keras):
+    network, x = nnabla["exports"]["zoo_cl"]
+    y_ref = np.load(nnabla["work"] / "export_zoo_cl_y.npy")
+    np.testing.assert_allclose(_keras_predict(network, x), y_ref, **TOL)
+
+
+@pytest.mark.nnabla
+def test_parameter_h5_written_by_nnabla(nnabla, shared_dir, tmp_path):
+    """An .nnp whose parameters are nnabla's own parameter.h5 imports like the protobuf one."""
+    source = shared_dir / "nnc" / "lenet_010000.nnp"
+    nnp = tmp_path / "lenet_h5.nnp"
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(nnp, "w") as out:
+        out.writestr("nnp_version.txt", archive.read("nnp_version.txt"))
+        out.writestr("network.nntxt", archive.read("network.nntxt"))
+        out.writestr("parameter.h5", (nnabla["work"] / "lenet.h5").read_bytes())
+    from_h5, from_protobuf = files.read(nnp).parameters, files.read(source).parameters
+    assert list(from_h5) == list(from_protobuf) == nnabla["results"]["save_h5"]["parameters"]
+    for name, array in from_protobuf.items():
+        np.testing.assert_array_equal(from_h5[name], array)
+    data = np.load(shared_dir / "nnc" / "lenet_ref.npz")
+    np.testing.assert_allclose(import_file(str(nnp)).network.predict(data["x"]), data["y"], **TOL)
+
+
+@pytest.mark.nnabla
+def test_schema_field_numbers_match_nnabla(nnabla):
+    theirs = nnabla["results"]["schema"]["fields"]
+    ours = schema.messages()
+    for message, fields in SCHEMA_MESSAGES.items():
+        assert theirs[message] is not None, f"nnabla has no message {message}"
+        desc = ours[message].DESCRIPTOR
+        for field in fields:
+            mine, real = desc.fields_by_name[field], theirs[message][field]
+            assert real is not None, f"nnabla's {message} has no field {field}"
+            repeated = mine.is_repeated if hasattr(mine, "is_repeated") else mine.label == mine.LABEL_REPEATED
+            assert (mine.number, mine.type, repeated) == (real["number"], real["type"], real["repeated"]), f"{message}.{field}"
+
+
+@pytest.mark.nnabla
+@pytest.mark.parametrize("initializer", list(GLOROT_SHAPES))
+def test_nnc_glorot_is_untruncated_with_kernel_folded_fans(nnabla, initializer):
+    """nnabla's own NNC initialiser: sigma = sqrt(2 / (K * (in + out))), an untruncated normal."""
+    got = nnabla["results"][initializer]
+    shape = GLOROT_SHAPES[initializer]
+    receptive = int(np.prod(shape[2:])) if len(shape) == 4 else 1
+    fan_in, fan_out = (shape[1], shape[0]) if len(shape) == 4 else shape
+    assert got["sigma"] == pytest.approx(np.sqrt(2.0 / (receptive * (fan_in + fan_out))), rel=1e-12)
+    assert got["std"] == pytest.approx(got["sigma"], rel=0.02)
+    assert got["max_over_sigma"] > 3.0  # a 2-sigma truncated normal never exceeds 2
+
+
+# -- --init nnc: Keras' VarianceScaling(1, fan_avg, untruncated_normal) ------------------------------
+
+@pytest.mark.keras
+def test_keras_nnc_glorot_statistics(keras):
+    from layerlab.keras_build import build_keras
+
+    spec = S.Model(name="big", input_shape=(32, 20, 20), layers=(
+        S.Conv2D(name="conv", filters=64, kernel_size=(5, 5), data_format="channels_first",
+                 kernel_initializer="nnc_glorot_normal", bias_initializer="zeros"),
+        S.Flatten(name="flat"),
+        S.Dense(name="dense", units=300, kernel_initializer="nnc_glorot_normal", bias_initializer="zeros"),
+    ))
+    kmodel = build_keras(spec, seed=0)
+    conv, bias = kmodel.get_layer("conv").get_weights()
+    sigma = np.sqrt(2.0 / (25 * (32 + 64)))  # NNC: kernel size folded into both fans
+    assert conv.std() == pytest.approx(sigma, rel=0.02) and abs(conv.mean()) < 0.05 * sigma
+    assert np.abs(conv).max() / sigma > 3.0 and not bias.any()
+    dense = kmodel.get_layer("dense").get_weights()[0]
+    assert dense.std() == pytest.approx(np.sqrt(2.0 / (dense.shape[0] + 300)), rel=0.02)
+    cfg = kmodel.get_layer("conv").get_config()["kernel_initializer"]["config"]
+    assert (cfg["scale"], cfg["mode"], cfg["distribution"]) == (1.0, "fan_avg", "untruncated_normal")
+
+
+def test_seed650_nnc_preset_and_export_initializers(tmp_path):
+    from layerlab.presets import seed650
+
+    spec = seed650(kernel_initializer="nnc_glorot_normal", bias_initializer="zeros")
+    proto, params, _ = export_network(Network(spec, nnc_init(spec, 0)))
+    inits = {v.name: (v.initializer.type, v.initializer.multiplier) for v in proto.network[0].variable if v.type == "Parameter"}
+    assert inits["conv1/conv/W"] == ("NormalConvolutionGlorot", 1.0) and inits["conv1/conv/b"] == ("Constant", 0.0)
+    assert inits["dense1/affine/W"] == ("NormalAffineGlorot", 1.0)
+    assert not params["conv1/conv/b"].any()
+
+
+# -- round trip and pure-int planning (no nnabla) ------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "graph"])
+def test_export_then_import_round_trip(tmp_path, name):
+    network = _export_nets()[name]
+    path = tmp_path / "net.nnp"
+    export_file(network, str(path))
+    back = import_file(str(path)).network
+    x = np.random.default_rng(1).normal(size=(2, *network.spec.input_shape)).astype(np.float32)
+    np.testing.assert_allclose(back.predict(x), network.predict(x), **TOL)
+    nntxt = tmp_path / "net.nntxt"
+    export_file(network, str(nntxt))  # parameters inline
+    np.testing.assert_allclose(import_file(str(nntxt)).network.predict(x), network.predict(x), **TOL)
+
+
+def test_nnp_is_deterministic(tmp_path):
+    network = _export_nets()["seed650"]
+    export_file(network, str(tmp_path / "a.nnp"))
+    export_file(network, str(tmp_path / "b.nnp"))
+    assert (tmp_path / "a.nnp").read_bytes() == (tmp_path / "b.nnp").read_bytes()
+    assert sorted(zipfile.ZipFile(tmp_path / "a.nnp").namelist()) == ["network.nntxt", "nnp_version.txt", "parameter.protobuf"]
+
+
+@pytest.mark.parametrize("n, kernel, stride, pad, ignore_border, out", [
+    (25, 2, 2, 0, False, 13), (24, 2, 2, 0, True, 12), (7, 3, 2, 1, True, 4), (6, 3, 1, 1, False, 7),
+    (8, 3, 2, 0, False, 4), (5, 2, 2, 1, False, 3), (4, 4, 1, 0, True, 1),
+])
+def test_pool_length(n, kernel, stride, pad, ignore_border, out):
+    assert windows.pool_length(n, kernel, stride, pad, ignore_border) == out
+
+
+def test_plans():
+    assert windows.conv_plan((8, 8), (3, 3), (1, 1), (1, 1), (1, 1)).padding == "same"
+    plan = windows.conv_plan((8, 8), (3, 3), (2, 2), (1, 1), (1, 1))
+    assert (plan.padding, plan.zero_pad) == ("valid", ((1, 1), (1, 1)))
+    assert windows.pool_plan("max", (25, 25), (2, 2), (2, 2), (0, 0), False).padding == "same"
+    with pytest.raises(windows.NoExactMapping, match="-inf padding"):
+        windows.pool_plan("max", (7, 7), (3, 3), (2, 2), (0, 0), False)  # Keras 'same' pads (1, 1)
+    assert windows.pool_plan("max", (7, 7), (3, 3), (2, 2), (0, 0), False, nonnegative_input=True).zero_pad == ((0, 2), (0, 2))
+    assert windows.keras_pool_to_nnc("max", (8, 8), (3, 3), (2, 2), "same") == windows.NNCPooling(False, (0, 0), True)
+    assert windows.keras_pool_to_nnc("average", (7, 7), (3, 3), (2, 2), "same") == windows.NNCPooling(True, (1, 1), False)
+
+
+# -- bad input: one clear NNCError each ------------------------------------------------------------------
+
+def _small():
+    n = NNCNet((1, 6, 6))
+    n.conv(1, 2, (3, 3))
+    n.act("Tanh")
+    return n
+
+
+def test_unknown_function_type():
+    n = _small()
+    n.fn("LeakyReLU")
+    with pytest.raises(NNCError, match=r"function 'LeakyReLU' \(LeakyReLU\): NNC function type 'LeakyReLU' is not supported\. Supported: Convolution, MaxPooling"):
+        import_network(n.finish().nnc_file())
+
+
+def test_missing_parameter():
+    n = _small().finish()
+    nnc = n.nnc_file()
+    del nnc.parameters["conv0/conv/W"]
+    with pytest.raises(NNCError, match=r"parameter 'conv0/conv/W' \(W\) is missing from the file"):
+        import_network(nnc)
+
+
+def test_shape_mismatch_parameter_and_declared_output():
+    nnc = _small().finish().nnc_file()
+    nnc.parameters["conv0/conv/b"] = np.zeros(3, np.float32)
+    with pytest.raises(NNCError, match=r"shape mismatch: parameter 'conv0/conv/b' is declared \(2,\) but the file holds \(3,\)"):
+        import_network(nnc)
+    n = _small().finish()
+    var = next(v for v in n.network.variable if v.name == "Convolution")
+    var.shape.dim.extend([-1, 2, 5, 5])
+    with pytest.raises(NNCError, match=r"shape mismatch: output 'Convolution' is declared \(2, 5, 5\) but the function computes \(2, 4, 4\)"):
+        import_network(n.nnc_file())
+
+
+def test_no_exact_keras_mapping_is_an_error():
+    n = NNCNet((1, 7, 7))
+    n.act("Tanh")
+    n.pool("MaxPooling", (3, 3), (2, 2), ignore_border=False)
+    with pytest.raises(NNCError, match=r"MaxPooling.*no exact Keras equivalent: .*-inf padding.*Fix: in NNC use IgnoreBorder=True"):
+        import_network(n.finish().nnc_file())
+
+
+def test_dropout_is_identity_in_keras():
+    n = _small()
+    n.fn("Dropout", None, "dropout_param", p=0.3)
+    result = import_network(n.finish().nnc_file())
+    layer = result.network.spec.layers[-1]
+    assert isinstance(layer, S.Dropout) and layer.rate == pytest.approx(0.3)
+    assert "nnabla drops at every forward pass" in result.rows[-1].caveat
+    x = np.random.default_rng(0).normal(size=(2, 1, 6, 6)).astype(np.float32)
+    trace = result.network.trace(x)
+    np.testing.assert_array_equal(trace[layer.name], trace["Tanh"])
+
+
+def test_unknown_network_and_bad_data_format(shared_dir):
+    with pytest.raises(NNCError, match=r"no network named 'Main'\. Networks: MainRuntime"):
+        import_file(str(shared_dir / "nnc" / "blog_cnn.nnp"), network="Main")
+    with pytest.raises(NNCError, match="data_format='nhwc' is not supported"):
+        import_file(str(shared_dir / "nnc" / "blog_cnn.nnp"), data_format="nhwc")
+
+
+def test_corrupt_archives(tmp_path, monkeypatch):
+    garbage = tmp_path / "garbage.nnp"
+    garbage.write_bytes(b"this is not a zip file")
+    with pytest.raises(NNCError, match=r"garbage\.nnp: not a valid \.nnp \(zip\) archive"):
+        files.read(garbage)
+    good = _small().finish().write(tmp_path / "good.nnp").read_bytes()
+    truncated = tmp_path / "truncated.nnp"
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(NNCError, match=r"truncated\.nnp: not a valid \.nnp"):
+        files.read(truncated)
+    empty = tmp_path / "empty.nnp"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("nnp_version.txt", "0.1")
+    with pytest.raises(NNCError, match="holds no network"):
+        files.read(empty)
+    slip = tmp_path / "slip.nnp"
+    with zipfile.ZipFile(slip, "w") as archive:
+        archive.writestr("../evil.nntxt", "network {}")
+    with pytest.raises(NNCError, match="unsafe path"):
+        files.read(slip)
+    monkeypatch.setattr(files, "MAX_MEMBER_BYTES", 100)
+    with pytest.raises(NNCError, match=r"inflates to \d+ bytes, over the 100-byte limit"):
+        files.read(tmp_path / "good.nnp")
+
+
+def test_bad_text_and_binary(tmp_path):
+    text = tmp_path / "bad.nntxt"
+    text.write_text("network { name: \"N\" variable { name: }\n")
+    with pytest.raises(NNCError, match=r"bad\.nntxt: not valid nnabla protobuf text"):
+        files.read(text)
+    params_only = tmp_path / "parameter.protobuf"
+    params_only.write_bytes(files.parameters_message({"w": np.ones(2, np.float32)}).SerializeToString())
+    assert files.read(params_only).parameters["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(NNCError, match="holds no network, only parameters"):
+        import_file(str(params_only))
+    binary = tmp_path / "bad.protobuf"
+    binary.write_bytes(b"\xc2\x0c\xff\xff\xff")
+    with pytest.raises(NNCError, match=r"not a valid binary nnabla protobuf"):
+        files.read(binary)
+
+
+def test_export_errors():
+    spec = S.Model(name="m", input_shape=(1, 8, 8), layers=(
+        S.AveragePooling2D(name="avg", pool_size=(4, 4), strides=(1, 1), padding="same", data_format="channels_first"),))
+    with pytest.raises(NNCError, match=r"layer 'avg' \(AveragePooling2D\): no exact NNC equivalent"):
+        export_network(Network(spec, {}))
+    spec = S.Model(name="m", input_shape=(4,), layers=(S.Dense(name="d", units=2, activation="elu"),))
+    with pytest.raises(NNCError, match=r"activation 'elu' in 'd_elu' has no NNC export"):
+        export_network(Network(spec, nnc_init(spec)))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.nnp"
+    bad.write_bytes(b"nope")
+    assert cli(["nnc", "import", str(bad), "--out", str(tmp_path / "m.keras")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("layerlab nnc: NNCError:") and "not a valid .nnp" in err and "\n" not in err
+    assert cli(["nnc", "export", "seed650", "--out", str(tmp_path / "x.onnx")]) == 1
+    assert "expected an .nnp" in capsys.readouterr().err
+
+
+def test_cli_export_spec(tmp_path, capsys):
+    out = tmp_path / "seed.nnp"
+    assert cli(["nnc", "export", "seed650", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "spec without weights" in printed and "ignore_border=false, pad (0, 0)" in printed
+    assert import_file(str(out)).network.spec.param_count == 650
