@@ -28,6 +28,8 @@ def import_keras():
         MissingExtraError: Keras or JAX is not installed.
     """
     os.environ.setdefault("KERAS_BACKEND", BACKEND)
+    # Keras imports TensorFlow when it is installed (for tf.data); keep its C++ logs quiet.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     keras = require("keras", "keras", "Building or training a Keras model")
     if not keras.__version__.startswith("3."):
         raise SpecError(f"layerlab needs Keras 3, found keras {keras.__version__}. Install it with: pip install 'layerlab[keras]'")
