@@ -1,0 +1,372 @@
+"""The NumPy engine against Keras 3 (JAX backend) as the oracle, and the fast path against the plain one.
+
+Each Keras case runs Keras on a fixed batch of 3 seeded random-normal images: one eager Keras
+layer (``keras_build.keras_layer``) for a one-layer spec, else ``build_keras(spec)(x)``; never
+``predict``. Specs use zeros initializers (weights are set afterwards), so JAX compiles little
+and the file stays well under a minute of CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import require_module
+from layerlab import engine
+from layerlab import spec as S
+from layerlab.engine import banded, fast
+from layerlab.errors import ShapeError, SpecError
+from layerlab.network import Network
+from layerlab.presets import seed650
+
+CF, CL = S.CHANNELS_FIRST, S.CHANNELS_LAST
+BATCH = 3
+# The weights are always set after building: zeros initializers keep JAX from compiling a random
+# number kernel for every weight shape (most of the Keras time otherwise).
+ZEROS = dict(kernel_initializer="zeros", bias_initializer="zeros")
+
+
+def random_weights(spec: S.Model, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Kernels scaled by 1/sqrt(fan_in) so that outputs stay of order 1; random BN statistics."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for info in spec.infos:
+        shapes = info.layer.weight_shapes(info.input_shapes[0])
+        arrays = {}
+        for name, shape in shapes.items():
+            if name == "kernel":
+                value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
+            elif name == "moving_variance":
+                value = rng.uniform(0.2, 2.0, shape)
+            elif name == "gamma":
+                value = rng.uniform(0.5, 1.5, shape)
+            else:
+                value = rng.standard_normal(shape)
+            arrays[name] = value.astype(np.float32)
+        if arrays:
+            weights[info.layer.name] = arrays
+    return weights
+
+
+def random_input(spec: S.Model, seed: int = 1, batch: int = BATCH) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, *spec.input_shape)).astype(np.float32)
+
+
+def one_layer(layer: S.Layer, input_shape) -> S.Model:
+    return S.Model(name="case", input_shape=tuple(input_shape), layers=(layer,))
+
+
+def image_shape(hw, channels, data_format):
+    return (channels, *hw) if data_format == CF else (*hw, channels)
+
+
+def assert_close(out, ref, atol=1e-5):
+    """Shape first, then max |engine - keras| <= atol (outputs here are of order 1)."""
+    assert out.dtype == np.float32
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=0, atol=atol)
+
+
+def keras_output(spec: S.Model, weights, x) -> np.ndarray:
+    """Keras' output: one eager Keras layer for a one-layer spec (cheap), else ``build_keras``."""
+    from layerlab.keras_build import build_keras, keras_layer
+
+    if len(spec.layers) == 1:
+        layer = spec.layers[0]
+        klayer = keras_layer(layer)
+        klayer.build((None, *spec.input_shape))
+        shapes = layer.weight_shapes(spec.input_shape)
+        klayer.set_weights([weights[layer.name][n] for n in shapes])
+        return np.asarray(klayer(x, training=False))
+    return np.asarray(build_keras(spec, weights)(x, training=False))
+
+
+def check_against_keras(spec: S.Model, seed: int = 0):
+    """Engine (fast path, plain path, run_layer) vs Keras for ``spec``."""
+    weights = random_weights(spec, seed)
+    x = random_input(spec, seed + 1)
+    ref = keras_output(spec, weights, x)
+    assert_close(engine.run(spec, weights, x), ref)
+    assert_close(engine.run(spec, weights, x[:1]), ref[:1])  # the fast path's one-image branch
+    assert_close(engine.run(spec, weights, x, reference=True), ref)
+    if len(spec.layers) == 1:
+        layer = spec.layers[0]
+        assert_close(engine.run_layer(layer, [x], weights.get(layer.name, {})), ref)
+
+
+# --- per-layer grids against Keras -------------------------------------------------------------
+
+CONV_CASES = {
+    # id: (input hw, in channels, filters, kernel_size, strides, padding, dilation_rate, use_bias)
+    "8-3-2-same": ((8, 8), 2, 3, (3, 3), (2, 2), "same", (1, 1), True),
+    "7-3-2-same": ((7, 7), 2, 3, (3, 3), (2, 2), "same", (1, 1), True),
+    "9-4-2-same": ((9, 9), 1, 2, (4, 4), (2, 2), "same", (1, 1), True),
+    "9-4-2-valid": ((9, 9), 2, 2, (4, 4), (2, 2), "valid", (1, 1), True),
+    "nonsquare-kernel-strides": ((9, 7), 3, 4, (3, 2), (2, 1), "same", (1, 1), True),
+    "nonsquare-valid": ((10, 6), 2, 3, (2, 3), (3, 2), "valid", (1, 1), True),
+    "dilation2-same": ((9, 8), 2, 3, (3, 3), (1, 1), "same", (2, 2), True),
+    "dilation-2x1-valid": ((9, 8), 2, 3, (3, 2), (1, 1), "valid", (2, 1), True),
+    "1x1-output": ((4, 4), 3, 2, (4, 4), (1, 1), "valid", (1, 1), True),
+    "1x1-output-same": ((1, 1), 2, 3, (3, 3), (2, 2), "same", (1, 1), True),
+    "no-bias-even": ((6, 6), 2, 3, (2, 2), (1, 1), "same", (1, 1), False),
+    "kernel-1x1": ((5, 5), 4, 3, (1, 1), (1, 1), "valid", (1, 1), True),
+    "wide-filters": ((6, 6), 8, 16, (3, 3), (1, 1), "same", (1, 1), True),
+}
+
+
+# Every case channels_last; a representative subset channels_first too (keeps the suite short).
+CONV_GRID = [(case, CL) for case in CONV_CASES] + [
+    (case, CF) for case in ("8-3-2-same", "7-3-2-same", "9-4-2-same", "nonsquare-kernel-strides", "dilation2-same",
+                            "1x1-output", "no-bias-even")
+]
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case,data_format", CONV_GRID)
+def test_conv2d_matches_keras(keras, case, data_format):
+    hw, channels, filters, kernel_size, strides, padding, dilation, use_bias = CONV_CASES[case]
+    layer = S.Conv2D(name="conv", filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
+                     data_format=data_format, dilation_rate=dilation, use_bias=use_bias, **ZEROS)
+    check_against_keras(one_layer(layer, image_shape(hw, channels, data_format)))
+
+
+POOL_CASES = {
+    # id: (input hw, channels, pool_size, strides, padding)
+    "pool3-stride1-same": ((7, 6), 2, (3, 3), (1, 1), "same"),
+    "pool2-stride2-same-odd": ((7, 5), 3, (2, 2), (2, 2), "same"),
+    "pool2-stride2-same-even": ((8, 8), 2, (2, 2), (2, 2), "same"),
+    "pool3-stride2-same": ((8, 7), 2, (3, 3), (2, 2), "same"),
+    "nonsquare": ((9, 8), 2, (2, 3), (1, 2), "same"),
+    "nonsquare-valid": ((9, 8), 2, (3, 2), (2, 3), "valid"),
+    "1x1-output": ((3, 3), 2, (3, 3), (1, 1), "valid"),
+    "stride-bigger-than-pool": ((7, 7), 2, (2, 2), (3, 3), "same"),
+}
+
+
+POOL_GRID = [(case, CL) for case in POOL_CASES] + [
+    (case, CF) for case in ("pool3-stride1-same", "pool2-stride2-same-odd", "nonsquare")
+]
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("kind", ["max", "average"])
+@pytest.mark.parametrize("case,data_format", POOL_GRID)
+def test_pooling_matches_keras(keras, case, data_format, kind):
+    hw, channels, pool_size, strides, padding = POOL_CASES[case]
+    cls = S.MaxPooling2D if kind == "max" else S.AveragePooling2D
+    layer = cls(name="pool", pool_size=pool_size, strides=strides, padding=padding, data_format=data_format)
+    check_against_keras(one_layer(layer, image_shape(hw, channels, data_format)))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("data_format", [CL, CF])
+def test_zero_padding_and_flatten_match_keras(keras, data_format):
+    shape = image_shape((3, 4), 2, data_format)
+    check_against_keras(one_layer(S.ZeroPadding2D(name="pad", padding=((1, 2), (0, 3)), data_format=data_format), shape))
+    # Flatten: channels_first moves channels last first (H-W-C order), exactly as Keras.
+    check_against_keras(one_layer(S.Flatten(name="flat", data_format=data_format), shape))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("axis,shape", [(-1, (4, 5, 3)), (1, (3, 4, 5)), (-1, (6,))], ids=["nhwc", "nchw", "vector"])
+@pytest.mark.parametrize("center_scale", [True, False])
+def test_batchnorm_with_random_statistics_matches_keras(keras, axis, shape, center_scale):
+    layer = S.BatchNormalization(name="bn", axis=axis, epsilon=1e-3, center=center_scale, scale=center_scale)
+    check_against_keras(one_layer(layer, shape))
+
+
+# Keras 3 names; 'hard_sigmoid_keras2' (Keras 2's definition) is checked against tf_keras below.
+ACTIVATION_NAMES = [a for a in S.ACTIVATIONS if a != "hard_sigmoid_keras2"]
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("name", ACTIVATION_NAMES)
+def test_every_activation_matches_keras(keras, name):
+    # Spread over [-6, 6] so hard_sigmoid, relu6 and the saturating tails are all exercised.
+    x = (np.random.default_rng(7).standard_normal((4, 50)) * 3).astype(np.float32)
+    ref = np.asarray(keras.layers.Activation(name)(x))
+    out = engine.activation(x, name)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    # The same through a Dense layer's activation= argument, on the fast and the plain path.
+    check_against_keras(S.Model(name="d", input_shape=(6,), layers=(S.Dense(name="dense", units=5, activation=name, **ZEROS),)))
+
+
+@pytest.mark.tfkeras
+def test_hard_sigmoid_keras2_matches_tf_keras():
+    require_module("tf_keras")
+    import tensorflow as tf
+    import tf_keras
+
+    x = (np.random.default_rng(3).standard_normal(200) * 3).astype(np.float32)
+    ref = tf_keras.activations.hard_sigmoid(tf.constant(x)).numpy()
+    np.testing.assert_allclose(engine.activation(x, "hard_sigmoid_keras2"), ref, rtol=1e-6, atol=1e-7)
+    # ... and it is not Keras 3's hard_sigmoid: a loader must pick by the file's Keras version.
+    assert np.abs(engine.activation(x, "hard_sigmoid") - ref).max() > 0.05
+
+
+# --- whole models against Keras ----------------------------------------------------------------
+
+@pytest.mark.keras
+@pytest.mark.parametrize("data_format", [CF, CL])
+def test_seed650_matches_keras_and_traces_every_layer(keras, data_format):
+    spec = seed650(data_format, kernel_initializer="zeros", bias_initializer="zeros")
+    weights = random_weights(spec, 5)
+    x = random_input(spec, 6, batch=5)
+    ref = keras_output(spec, weights, x)
+    assert_close(engine.run(spec, weights, x), ref)
+    trace = Network(spec, weights).trace(x)
+    assert list(trace) == [layer.name for layer in spec.layers]
+    assert [v.shape[1:] for v in trace.values()] == [info.output_shape for info in spec.infos]
+    assert_close(trace["softmax"], ref)
+    # The trace is the plain path, layer by layer: each entry is run_layer on the previous one.
+    previous = x
+    for layer in spec.layers:
+        np.testing.assert_array_equal(trace[layer.name], engine.run_layer(layer, [previous], weights.get(layer.name, {})))
+        previous = trace[layer.name]
+
+
+@pytest.mark.keras
+def test_functional_graph_with_add_and_concatenate_matches_keras(keras):
+    spec = S.Model(name="graph", input_shape=(7, 7, 2), layers=(
+        S.Conv2D(name="a", filters=3, kernel_size=3, strides=2, padding="same", activation="relu", **ZEROS),
+        S.Conv2D(name="b", filters=3, kernel_size=1, strides=2, padding="valid", inputs=("input",), **ZEROS),
+        S.Add(name="sum", inputs=("a", "b")),
+        S.Concatenate(name="cat", axis=-1, inputs=("sum", "a")),
+        S.MaxPooling2D(name="pool", pool_size=2, padding="same"),
+        S.Flatten(name="flat"),
+        S.Dense(name="out", units=4, activation="softmax", **ZEROS),
+    ))
+    assert fast.plan_for(spec) is None  # graphs take the plain path
+    check_against_keras(spec)
+    weights, x = random_weights(spec), random_input(spec)
+    trace = engine.run(spec, weights, x, trace=True)
+    assert list(trace) == ["a", "b", "sum", "cat", "pool", "flat", "out"]
+    assert trace["cat"].shape == (BATCH, 4, 4, 6)
+
+
+@pytest.mark.keras
+def test_mixed_chain_matches_keras(keras):
+    """Rescaling, ZeroPadding2D, BatchNormalization, Dropout, Reshape, AveragePooling2D in one chain."""
+    spec = S.Model(name="mixed", input_shape=(2, 9, 8), layers=(
+        S.Rescaling(name="scale", scale=0.5, offset=-0.25),
+        S.ZeroPadding2D(name="pad", padding=((1, 0), (2, 1)), data_format=CF),
+        S.Conv2D(name="conv", filters=4, kernel_size=(3, 2), strides=(2, 1), padding="same", data_format=CF,
+                 activation="elu", **ZEROS),
+        S.BatchNormalization(name="bn", axis=1),
+        S.AveragePooling2D(name="avg", pool_size=3, strides=1, padding="same", data_format=CF),
+        S.Dropout(name="drop", rate=0.5),
+        S.Activation(name="softmax_w", activation="softmax"),  # channels_first: over the width axis
+        S.Flatten(name="flat", data_format=CF),
+        S.Dense(name="dense", units=3, activation="tanh", **ZEROS),
+    ))
+    check_against_keras(spec)
+    reshaped = S.Model(name="reshape", input_shape=(12,), layers=(
+        S.Reshape(name="r", target_shape=(2, 3, 2)),
+        S.Conv2D(name="c", filters=2, kernel_size=2, padding="same", **ZEROS),
+        S.Flatten(name="f"),
+    ))
+    check_against_keras(reshaped)
+
+
+# --- the fast path against the plain path (no Keras needed) -----------------------------------
+
+def test_fast_path_equals_plain_path_across_chunks():
+    spec = seed650()
+    weights = random_weights(spec, 2)
+    plan = fast.plan_for(spec)
+    assert plan is not None
+    x = np.random.default_rng(3).random((2 * plan.chunk + 5, 1, 28, 28), dtype=np.float32)  # pixels / 255
+    out = engine.run(spec, weights, x)
+    ref = engine.run(spec, weights, x, reference=True)
+    assert_close(out, ref, atol=1e-6)
+    # One image alone (the batch-1 branch) equals that image inside a batch.
+    assert_close(engine.run(spec, weights, x[7:8]), out[7:8], atol=1e-6)
+
+
+def test_thread_count_does_not_change_results(monkeypatch):
+    spec = seed650(CL)
+    weights = random_weights(spec, 8)
+    x = np.random.default_rng(9).random((3 * fast.plan_for(spec).chunk + 1, 28, 28, 1), dtype=np.float32)
+    monkeypatch.setenv("LAYERLAB_THREADS", "1")
+    one = engine.run(spec, weights, x)
+    monkeypatch.setenv("LAYERLAB_THREADS", "3")
+    assert fast.threads() == 3
+    np.testing.assert_array_equal(engine.run(spec, weights, x), one)
+
+
+def test_chunks_keep_blas_calls_single_threaded():
+    # seed650: its largest call (conv2, B=4: m*k = 12*90) allows the full chunk, in parallel.
+    plan = fast.plan_for(seed650())
+    assert (plan.chunk, plan.parallel) == (128, True)
+    assert fast.chunk_size([32 * 576]) == (14, True)  # 14 * 18432 <= 65536 * 4 < 15 * 18432
+    # A call too big even for 8 images: OpenBLAS threads it, so the chunks run one at a time.
+    assert fast.chunk_size([128 * 7200]) == (128, False)
+
+
+def test_fast_path_covers_conv_layouts_and_never_writes_its_input():
+    spec = S.Model(name="fast", input_shape=(3, 11, 10), layers=(
+        S.Activation(name="first", activation="tanh"),
+        S.Conv2D(name="c1", filters=5, kernel_size=(3, 2), strides=(2, 1), padding="same", data_format=CF),
+        S.MaxPooling2D(name="p1", pool_size=3, strides=1, padding="same", data_format=CF),
+        S.Conv2D(name="c2", filters=4, kernel_size=3, dilation_rate=2, padding="same", data_format=CF,
+                 activation="relu", use_bias=False),
+        S.AveragePooling2D(name="p2", pool_size=2, padding="same", data_format=CF),
+        S.Flatten(name="flat", data_format=CL),  # C-H-W order on a channels_first tensor
+        S.Dense(name="d", units=6, activation="softmax"),
+    ))
+    weights = random_weights(spec, 4)
+    x = random_input(spec, 5, batch=9)
+    before = x.copy()
+    assert fast.plan_for(spec) is not None
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-6)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_band_matrix_places_every_kernel_tap():
+    """Each kernel tap appears once per block column, at the column its stride and dilation say."""
+    layer = S.Conv2D(name="c", filters=2, kernel_size=(2, 3), strides=(1, 2), dilation_rate=(1, 1))
+    conv = banded.plan_conv(layer, (6, 11, 3), 0)
+    kernel = np.random.default_rng(0).standard_normal((2, 3, 3, 2)).astype(np.float32)
+    band = conv.band(kernel).reshape(conv.block, 2, 2, conv.span_w, 3)  # (j, f, fy, column, c)
+    for j in range(conv.block):
+        for fx in range(3):
+            np.testing.assert_array_equal(band[j, :, :, j * 2 + fx, :], kernel[:, fx].transpose(2, 0, 1))
+    assert np.count_nonzero(band) == np.count_nonzero(kernel) * conv.block
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+def test_wrong_input_shape_is_one_clear_error():
+    spec = seed650()
+    weights = random_weights(spec)
+    with pytest.raises(ShapeError, match=r"model 'seed650': input shape \(2, 28, 28, 1\) does not fit, expected \(batch, 1, 28, 28\)"):
+        engine.run(spec, weights, np.zeros((2, 28, 28, 1), np.float32))
+    with pytest.raises(ShapeError, match=r"missing batch axis"):
+        engine.run(spec, weights, np.zeros((1, 28, 28), np.float32))
+    with pytest.raises(ShapeError, match=r"not numeric"):
+        engine.run(spec, weights, np.full((1, 1, 28, 28), "a"))
+    with pytest.raises(ShapeError, match=r"model 'seed650': input shape \(3, 1, 27, 28\)"):
+        Network(spec, weights).predict(np.zeros((3, 1, 27, 28), np.float32))
+
+
+def test_run_layer_shape_errors_name_the_layer():
+    conv = S.Conv2D(name="conv_b", filters=2, kernel_size=5)
+    kernel = np.zeros((5, 5, 1, 2), np.float32)
+    with pytest.raises(ShapeError, match=r"layer 'conv_b' \(Conv2D\): input shape \(1, 4, 4, 1\) does not fit: .*kernel_size=\(5, 5\)"):
+        engine.run_layer(conv, [np.zeros((1, 4, 4, 1), np.float32)], {"kernel": kernel, "bias": np.zeros(2, np.float32)})
+    with pytest.raises(ShapeError, match=r"layer 'conv_b'.*input has 3 channels, the kernel expects 1"):
+        engine.run_layer(conv, [np.zeros((1, 6, 6, 3), np.float32)], {"kernel": kernel, "bias": np.zeros(2, np.float32)})
+    with pytest.raises(ShapeError, match=r"no batch axis"):
+        engine.run_layer(conv, [np.zeros(6, np.float32)], {"kernel": kernel})
+    dense = S.Dense(name="d", units=2)
+    with pytest.raises(ShapeError, match=r"layer 'd' \(Dense\): input shape \(1, 2, 3\) does not fit"):
+        engine.run_layer(dense, [np.zeros((1, 2, 3), np.float32)], {"kernel": np.zeros((6, 2), np.float32)})
+
+
+def test_unknown_activation_and_missing_weight_are_clear_errors():
+    with pytest.raises(SpecError, match=r"activation 'mish' is not supported. Use one of linear, relu"):
+        engine.activation(np.zeros(3, np.float32), "mish")
+    dense = S.Dense(name="d", units=2)
+    with pytest.raises(Exception, match=r"layer 'd' \(Dense\): weight 'bias' is missing, received \['kernel'\]"):
+        engine.run_layer(dense, [np.zeros((1, 3), np.float32)], {"kernel": np.zeros((3, 2), np.float32)})
