@@ -48,7 +48,7 @@ def _export(args: argparse.Namespace) -> int:
         from layerlab.export.c import export_c
 
         report = export_c(
-            network, out, name=args.name or "model", int8=args.int8, calibration=args.calibration,
+            network, out, name=args.name or network.spec.name, int8=args.int8, calibration=args.calibration,
             verify=not args.no_verify, verify_images=args.verify_images, data_dir=args.data_dir,
         )
         print(Path(report).read_text(encoding="utf-8"), end="")

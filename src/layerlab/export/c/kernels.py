@@ -1,0 +1,377 @@
+"""Render each lowered step as C: one function per step, float32 or int8, from the templates.
+
+``Kernels(unit, qplan)`` renders into a ``Unit`` (the pieces of one .c file); ``qplan`` is None
+for float32 code. Each ``render`` call returns the step's function name; the caller writes the
+calls in ``*_predict``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from layerlab.errors import ExportError
+from layerlab.export.c import plan as P
+from layerlab.export.c.emit import FLOAT, INT8, Unit, float_literal, render, shape_text, tap_range, window_range
+from layerlab.export.c.names import c_comment, c_identifier
+from layerlab.export.c.quantize import QPlan, QStep, Stage
+
+# One C statement per Keras activation, on the float ``x`` (layerlab.engine.activations' forms).
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+ACTIVATION_C = {
+    "linear": "",
+    "relu": "x = x > 0.0f ? x : 0.0f;",
+    "relu6": "x = x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;",
+    "leaky_relu": "x = x >= 0.0f ? x : 0.2f * x;",
+    "tanh": "x = ll_tanh(x);",
+    "sigmoid": "x = ll_sigmoid(x);",
+    "hard_sigmoid": "x = x + 3.0f; x = (x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f) / 6.0f;",
+    "softsign": "x = x / (1.0f + fabsf(x));",
+    "softplus": "x = (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));",
+    "elu": "x = x > 0.0f ? x : expm1f(x);",
+    "selu": f"x = {float_literal(_SELU_SCALE)} * (x > 0.0f ? x : {float_literal(_SELU_ALPHA)} * expm1f(x));",
+    "silu": "x = x * ll_sigmoid(x);",
+    "swish": "x = x * ll_sigmoid(x);",
+    "gelu": "x = 0.5f * x * (1.0f + erff(x * 0.707106781f));",
+    "exponential": "x = expf(x);",
+}
+# Conv outputs are computed BLOCK neighbours along x at a time, BLOCK_GROUP filters per pass
+# over the taps: BLOCK * BLOCK_GROUP independent accumulators, few enough to stay in registers
+# (16 on x86-64 SSE, 32 on a Cortex-M4F) and enough to keep the floating-point units busy. A
+# lone position (borders, the rest of a row) takes ONE_GROUP filters per pass.
+BLOCK = 4
+BLOCK_GROUP = 6  # float, the block's inputs contiguous (one SIMD load): 24 accumulators
+BLOCK_GROUP_STRIDED = 3  # otherwise (strided inputs, int8: scalar code): 12 accumulators
+ONE_GROUP = 8
+_NO_MATH = {"linear", "relu", "relu6", "leaky_relu", "hard_sigmoid", "tanh"}
+
+
+def _loop(buffer: str, source: str, size, statement: str, pad: str) -> str:
+    """``buffer[i] = f(source[i])`` for i < size, the statement working on ``x``.
+
+    With a constant size the loop is split at the last multiple of 4, so that GCC's -O2 (cost
+    model 'very-cheap': no scalar epilogue) can vectorize the first part.
+    """
+    body = f"{pad}        const float v = {source}[i];\n{pad}        float x = v;\n{pad}        {statement}\n{pad}        {buffer}[i] = x;\n"
+    body = body.replace(f"{pad}        const float v = {source}[i];\n{pad}        float x = v;\n", f"{pad}        float x = {source}[i];\n")
+    if isinstance(size, int) and size % 4 and size > 4:
+        return (f"{pad}    for (i = 0; i < {size - size % 4}; ++i) {{\n{body}{pad}    }}\n"
+                f"{pad}    for (; i < {size}; ++i) {{\n{body}{pad}    }}\n")
+    return f"{pad}    for (i = 0; i < {size}; ++i) {{\n{body}{pad}    }}\n"
+
+
+class Kernels:
+    """Renders steps into ``unit``; int8 when ``qplan`` is given."""
+
+    def __init__(self, unit: Unit, qplan: QPlan | None = None) -> None:
+        self.unit = unit
+        self.qplan = qplan
+        self.types = INT8 if qplan else FLOAT
+
+    # -- small pieces ---------------------------------------------------------------------------
+    def ops_function(self, fn: str, ops: tuple[P.Op, ...]) -> str | None:
+        """``static float fn(float x)`` applying ``ops`` to one value; None when they are all linear."""
+        lines = [line for op in ops for line in self.op_statements(op)]
+        if not lines:
+            return None
+        body = "\n".join(f"    {line}" for line in lines)
+        names = ", ".join(op.describe() for op in ops)
+        self.unit.functions.append(f"/* {c_comment(names, 200)} */\nstatic float {fn}(float x)\n{{\n{body}\n    return x;\n}}\n")
+        return fn
+
+    def ops_pass(self, source: str, buffer: str, size, ops: tuple[P.Op, ...], indent: int = 4) -> str:
+        """A C block applying ``ops`` to ``source[0 .. size)`` into ``buffer`` (may be the same),
+        one loop per op, so that each loop is simple enough to vectorize; '' when all are linear.
+
+        tanh runs as two loops, a clamp to [-9, 9] and the rational form without branches:
+        clamping inside the same loop is control flow that keeps GCC from vectorizing it.
+        """
+        pad = " " * indent
+        loops = []
+        for op in ops:
+            if op.activation == "tanh" and not op.is_rescale:
+                self.unit.helper("tanh_clamped")
+                statements = ["x = x > 9.0f ? 9.0f : (x < -9.0f ? -9.0f : x);", "x = ll_tanh_clamped(x);"]
+            else:
+                statements = self.op_statements(op)
+            for statement in statements:
+                loops.append(_loop(buffer, source, size, statement, pad))
+                source = buffer
+        if not loops:
+            return "" if source == buffer else _loop(buffer, source, size, "", pad)
+        return f"\n{pad}{{\n{pad}    int i;\n" + "".join(loops) + f"{pad}}}"
+
+    def op_statements(self, op: P.Op) -> list[str]:
+        """The C statements (on float ``x``) of one op; [] for linear."""
+        if op.is_rescale:
+            return [f"x = x * {float_literal(op.scale)} + {float_literal(op.offset)};"]
+        if op.activation not in ACTIVATION_C:
+            raise ExportError(f"C export: activation {op.activation!r} (layer {op.layer!r}) has no C form")
+        if op.activation not in _NO_MATH:
+            self.unit.math = True
+        if op.activation in ("sigmoid", "silu", "swish"):
+            self.unit.helper("sigmoid")
+        if op.activation == "tanh":
+            self.unit.helper("tanh_clamped", "tanh")
+        return [ACTIVATION_C[op.activation]] if ACTIVATION_C[op.activation] else []
+
+    def stage_function(self, k: int, fn: str, stage: Stage | None) -> str | None:
+        """``static int32_t fn(int32_t value, int channel)`` for an int8 stage; None for the identity."""
+        if stage is None:
+            return None
+        lines = []
+        unit = self.unit
+        if stage.kind in ("requant", "lut"):
+            index = "value"
+            if stage.source == "int32":
+                unit.helper("requantize")
+                mult = unit.array(k, "int32_t", f"{fn}_multiplier", stage.multiplier, f"{fn}: Q31 requantization multiplier per channel")
+                shift = unit.array(k, "uint8_t", f"{fn}_shift", stage.shift, f"{fn}: requantization right shift per channel")
+                low = "0" if stage.relu and stage.kind == "requant" else "-128"
+                index = f"ll_requantize(value, {mult}[channel], {shift}[channel], {low})"
+            else:
+                lines.append("(void)channel;")
+            if stage.kind == "lut":
+                lut = unit.array(k, "int8_t", f"{fn}_table", stage.lut,
+                                 f"{fn}: table of {', '.join(op.describe() for op in stage.ops) or 'the layer functions'}, entry q + 128 for int8 input q")
+                lines.append(f"return {lut}[{index} + 128];")
+            else:
+                lines.append(f"return {index};")
+        else:  # 'float': exact float at the boundary
+            unit.helper("quantize")
+            apply = self.ops_function(f"{fn}_float", stage.ops) or ""
+            scales = unit.array(k, "float", f"{fn}_in_scale", np.asarray(stage.in_scale, np.float32), f"{fn}: real value of one input unit per channel")
+            index = f"{scales}[channel]" if len(stage.in_scale) > 1 else f"{scales}[0]"
+            if len(stage.in_scale) == 1:
+                lines.append("(void)channel;")
+            real = f"(float)value * {index}"
+            lines.append(f"return ll_quantize({apply}({real}) * {float_literal(1.0 / stage.out_scale)});" if apply else
+                         f"return ll_quantize({real} * {float_literal(1.0 / stage.out_scale)});")
+        body = "\n".join(f"    {line}" for line in lines)
+        self.unit.functions.append(f"static int32_t {fn}(int32_t value, int channel)\n{{\n{body}\n}}\n")
+        return fn
+
+    def name(self, k: int, step: P.Step) -> str:
+        first = step.layers[0][0] if step.layers else step.kind
+        return f"step{k}_{c_identifier(first, fallback=step.kind, max_len=20)}"
+
+    def title(self, k: int, step: P.Step) -> str:
+        return c_comment(f"step {k}: {step.describe() or step.kind}", max_len=200)
+
+    # -- steps ------------------------------------------------------------------------------------
+    def render(self, k: int, step: P.Step) -> str:
+        fn = self.name(k, step)
+        getattr(self, f"_{step.kind}")(k, fn, step, self.qplan.steps[k] if self.qplan else None)
+        return fn
+
+    def _conv(self, k: int, fn: str, step: P.ConvStep, q: QStep | None) -> None:
+        unit, win = self.unit, step.window
+        image = step.input.image(step.data_format)
+        kernel_h, kernel_w, in_channels, filters = step.kernel_hwio.shape
+        layout = "layout HWIO (filter_y, filter_x, in_channel, out_channel), as Keras"
+        folded = " with the BatchNormalization folded in" if any(t == "BatchNormalization" for _, t in step.layers) else ""
+        if q:
+            kernel = unit.array(k, "int8_t", f"{fn}_kernel", q.kernel_q, f"{fn} kernel{folded}, int8 per-channel, shape {step.kernel_hwio.shape}, {layout}")
+            bias = unit.array(k, "int32_t", f"{fn}_bias", q.bias_q, f"{fn} bias in accumulator units") if q.bias_q is not None else None
+            stage1 = self.stage_function(k, f"{fn}_stage1", q.stage1)
+            store = lambda v, c: f"(int8_t){stage1}({v}, {c})"  # noqa: E731
+            zero = "0"
+        else:
+            kernel = unit.array(k, "float", f"{fn}_kernel", step.kernel_hwio, f"{fn} kernel{folded}, shape {step.kernel_hwio.shape}, {layout}")
+            bias = unit.array(k, "float", f"{fn}_bias", step.bias, f"{fn} bias{folded}, shape ({filters},)") if step.bias is not None else None
+            store = lambda v, c: v  # noqa: E731  (float: element-wise ops run as passes afterwards)
+            zero = "0.0f"
+        title = self.title(k, step)
+        conv_h, conv_w = win.out_h, win.out_w
+        if step.pool is None:
+            out = step.output.image(step.data_format)
+            out_sx, out_sc = out.stride_x, out.stride_c
+        else:
+            out_sx, out_sc = 1, conv_w  # conv_rows: [row][filter][conv_x]
+        geometry = dict(kernel=kernel, kernel_w=kernel_w, tap_size=in_channels * filters, in_channels=in_channels, filters=filters,
+                        dilation_h=win.dilation_h, dilation_w=win.dilation_w, in_stride_y=image.stride_y, in_stride_x=image.stride_x,
+                        in_stride_c=image.stride_c, **self.types)
+
+        def groups(template: str, size: int, positions: int) -> str:
+            blocks = []
+            step_x = win.stride_w * image.stride_x  # input distance between neighbouring positions
+            for first in range(0, filters, size):
+                count = min(size, filters - first)
+                accs = [[f"acc{first + j}_{p}" if positions > 1 else f"acc{first + j}" for p in range(positions)] for j in range(count)]
+                init = [f"{bias}[{first + j}]" if bias else zero for j in range(count)]
+                value = [f"x{p}" for p in range(positions)] if positions > 1 else ["value"]
+                blocks.append(render(
+                    template, first=first, last=first + count - 1,
+                    declare="\n".join(f"        {self.types['acc_type']} " + ", ".join(f"{a} = {init[j]}" for a in accs[j]) + ";" for j in range(count)),
+                    loads="                    const " + self.types["acc_type"] + " " + ", ".join(f"x{p} = x[{p * step_x}]" for p in range(positions)) + ";",
+                    macs="\n".join(f"                    {accs[j][p]} += {value[p]} * w[{j}];" for j in range(count) for p in range(positions)),
+                    stores="\n".join(f"        out[{p * out_sx + (first + j) * out_sc}] = {store(accs[j][p], first + j)};"
+                                      for j in range(count) for p in range(positions)), **geometry))
+            return "".join(blocks)
+
+        block_group = BLOCK_GROUP if win.stride_w * image.stride_x == 1 and not q else BLOCK_GROUP_STRIDED
+        fx = tap_range("in_x0", win.pad_left, win.pad_right, image.w, kernel_w, win.dilation_w, unit)
+        unit.helper("noinline")
+        unit.functions.append(render("conv_one.c.tmpl", title=title, fn=fn, filters=filters, stride_w=win.stride_w, pad_left=win.pad_left,
+                                     filter_x_begin=fx[0], filter_x_end=fx[1], groups=groups("conv_one_group.c.tmpl", ONE_GROUP, 1), **self.types))
+        unit.functions.append(render("conv_block.c.tmpl", title=title, fn=fn, block=BLOCK, block_last=BLOCK - 1, stride_w=win.stride_w,
+                                     pad_left=win.pad_left, groups=groups("conv_block_group.c.tmpl", block_group, BLOCK), **self.types))
+        # Positions whose taps all lie inside the input along x: [interior_begin, interior_end).
+        span_w = (kernel_w - 1) * win.dilation_w
+        interior_begin = min(conv_w, -(-win.pad_left // win.stride_w))
+        last_start = image.w - 1 - span_w + win.pad_left  # largest in_x0 + pad_left with every tap inside
+        interior_end = max(interior_begin, min(conv_w, last_start // win.stride_w + 1) if last_start >= 0 else 0)
+        left = ""
+        if interior_begin > 0:
+            left = (f"    for (; conv_x < {interior_begin}; ++conv_x) {{\n"
+                    f"        {fn}_one(input, in_y0, filter_y_begin, filter_y_end, conv_x, out + conv_x * {out_sx});\n    }}\n")
+        tail = ""
+        if (interior_end - interior_begin) % BLOCK and interior_end - interior_begin > BLOCK:
+            # The rest of the interior as one more block that overlaps the previous one: the
+            # overlapped outputs are computed twice and written twice with the same values.
+            tail = (f"    {fn}_block(input, in_y0, filter_y_begin, filter_y_end, {interior_end - BLOCK}, "
+                    f"out + {(interior_end - BLOCK) * out_sx});\n    conv_x = {interior_end};\n")
+        fy = tap_range("in_y0", win.pad_top, win.pad_bottom, image.h, kernel_h, win.dilation_h, unit)
+        unit.functions.append(render("conv_row.c.tmpl", title=title, fn=fn, conv_w=conv_w, filters=filters, out_stride_x=out_sx,
+                                     out_stride_c=out_sc, stride_h=win.stride_h, pad_top=win.pad_top, filter_y_begin=fy[0],
+                                     filter_y_end=fy[1], left_border=left, tail_block=tail, block=BLOCK, interior_end=interior_end, ctype=self.types["ctype"]))
+        common = dict(title=title, fn=fn, filters=filters, in_shape=shape_text(step.input.dims), out_shape=shape_text(step.output.dims),
+                      ctype=self.types["ctype"])
+        if step.pool is None:
+            post = "" if q else self.ops_pass("output", "output", step.output.size, step.pre)
+            unit.functions.append(render("conv.c.tmpl", out_h=conv_h, out_stride_y=out.stride_y, post_pass=post, **common))
+            return
+        pw = step.pool.window
+        out = step.output.image(step.data_format)
+        cy = window_range("conv_y0", pw.pad_top, pw.pad_bottom, pw.in_h, pw.kernel_h)
+        cx = window_range("conv_x0", pw.pad_left, pw.pad_right, pw.in_w, pw.kernel_w)
+        padding = "same" if pw.pad_top + pw.pad_bottom + pw.pad_left + pw.pad_right else "valid"
+        geometry_values = dict(conv_shape=f"({conv_h}, {conv_w}) x {filters} filters", pool_padding=padding, out_h=out.h, out_w=out.w,
+                               pool_stride_h=pw.stride_h, pool_stride_w=pw.stride_w, pool_pad_top=pw.pad_top, pool_pad_left=pw.pad_left,
+                               conv_y_begin=cy[0], conv_y_end=cy[1], conv_w=conv_w, out_stride_y=out.stride_y,
+                               out_stride_x=out.stride_x, out_stride_c=out.stride_c, **common)
+        stage2 = self.stage_function(k, f"{fn}_stage2", q.stage2) if q else None
+        post_pass = "" if q else self.ops_pass("output", "output", step.output.size, step.post)
+        if step.pool.kind == "max":
+            # Max pooling merges each conv row into the output as it comes: one row of scratch.
+            unit.scratch = max(unit.scratch, filters * conv_w)
+            pre_pass = "" if q else self.ops_pass("conv_rows", "conv_rows", filters * conv_w, step.pre, indent=12)
+            finish_row = ""
+            if stage2:
+                finish_row = (f"\n        for (out_channel = 0; out_channel < {filters}; ++out_channel) {{\n"
+                              f"            {self.types['ctype']} *cells = output + out_y * {out.stride_y} + out_channel * {out.stride_c};\n"
+                              f"            for (out_x = 0; out_x < {out.w}; ++out_x) {{\n"
+                              f"                cells[out_x * {out.stride_x}] = (int8_t){stage2}(cells[out_x * {out.stride_x}], out_channel);\n"
+                              f"            }}\n        }}")
+            unit.functions.append(render("conv_maxpool.c.tmpl", conv_x_begin=cx[0], conv_x_end=cx[1], pre_pass=pre_pass,
+                                         finish_row=finish_row, post_pass=post_pass, **geometry_values))
+            return
+        # Average pooling sums whole windows: the rows of one window in scratch.
+        unit.scratch = max(unit.scratch, pw.kernel_h * filters * conv_w)
+        count = "rows * (conv_x_end - conv_x_begin)"
+        if q:
+            unit.helper("divide_round")
+            init, result = "int32_t sum = 0;", f"(int8_t)ll_divide_round(sum, {count})"
+            finish = (lambda v: f"(int8_t){stage2}({v}, out_channel)") if stage2 else (lambda v: v)
+            pre_pass = ""
+        else:
+            init, result = "float sum = 0.0f;", f"sum / (float)({count})"
+            finish = lambda v: v  # noqa: E731
+            pre_pass = self.ops_pass("conv_rows", "conv_rows", f"rows * {filters * conv_w}", step.pre, indent=8)
+        # Windows whose columns all lie inside the conv output: [x_interior_begin, x_interior_end).
+        x_begin = min(out.w, -(-pw.pad_left // pw.stride_w))
+        last = pw.in_w - pw.kernel_w + pw.pad_left
+        x_end = max(x_begin, min(out.w, last // pw.stride_w + 1) if last >= 0 else 0)
+        clipped = finish(f"{fn}_window(plane, rows, {cx[0]}, {cx[1]})")
+        left = ""
+        if x_begin > 0:
+            left = (f"            for (; out_x < {x_begin}; ++out_x) {{\n"
+                    f"                const int conv_x0 = out_x * {pw.stride_w} - {pw.pad_left};\n"
+                    f"                cells[out_x * {out.stride_x}] = {clipped};\n            }}\n")
+        unit.functions.append(render(
+            "conv_pool.c.tmpl", pool_h=pw.kernel_h, pool_w=pw.kernel_w, row_size=filters * conv_w, pool_init=init,
+            pool_update="sum += value;", pool_result=result, left_windows=left, x_interior_end=x_end,
+            finish_interior=finish(f"{fn}_window(plane, rows, conv_x0, conv_x0 + {pw.kernel_w})"), finish_clipped=clipped,
+            pre_pass=pre_pass, post_pass=post_pass, **geometry_values))
+
+    def _dense(self, k: int, fn: str, step: P.DenseStep, q: QStep | None) -> None:
+        unit = self.unit
+        in_features, units = step.kernel.shape
+        folded = " with the BatchNormalization folded in" if any(t == "BatchNormalization" for _, t in step.layers) else ""
+        title = self.title(k, step)
+        if q:
+            kernel = unit.array(k, "int8_t", f"{fn}_kernel", q.kernel_q.T,
+                                f"{fn} kernel{folded}, int8 per-unit, shape ({units}, {in_features}): Keras' (in, units) transposed so each unit reads one row")
+            bias_init = unit.array(k, "int32_t", f"{fn}_bias", q.bias_q, f"{fn} bias in accumulator units") + "[unit]" if q.bias_q is not None else "0"
+            stage = self.stage_function(k, f"{fn}_stage1", q.stage1)
+            finish = f"{stage}(acc, unit)" if stage else "acc"
+            unit.functions.append(render("dense_q.c.tmpl", title=title, fn=fn, units=units, in_features=in_features,
+                                         kernel=kernel, bias_init=bias_init, finish=finish))
+            return
+        kernel = unit.array(k, "float", f"{fn}_kernel", step.kernel, f"{fn} kernel{folded}, shape ({in_features}, {units}), layout (in, units), as Keras")
+        bias_init = unit.array(k, "float", f"{fn}_bias", step.bias, f"{fn} bias{folded}, shape ({units},)") + "[unit]" if step.bias is not None else "0.0f"
+        finish = self.ops_pass("output", "output", units, step.pre)
+        unit.functions.append(render("dense.c.tmpl", title=title, fn=fn, units=units, in_features=in_features,
+                                     kernel=kernel, bias_init=bias_init, finish_loop=finish))
+
+    def _windowed_common(self, step, win) -> dict:
+        image, out = step.input.image(step.data_format), step.output.image(step.data_format)
+        return dict(in_shape=shape_text(step.input.dims), out_shape=shape_text(step.output.dims), out_h=out.h, out_w=out.w,
+                    in_stride_y=image.stride_y, in_stride_x=image.stride_x, in_stride_c=image.stride_c,
+                    out_stride_y=out.stride_y, out_stride_x=out.stride_x, out_stride_c=out.stride_c, channels=image.c)
+
+    def _pool(self, k: int, fn: str, step: P.PoolStep, q: QStep | None) -> None:
+        win = step.pool.window
+        cy = window_range("in_y0", win.pad_top, win.pad_bottom, win.in_h, win.kernel_h)
+        cx = window_range("in_x0", win.pad_left, win.pad_right, win.in_w, win.kernel_w)
+        padding = "same" if win.pad_top + win.pad_bottom + win.pad_left + win.pad_right else "valid"
+        values = dict(title=self.title(k, step), fn=fn, padding=padding, stride_h=win.stride_h, stride_w=win.stride_w,
+                      pad_top=win.pad_top, pad_left=win.pad_left, in_y_begin=cy[0], in_y_end=cy[1], in_x_begin=cx[0],
+                      in_x_end=cx[1], ctype=self.types["ctype"], **self._windowed_common(step, win))
+        if step.pool.kind == "max":
+            self.unit.functions.append(render("pool_max.c.tmpl", **values))
+        elif q:
+            self.unit.helper("divide_round")
+            self.unit.functions.append(render("pool_avg.c.tmpl", sum_type="int32_t", mean="(int8_t)ll_divide_round(sum, count)", **values))
+        else:
+            self.unit.functions.append(render("pool_avg.c.tmpl", sum_type="float", mean="sum / (float)count", **values))
+
+    def _pad(self, k: int, fn: str, step: P.PadStep, q: QStep | None) -> None:
+        (pad_top, pad_bottom), (pad_left, pad_right) = step.padding
+        image = step.input.image(step.data_format)
+        self.unit.functions.append(render(
+            "pad.c.tmpl", title=self.title(k, step), fn=fn, ctype=self.types["ctype"], pad_top=pad_top, pad_bottom=pad_bottom,
+            pad_left=pad_left, pad_right=pad_right, in_h=image.h, in_w=image.w, **self._windowed_common(step, None)))
+
+    def _copy(self, k: int, fn: str, step: P.CopyStep, q: QStep | None) -> None:
+        dims, src, dst = step.input.dims, step.input.strides, step.output.strides
+        if len(dims) > 4:
+            raise ExportError(f"C export: reordering a rank-{len(dims)} tensor {dims} is not supported (rank <= 4)")
+        pad = 4 - len(dims)
+        dims, src, dst = (1,) * pad + dims, (0,) * pad + src, (0,) * pad + dst
+        values = {f"d{i}": dims[i] for i in range(4)} | {f"s{i}": src[i] for i in range(4)} | {f"o{i}": dst[i] for i in range(4)}
+        self.unit.functions.append(render(
+            "copy.c.tmpl", title=self.title(k, step), fn=fn, ctype=self.types["ctype"], dims=shape_text(step.input.dims),
+            in_strides=shape_text(step.input.strides), out_strides=shape_text(step.output.strides), **values))
+
+    def _elementwise(self, k: int, fn: str, step: P.ElementwiseStep, q: QStep | None) -> None:
+        if q:
+            stage = self.stage_function(k, f"{fn}_stage1", q.stage1)
+            self.unit.functions.append(render("elementwise.c.tmpl", title=self.title(k, step), fn=fn, size=step.output.size,
+                                              apply=f"(int8_t){stage}(input[i], 0)"))
+            return
+        passes = self.ops_pass("input", "output", step.output.size, step.ops)
+        self.unit.functions.append(render("elementwise_float.c.tmpl", title=self.title(k, step), fn=fn, size=step.output.size,
+                                          passes=passes))
+
+    def _affine(self, k: int, fn: str, step: P.AffineStep, q: QStep | None) -> None:
+        dims = step.input.dims
+        scale = self.unit.array(k, "float", f"{fn}_scale", step.scale, f"{fn}: gamma / sqrt(moving_variance + epsilon), shape ({dims[step.axis]},)")
+        shift = self.unit.array(k, "float", f"{fn}_shift", step.shift, f"{fn}: beta - moving_mean * scale, shape ({dims[step.axis]},)")
+        self.unit.functions.append(render("affine.c.tmpl", title=self.title(k, step), fn=fn, size=step.input.size, axis=step.axis,
+                                          axis_stride=step.input.strides[step.axis], features=dims[step.axis], scale=scale, shift=shift))
+
+    def _softmax(self, k: int, fn: str, step: P.SoftmaxStep, q: QStep | None) -> None:
+        self.unit.helper("softmax")
+        self.unit.functions.append(render("softmax.c.tmpl", title=self.title(k, step), fn=fn, size=step.input.size,
+                                          length=step.input.dims[-1], stride=step.input.strides[-1]))

@@ -1,0 +1,288 @@
+"""int8 quantization of a lowered network: calibrate, quantize weights, plan requantization.
+
+The scheme (TFLite's, simplified to symmetric activations):
+
+* Weights: symmetric per output channel: ``w_q = round(w / s_w[c])`` in [-127, 127] with
+  ``s_w[c] = max|w[..., c]| / 127``.
+* Activations: symmetric per tensor, zero point 0: ``x = s * q``, q in [-128, 127], with
+  ``s = max|x| / 127`` over the calibration images (the tensor's traced values). Zero is exact,
+  so zero padding and skipped out-of-image taps stay exact.
+* Accumulators: int32, ``acc = bias_q[c] + sum(x_q * w_q)`` with real value ``acc * s_in * s_w[c]``
+  and ``bias_q = round(bias / (s_in * s_w[c]))``.
+* Requantization: ``q = clamp(round(acc * M))`` with ``M = s_in * s_w[c] / s_out`` held as a
+  Q31 multiplier and a right shift (``M = multiplier / 2^shift``), rounding half up.
+* Pooling after a conv runs on int8 values: max pooling on requantized values equals
+  requantizing the max (rounding is monotonic); average pooling sums in int32 and divides with
+  rounding (TFLite's way).
+* Every other element-wise function (tanh, sigmoid, ...) and chains of them go through a
+  256-entry lookup table from the int8 input to the int8 output, computed with the engine's
+  float functions, or (``activation='float'``) in float at that boundary:
+  ``q = round(f(v * s_in) / s_out)``. For a table fed by an accumulator, its input scale covers
+  the calibrated range but no more than where the output saturates (for tanh with output
+  scale 1/127, |x| > 3.1 all give 127), which keeps the table fine where it matters. Bounded
+  functions (tanh, sigmoid, ...) get the output scale bound / 127, as TFLite fixes tanh's; so
+  equal layers get byte-identical tables, which the C shares.
+* A softmax at the very end is left to the float wrapper: ``*_predict_q`` writes the int8
+  values before it (their argmax is the class), ``*_predict`` dequantizes and applies it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from layerlab.errors import ExportError
+from layerlab.export.c import plan as P
+
+MODES = ("lut", "float")
+_TINY = 1e-30
+
+
+@dataclass
+class Stage:
+    """One int32/int8 -> int8 (or int32 -> int32) transformation, per channel.
+
+    Attributes:
+        kind: 'requant' (int32 to int8; ``relu`` clamps at 0), 'lut' (requantize when the source
+            is int32, then a 256-entry table), 'float' (``round(f(v * in_scale[c]) / out_scale)``
+            in C float).
+        source: 'int32' (an accumulator) or 'int8'.
+        relu: clamp at 0 ('requant').
+        multiplier, shift: per channel, for int32 sources of 'requant' and 'lut'.
+        lut: 256 int8 values, entry ``q + 128`` for input q ('lut').
+        ops: the element-wise ops ('float').
+        in_scale: per channel real value of one input unit ('float'; also kept for the report).
+        out_scale: real value of one output unit.
+        lut_in_scale: real value of one table-input unit ('lut' from int32).
+    """
+
+    kind: str
+    source: str
+    relu: bool = False
+    multiplier: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    lut: np.ndarray | None = None
+    ops: tuple[P.Op, ...] = ()
+    in_scale: np.ndarray | None = None
+    out_scale: float = 1.0
+    lut_in_scale: float | None = None
+
+
+@dataclass
+class QStep:
+    """int8 data of one step: scales, quantized weights and its stages."""
+
+    in_scale: float
+    out_scale: float
+    kernel_q: np.ndarray | None = None  # conv HWIO, dense (in, units): int8
+    weight_scale: np.ndarray | None = None  # per output channel
+    bias_q: np.ndarray | None = None  # int32
+    stage1: Stage | None = None  # conv/dense: int32 accumulator -> int8; elementwise: int8 -> int8
+    stage2: Stage | None = None  # conv with pool: int8 -> int8 after pooling
+
+
+@dataclass
+class QPlan:
+    """The int8 network: per step data, input/output scales, the softmax left to the wrapper."""
+
+    steps: list[QStep]
+    input_scale: float
+    output_scale: float
+    final_softmax: P.SoftmaxStep | None
+    activation: str
+    calibration_images: int
+
+
+def fixed_point(real: float) -> tuple[int, int]:
+    """``real`` as ``(multiplier, shift)`` with ``real ~= multiplier / 2^shift``, multiplier in [2^30, 2^31).
+
+    Raises:
+        ExportError: ``real >= 2^30`` (scales that far apart mean a broken calibration).
+    """
+    if real <= 0:
+        return 0, 1
+    mantissa, exponent = math.frexp(real)  # real = mantissa * 2^exponent, mantissa in [0.5, 1)
+    multiplier = round(mantissa * (1 << 31))
+    if multiplier == 1 << 31:
+        multiplier //= 2
+        exponent += 1
+    shift = 31 - exponent
+    if shift > 62:  # below 2^-31: every int32 accumulator rounds to 0
+        return 0, 1
+    if shift < 1:
+        raise ExportError(f"C export (int8): requantization scale {real:g} is too large; the calibration ranges are broken")
+    return multiplier, shift
+
+
+def _chain(ops: tuple[P.Op, ...], x: np.ndarray) -> np.ndarray:
+    """The engine's float32 result of element-wise ``ops`` on ``x``."""
+    from layerlab.engine import activation, rescaling
+
+    y = np.asarray(x, np.float32)
+    for op in ops:
+        y = rescaling(y, scale=op.scale, offset=op.offset) if op.is_rescale else activation(y, op.activation)
+    return y
+
+
+def _q8(y: np.ndarray, scale: float) -> np.ndarray:
+    return np.clip(np.round(np.asarray(y, np.float64) / scale), -128, 127).astype(np.int64)
+
+
+# Largest |f(x)| of bounded activations: their output scale is bound / 127 whatever the
+# calibration saw (as TFLite fixes tanh's output scale), so equal layers share equal tables.
+BOUNDS = {"tanh": 1.0, "sigmoid": 1.0, "hard_sigmoid": 1.0, "softsign": 1.0, "relu6": 6.0}
+_SATURATION_LIMIT = 32.0
+
+
+@functools.lru_cache(maxsize=64)
+def _saturation(ops: tuple[P.Op, ...], out_scale: float) -> float:
+    """Smallest c such that the quantized chain output is constant on [c, 32] and on [-32, -c]
+    (inf when it still changes there): a table needs no input beyond c."""
+    grid = np.linspace(0.0, _SATURATION_LIMIT, 32769, dtype=np.float64)
+    pos = _q8(_chain(ops, grid.astype(np.float32)), out_scale)
+    neg = _q8(_chain(ops, (-grid).astype(np.float32)), out_scale)
+    settled = (pos == pos[-1]) & (neg == neg[-1])
+    if not settled[-2]:
+        return math.inf
+    k = len(grid) - 1
+    while k > 0 and settled[k - 1]:
+        k -= 1
+    return float(grid[min(k + 1, len(grid) - 1)])
+
+
+def _out_scale(ops: tuple[P.Op, ...], calibrated: float) -> float:
+    """Output scale of a chain: bound / 127 when it ends in a bounded activation, else calibrated."""
+    last = ops[-1] if ops else None
+    if last is not None and not last.is_rescale and last.activation in BOUNDS:
+        return BOUNDS[last.activation] / 127.0
+    return calibrated
+
+
+def _lut(ops: tuple[P.Op, ...], in_scale: float, out_scale: float) -> np.ndarray:
+    q = np.arange(-128, 128, dtype=np.float32)
+    return _q8(_chain(ops, q * np.float32(in_scale)), out_scale).astype(np.int8)  # entry q + 128
+
+
+def _is_int32_safe(ops: tuple[P.Op, ...]) -> bool:
+    """Ops that commute with requantization: identity and ReLU."""
+    return all(not op.is_rescale and op.activation in ("linear", "relu") for op in ops)
+
+
+def _stage(ops, source: str, in_scale: np.ndarray, in_range: float, out_scale: float, mode: str) -> Stage:
+    """The stage applying ``ops`` to values of ``source`` whose unit is ``in_scale`` (per channel)."""
+    relu = any(op.activation == "relu" for op in ops)
+    if source == "int32" and _is_int32_safe(ops):
+        pairs = [fixed_point(float(s) / out_scale) for s in in_scale]
+        return Stage("requant", source, relu=relu, ops=tuple(ops), multiplier=np.array([m for m, _ in pairs], np.int64),
+                     shift=np.array([s for _, s in pairs], np.int64), in_scale=in_scale, out_scale=out_scale)
+    if mode == "float":
+        return Stage("float", source, ops=tuple(ops), in_scale=in_scale, out_scale=out_scale)
+    if source == "int8":
+        return Stage("lut", source, ops=tuple(ops), lut=_lut(tuple(ops), float(in_scale[0]), out_scale), in_scale=in_scale, out_scale=out_scale)
+    cap = min(in_range, _saturation(tuple(ops), out_scale))
+    lut_in = max(cap, _TINY) / 127.0
+    pairs = [fixed_point(float(s) / lut_in) for s in in_scale]
+    return Stage("lut", source, ops=tuple(ops), multiplier=np.array([m for m, _ in pairs], np.int64), shift=np.array([s for _, s in pairs], np.int64),
+                 lut=_lut(tuple(ops), lut_in, out_scale), in_scale=in_scale, out_scale=out_scale, lut_in_scale=lut_in)
+
+
+def calibrate(plan: P.Plan, weights, x: np.ndarray, batch: int = 500) -> dict[str, float]:
+    """max |value| of every traced layer output (and of the input, key 'input') over ``x``."""
+    from layerlab.network import Network
+
+    net = Network(plan.calibration_spec, weights)
+    ranges: dict[str, float] = {"input": float(np.max(np.abs(x))) if x.size else 0.0}
+    for start in range(0, len(x), batch):
+        for name, values in net.trace(x[start : start + batch]).items():
+            ranges[name] = max(ranges.get(name, 0.0), float(np.max(np.abs(values))))
+    return ranges
+
+
+def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str = "lut") -> QPlan:
+    """Quantize every step of ``plan`` (see the module docstring).
+
+    Args:
+        plan: the lowered network (float weights, BN folded).
+        weights: the network's Keras-layout weights (for the calibration trace).
+        x_calibration: ``(N, *input_shape)`` float32 calibration inputs.
+        activation: 'lut' (tables) or 'float' (exact float at the boundary).
+
+    Raises:
+        ExportError: a step with no int8 form (an unfoldable BatchNormalization, a softmax that
+            is not last, a copy of rank > 4) or broken scales.
+    """
+    if activation not in MODES:
+        raise ExportError(f"C export (int8): activation={activation!r} is not known, expected one of {MODES}")
+    ranges = calibrate(plan, weights, x_calibration)
+
+    def scale_of(tap: str) -> float:
+        return max(ranges[tap], _TINY) / 127.0
+
+    steps: list[QStep] = []
+    cur = scale_of("input")
+    final_softmax = None
+    for index, step in enumerate(plan.steps):
+        where = f"C export (int8): step {index} ({step.describe()})"
+        if isinstance(step, (P.ConvStep, P.DenseStep)):
+            q, cur = _quantize_weighted(step, cur, ranges, scale_of, activation, where)
+        elif isinstance(step, P.ElementwiseStep):
+            out = _out_scale(step.ops, scale_of(step.taps["out"]))
+            q = QStep(cur, out, stage1=_stage(step.ops, "int8", np.array([cur]), ranges[step.taps["in"]], out, activation))
+            cur = out
+        elif isinstance(step, (P.PoolStep, P.PadStep, P.CopyStep)):
+            q = QStep(cur, cur)  # scale-preserving: max, zeros, moves; the mean rounds in the same unit
+        elif isinstance(step, P.SoftmaxStep) and index == len(plan.steps) - 1 and index > 0:
+            final_softmax = step
+            break
+        elif isinstance(step, P.SoftmaxStep):
+            raise ExportError(f"{where}: softmax has no int8 form except as the last layer. Export float32 instead")
+        else:
+            raise ExportError(f"{where}: a BatchNormalization that does not directly follow a linear Conv2D or Dense "
+                              "cannot be folded, and has no int8 form. Export float32 instead")
+        steps.append(q)
+    return QPlan(steps=steps, input_scale=scale_of("input"), output_scale=cur, final_softmax=final_softmax,
+                 activation=activation, calibration_images=len(x_calibration))
+
+
+def _quantize_weighted(step, in_scale: float, ranges, scale_of, mode: str, where: str) -> tuple[QStep, float]:
+    kernel = step.kernel_hwio if isinstance(step, P.ConvStep) else step.kernel
+    axes = tuple(range(kernel.ndim - 1))
+    absmax = np.max(np.abs(kernel.astype(np.float64)), axis=axes)  # per output channel
+    w_scale = np.where(absmax > 0, absmax / 127.0, 1.0)
+    kernel_q = np.clip(np.round(kernel / w_scale), -127, 127).astype(np.int8)
+    acc_scale = in_scale * w_scale  # real value of one accumulator unit, per channel
+    bias_q = None
+    if step.bias is not None:
+        bias_q = np.round(step.bias.astype(np.float64) / acc_scale)
+        if np.max(np.abs(bias_q)) >= 2**31 - 1:
+            raise ExportError(f"{where}: a bias does not fit an int32 accumulator at this scale; the weights are degenerate")
+        bias_q = bias_q.astype(np.int64)
+    pool = getattr(step, "pool", None)
+    post = getattr(step, "post", ())
+    taps = step.taps
+    if pool is None:
+        out = _out_scale(step.pre, scale_of(taps["out"]))
+        stage1 = _stage(step.pre, "int32", acc_scale, ranges[taps["acc"]], out, mode)
+        stage2 = None
+    elif _is_int32_safe(step.pre):
+        # Requantize before pooling: rounding is monotonic, so the max of the requantized values
+        # is the requantized max. With a table after the pool, requantize straight to its input
+        # scale (capped where the table saturates: clamping commutes with max).
+        out = _out_scale(post, scale_of(taps["out"]))
+        if not post:
+            mid = out
+        elif mode == "lut" and pool.kind == "max":
+            mid = max(min(ranges[taps["pool"]], _saturation(tuple(post), out)), _TINY) / 127.0
+        else:
+            mid = scale_of(taps["pool"])
+        stage1 = _stage(step.pre, "int32", acc_scale, ranges[taps["acc"]], mid, mode)
+        stage2 = _stage(post, "int8", np.array([mid]), ranges[taps["pool"]], out, mode) if post else None
+    else:
+        mid = _out_scale(step.pre, scale_of(taps["pre_out"]))
+        stage1 = _stage(step.pre, "int32", acc_scale, ranges[taps["acc"]], mid, mode)
+        out = _out_scale(post, scale_of(taps["out"])) if post else mid
+        stage2 = _stage(post, "int8", np.array([mid]), ranges[taps["pool"]], out, mode) if post else None
+    return QStep(in_scale, out, kernel_q=kernel_q, weight_scale=w_scale, bias_q=bias_q, stage1=stage1, stage2=stage2), out

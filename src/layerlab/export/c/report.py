@@ -1,0 +1,146 @@
+"""report.txt: what was generated, the RAM and flash each step needs, and what verification found."""
+
+from __future__ import annotations
+
+from layerlab import __version__
+from layerlab.export.c import toolchain as T
+from layerlab.export.c.codegen import Generated
+from layerlab.export.c.emit import shape_text
+from layerlab.export.c.plan import Plan
+from layerlab.export.c.quantize import QPlan, Stage
+from layerlab.export.c.verify import FLOAT_TOLERANCE, INT8_TOLERANCE_POINTS, Verification
+
+_BYTES = {"float": 4, "int8_t": 1, "int32_t": 4}
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
+
+
+def _stage_text(stage: Stage | None) -> str:
+    if stage is None:
+        return "-"
+    ops = ", ".join(op.describe() for op in stage.ops if op.is_rescale or op.activation != "linear") or "identity"
+    if stage.kind == "requant":
+        return f"requantize{' + relu' if stage.relu else ''} -> scale {stage.out_scale:.6g}"
+    if stage.kind == "lut":
+        src = f"requantize to {stage.lut_in_scale:.6g}, " if stage.lut_in_scale else ""
+        return f"{src}table [{ops}] -> scale {stage.out_scale:.6g}"
+    return f"float [{ops}] -> scale {stage.out_scale:.6g}"
+
+
+def render_report(*, model_name: str, prefix: str, plan: Plan, qplan: QPlan | None, generated: Generated,
+                  verification: Verification | None, input_note: str) -> str:
+    """The text of report.txt (deterministic: no times, no paths)."""
+    kind = "int8" if qplan else "float32"
+    elem = 1 if qplan else 4
+    lines = [f"layerlab {__version__} C export of model {model_name!r} ({kind})", ""]
+    lines += [
+        f"Files: {prefix}.h, {prefix}.c (the library), main.c (test harness), Makefile (host build, cortex-m4,",
+        "qemu), cortex-m/startup.c and cortex-m/mps2-an386.ld (emulated Cortex-M4 board). C99; no malloc, no",
+        "recursion; every buffer is static and sized at generation time.",
+        "",
+        f"Input  {shape_text(plan.input.dims)} = {plan.input.size} floats ({input_note}); output {shape_text(plan.output.dims)} = "
+        f"{plan.output.size} floats, C order.",
+        f"Entry points: void {prefix}_predict(const float *in, float *out)" + (
+            f"; void {prefix}_predict_q(const int8_t *in, int8_t *out); void {prefix}_quantize_input(const float *in, int8_t *in_q)"
+            if qplan else ""),
+        "",
+        "Per step (one C function each; the layers listed are fused into it)",
+    ]
+    rows = [["step", "function", "layers", "output", "writes", "RAM B", "flash B"]]
+    for k, (fn, step) in enumerate(generated.steps):
+        dst = {"a": "buffer_a", "b": "buffer_b", "out": "out (caller)", "in": "in"}[step.dst]
+        ram = 0 if step.dst == "out" or step.src == step.dst else step.output.size * elem
+        rows.append([str(k), fn, step.describe() or step.kind, shape_text(step.output.dims), dst, str(ram), str(generated.flash.get(k, 0))])
+    lines += _table(rows, right={0, 5, 6})
+    lines += ["  RAM B: the step's output in its ping-pong buffer (buffers are shared, see the totals); flash B: its",
+              "  weights and tables (a table two steps share counts at the first). Code size: for the whole file, below.", ""]
+    total_ram = sum(size * _BYTES[t] for size, t in generated.buffers.values())
+    total_flash = sum(generated.flash.values())
+    lines.append("Static RAM (all buffers, bytes)")
+    brows = [[name, f"{size} x {t}", str(size * _BYTES[t])] for name, (size, t) in generated.buffers.items()]
+    brows.append(["total", "", str(total_ram)])
+    lines += _table(brows, right={2})
+    if "conv_rows" in generated.buffers:
+        lines.append("  conv_rows holds conv output rows of a fused conv + pool step (one row for max pooling, the rows")
+        lines.append("  of one window for average pooling).")
+    lines += ["", f"Flash: weights and tables {total_flash} B, plus code (measured below).", ""]
+    if qplan:
+        lines += _int8_section(plan, qplan, generated)
+    lines += _verification_section(verification, prefix)
+    lines += [
+        "",
+        "Using it",
+        f"  make && ./{prefix}_test images.bin outputs.bin   ({plan.input.size} float32 per image in, {plan.output.size} out,",
+        "                                                 native byte order; stdin/stdout without file names)",
+        f"  ./{prefix}_test --bench 20 images.bin           CPU time per image, per pass",
+        "  make cortex-m4                                   Cortex-M4F object and its text/data/bss",
+        "  make qemu QEMU_IN=images.bin QEMU_OUT=outputs.bin  the harness on QEMU's mps2-an386 (Cortex-M4)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _int8_section(plan: Plan, qplan: QPlan, generated: Generated) -> list[str]:
+    lines = [
+        "int8 quantization",
+        f"  Calibrated on {qplan.calibration_images} images: each tensor's scale is max|value| / 127 (symmetric, zero point 0).",
+        "  Weights: symmetric per output channel, w_q = round(w / s_w[c]) in [-127, 127], s_w[c] = max|w[..., c]| / 127.",
+        "  Accumulators: int32, acc = bias_q[c] + sum(x_q * w_q), real value acc * s_in * s_w[c].",
+        "  Requantization: q = clamp(round(acc * M)) with M = s_in * s_w[c] / s_out held as a Q31 multiplier and",
+        "  a right shift, (acc * multiplier + 2^(shift-1)) >> shift in int64 (halves round up).",
+        "  Element-wise functions: " + ("a 256-entry table per step, from the int8 input to the int8 output, computed with the"
+                                        " engine's float functions; a table after an accumulator takes it requantized to the"
+                                        " table's input scale, capped where the output saturates."
+                                        if qplan.activation == "lut" else
+                                        "exact float at the boundary: q = round(f(v * s_in) / s_out) with C float functions."),
+        f"  Input scale {qplan.input_scale:.9g} (q = round(x / scale)); output scale {qplan.output_scale:.9g}.",
+    ]
+    if qplan.final_softmax is not None:
+        lines.append("  The final softmax runs in float in *_predict; *_predict_q writes the int8 values before it (same argmax).")
+    rows = [["step", "in scale", "weight scales", "stage 1", "stage 2", "out scale"]]
+    for k, q in enumerate(qplan.steps):
+        weights = f"{q.weight_scale.min():.3g}..{q.weight_scale.max():.3g}" if q.weight_scale is not None else "-"
+        rows.append([str(k), f"{q.in_scale:.6g}", weights, _stage_text(q.stage1), _stage_text(q.stage2), f"{q.out_scale:.6g}"])
+    lines += _table(rows, right={0})
+    return lines + [""]
+
+
+def _verification_section(v: Verification | None, prefix: str) -> list[str]:
+    lines = ["Verification"]
+    if v is None:
+        return lines + ["  skipped (--no-verify): not compiled, not compared with the engine."]
+    if v.skipped:
+        return lines + [f"  skipped: {v.skipped}."]
+    lines.append(f"  compiler: {v.compiler}; {' '.join(T.HOST_CFLAGS)}: compiled without warnings")
+    if v.float_check:
+        c = v.float_check
+        lines.append(f"  float32 on {c.images} {c.source}: max |C - engine| = {c.max_abs_diff:.3g} (limit {FLOAT_TOLERANCE:g}); "
+                     f"same predicted class {c.same_class}/{c.images}: {'PASS' if c.passed else 'FAIL'}")
+    if v.int8_check:
+        c = v.int8_check
+        if c.diff_points is not None:
+            lines.append(f"  int8 on {c.images} {c.source}: accuracy {100 * c.accuracy_int8:.2f}% vs float {100 * c.accuracy_float:.2f}% "
+                         f"(engine), difference {c.diff_points:+.2f} points (limit +-{INT8_TOLERANCE_POINTS:g}): {'PASS' if c.passed else 'FAIL'}")
+        else:
+            lines.append(f"  int8 on {c.images} {c.source}: no labels for this input shape, so no accuracy check")
+        lines.append(f"  int8 and float predict the same class on {100 * c.agreement:.2f}% of the images; "
+                     f"max |int8 - float| output = {c.max_abs_diff:.3g}")
+    lines.append("")
+    lines.append("Measured sizes (bytes; text = code + const weights and tables)")
+    if v.host_object:
+        s = v.host_object
+        lines.append(f"  host {prefix}.o (cc -O2): text {s.text}, data {s.data}, bss {s.bss}")
+    if v.host_stack is not None:
+        lines.append(f"  host stack: {v.host_stack} B on the deepest call chain from {prefix}_predict (gcc -fcallgraph-info=su)")
+    if v.arm_object:
+        s = v.arm_object
+        lines.append(f"  Cortex-M4F {prefix}-cm4.o ({v.arm_compiler}; {' '.join(T.ARM_CFLAGS + T.ARM_FLOAT)}):")
+        lines.append(f"    text {s.text}, data {s.data}, bss {s.bss}: flash (code + weights) {s.flash} B, static RAM {s.ram} B")
+        if v.arm_stack is not None:
+            lines.append(f"    stack {v.arm_stack} B on the deepest call chain from {prefix}_predict: RAM with stack {s.ram + v.arm_stack} B")
+        lines.append("    (libm functions it calls, such as expf, are linked from newlib and counted in neither)")
+    elif v.arm_note:
+        lines.append(f"  Cortex-M4: {v.arm_note}")
+    return lines

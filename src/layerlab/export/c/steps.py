@@ -1,0 +1,225 @@
+"""The data the C generator works on: tensor layouts, element-wise ops and the step kinds.
+
+``plan.lower`` builds these from a spec; ``quantize``, ``kernels`` and ``codegen`` read them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from layerlab import geometry
+from layerlab import spec as S
+from layerlab.errors import ExportError
+
+CHANNELS_FIRST = S.CHANNELS_FIRST
+
+
+@dataclass(frozen=True)
+class Image:
+    """A rank-3 tensor seen as height x width x channels, with the buffer strides of each axis."""
+
+    h: int
+    w: int
+    c: int
+    stride_y: int
+    stride_x: int
+    stride_c: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a tensor's values sit in a C buffer.
+
+    Attributes:
+        dims: the shape without the batch axis, as Keras sees it (in the layer's data_format).
+        strides: elements between neighbours along each of ``dims`` in the buffer.
+    """
+
+    dims: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.dims)
+
+    def same_memory(self, other: Layout) -> bool:
+        """True when both put every value at the same offset (strides of size-1 axes never matter)."""
+        return self.dims == other.dims and all(d == 1 or s == t for d, s, t in zip(self.dims, self.strides, other.strides, strict=True))
+
+    def image(self, data_format: str) -> Image:
+        """This rank-3 tensor as (h, w, c) for a layer of ``data_format``."""
+        if len(self.dims) != 3:
+            raise ExportError(f"C export: expected a rank-3 tensor, received dims {self.dims}")
+        if data_format == CHANNELS_FIRST:
+            (c, h, w), (sc, sy, sx) = self.dims, self.strides
+        else:
+            (h, w, c), (sy, sx, sc) = self.dims, self.strides
+        return Image(h, w, c, sy, sx, sc)
+
+
+def ordered(dims: tuple[int, ...], order: tuple[int, ...]) -> Layout:
+    """The dense layout of ``dims`` whose axes run ``order`` (slowest first) through memory."""
+    strides = [0] * len(dims)
+    step = 1
+    for axis in reversed(order):
+        strides[axis] = step
+        step *= dims[axis]
+    return Layout(tuple(dims), tuple(strides))
+
+
+def c_order(dims: tuple[int, ...]) -> Layout:
+    """C (row-major) order of ``dims``: what Keras' arrays hold, and what the caller passes."""
+    return ordered(tuple(dims), tuple(range(len(dims))))
+
+
+def planar_order(dims: tuple[int, ...], data_format: str) -> Layout:
+    """One plane per channel, rows of width values: the layout windowed steps write by default
+    (neighbouring x positions are neighbours in memory, so a conv can load them as a vector)."""
+    if len(dims) != 3:
+        return c_order(tuple(dims))
+    return ordered(tuple(dims), (0, 1, 2) if data_format == CHANNELS_FIRST else (2, 0, 1))
+
+
+@dataclass(frozen=True)
+class Op:
+    """One element-wise operation: a Keras activation or a Rescaling ``x * scale + offset``."""
+
+    layer: str
+    activation: str = "linear"
+    scale: float | None = None
+    offset: float = 0.0
+
+    @property
+    def is_rescale(self) -> bool:
+        return self.scale is not None
+
+    def describe(self) -> str:
+        return f"x*{self.scale:g}{self.offset:+g}" if self.is_rescale else self.activation
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A pooling window fused after a conv: ``kind`` 'max' or 'avg', geometry over the conv output."""
+
+    kind: str
+    window: geometry.Window2D
+    layer: str
+
+
+@dataclass
+class Step:
+    """One C function. Subclasses add what their kind needs.
+
+    Attributes:
+        layers: the spec layers it computes, ``(name, type)`` in order.
+        input, output: layouts of the tensor read and the tensor written.
+        taps: calibration points, e.g. ``{"out": layer name}``: the traced layer output whose values
+            this step's tensors hold (used by int8 calibration).
+        src, dst: buffer names (``in``, ``out``, ``a``, ``b``), set by ``place_buffers``.
+    """
+
+    kind: ClassVar[str] = "step"
+    in_place_ok: ClassVar[bool] = False
+    layers: tuple[tuple[str, str], ...]
+    input: Layout
+    output: Layout
+    taps: dict[str, str] = field(default_factory=dict)
+    src: str = ""
+    dst: str = ""
+
+    def describe(self) -> str:
+        return " + ".join(f"{name} ({kind})" for name, kind in self.layers)
+
+
+@dataclass
+class ConvStep(Step):
+    """Conv2D (+ folded BN) + element-wise ``pre`` + optional non-overlapping pool + ``post``."""
+
+    kind: ClassVar[str] = "conv"
+    kernel_hwio: np.ndarray = None  # (kernel_h, kernel_w, in_channels, filters), Keras' layout
+    bias: np.ndarray | None = None  # (filters,)
+    window: geometry.Window2D = None  # over the unpadded input; pads include a folded ZeroPadding2D
+    data_format: str = "channels_last"
+    pre: tuple[Op, ...] = ()
+    pool: Pool | None = None
+    post: tuple[Op, ...] = ()
+
+
+@dataclass
+class DenseStep(Step):
+    """Dense (+ folded BN) + element-wise ``pre`` (its activation and the layers after it)."""
+
+    kind: ClassVar[str] = "dense"
+    kernel: np.ndarray = None  # (in_features, units), Keras' layout
+    bias: np.ndarray | None = None
+    pre: tuple[Op, ...] = ()
+
+
+@dataclass
+class PoolStep(Step):
+    kind: ClassVar[str] = "pool"
+    pool: Pool = None
+    data_format: str = "channels_last"
+
+
+@dataclass
+class PadStep(Step):
+    kind: ClassVar[str] = "pad"
+    padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
+    data_format: str = "channels_last"
+
+
+@dataclass
+class ElementwiseStep(Step):
+    kind: ClassVar[str] = "elementwise"
+    in_place_ok: ClassVar[bool] = True
+    ops: tuple[Op, ...] = ()
+
+
+@dataclass
+class AffineStep(Step):
+    """A BatchNormalization that cannot be folded: ``x * scale[i] + shift[i]`` along ``axis``."""
+
+    kind: ClassVar[str] = "affine"
+    in_place_ok: ClassVar[bool] = True
+    scale: np.ndarray = None
+    shift: np.ndarray = None
+    axis: int = 0
+
+
+@dataclass
+class SoftmaxStep(Step):
+    """Softmax along the last axis of ``dims`` (Keras' axis=-1), in place."""
+
+    kind: ClassVar[str] = "softmax"
+    in_place_ok: ClassVar[bool] = True
+
+
+@dataclass
+class CopyStep(Step):
+    """Reorder values: same ``dims``, output strides differ from input strides."""
+
+    kind: ClassVar[str] = "copy"
+
+
+@dataclass
+class Plan:
+    """The lowered network.
+
+    Attributes:
+        steps: in execution order, buffers placed.
+        input, output: the caller's layouts (C order of the model's input and output shapes).
+        buffer_sizes: elements of the ping-pong buffers ``a`` and ``b``.
+        calibration_spec: the spec with every layer's own activation split into an Activation
+            layer, so a trace shows pre-activation values (int8 calibration).
+    """
+
+    steps: list[Step]
+    input: Layout
+    output: Layout
+    buffer_sizes: dict[str, int]
+    calibration_spec: S.Model

@@ -1,0 +1,203 @@
+"""Compile the generated C, run it on real inputs and compare it with the NumPy engine.
+
+float32: ``max |C - engine| <= FLOAT_TOLERANCE`` and the same predicted class on every image.
+int8: top-1 accuracy on the labelled test images within ``INT8_TOLERANCE_POINTS`` of the
+engine's float accuracy. Sizes come from the real tools: ``size`` on the host object,
+``arm-none-eabi-size`` on a Cortex-M4 object, stack from ``gcc -fstack-usage``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from layerlab.errors import ExportError
+from layerlab.export.c import toolchain as T
+
+FLOAT_TOLERANCE = 1e-5
+INT8_TOLERANCE_POINTS = 0.3
+
+
+@dataclass
+class FloatCheck:
+    images: int
+    source: str
+    max_abs_diff: float
+    same_class: int
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= FLOAT_TOLERANCE and self.same_class == self.images
+
+
+@dataclass
+class Int8Check:
+    images: int
+    source: str
+    accuracy_int8: float | None  # fraction; None without labels
+    accuracy_float: float | None
+    agreement: float  # fraction of images where int8 and float predict the same class
+    max_abs_diff: float  # of the float outputs (after dequantizing / softmax)
+
+    @property
+    def diff_points(self) -> float | None:
+        if self.accuracy_int8 is None or self.accuracy_float is None:
+            return None
+        return 100.0 * (self.accuracy_int8 - self.accuracy_float)
+
+    @property
+    def passed(self) -> bool:
+        return self.diff_points is None or abs(self.diff_points) <= INT8_TOLERANCE_POINTS
+
+
+@dataclass
+class Verification:
+    """What the self-check found; ``skipped`` says why nothing ran."""
+
+    skipped: str = ""
+    compiler: str = ""
+    host_object: T.Sizes | None = None
+    host_stack: int | None = None
+    float_check: FloatCheck | None = None
+    int8_check: Int8Check | None = None
+    arm_compiler: str = ""
+    arm_object: T.Sizes | None = None
+    arm_stack: int | None = None
+    arm_note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(c is None or c.passed for c in (self.float_check, self.int8_check))
+
+
+def _fail(what: str, proc) -> ExportError:
+    text = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
+    head = " | ".join(text[:6]) if text else f"exit status {proc.returncode}"
+    return ExportError(f"C export verification: {what} failed: {head}")
+
+
+def build_host(src: Path, build: Path, prefix: str, cc: str) -> Path:
+    """Compile ``prefix.c`` and the harness with the verification flags and link; return the executable."""
+    for name in (f"{prefix}.c", f"{prefix}.h", "main.c"):
+        shutil.copy2(src / name, build / name)
+    flags = list(T.HOST_CFLAGS)
+    proc = T.run([cc, *flags, "-c", f"{prefix}.c", "-o", f"{prefix}.o"], build)
+    if proc.returncode != 0:
+        raise _fail(f"compiling {prefix}.c with {' '.join([Path(cc).name, *flags])}", proc)
+    proc = T.run([cc, *flags, "-c", "main.c", "-o", "main.o"], build)
+    if proc.returncode != 0:
+        raise _fail(f"compiling main.c with {' '.join([Path(cc).name, *flags])}", proc)
+    exe = build / f"{prefix}_test"
+    proc = T.run([cc, "-o", exe.name, "main.o", f"{prefix}.o", "-lm"], build)
+    if proc.returncode != 0:
+        raise _fail("linking the harness", proc)
+    return exe
+
+
+def deepest_stack(cc: str, flags: list[str], build: Path, prefix: str) -> tuple[int, str] | None:
+    """Stack bytes of the deepest call chain from ``prefix_predict``, from GCC's call graph.
+
+    Compiles ``prefix.c`` once more with ``-fstack-usage -fcallgraph-info=su`` (GCC >= 10) and
+    walks the graph; None when the compiler lacks the options. Library functions (expf) have no
+    size in the graph and count 0.
+    """
+    obj = build / f"{prefix}-stack.o"
+    proc = T.run([cc, *flags, "-fstack-usage", "-fcallgraph-info=su", "-c", f"{prefix}.c", "-o", obj.name], build)
+    ci = build / f"{prefix}-stack.ci"
+    if proc.returncode != 0 or not ci.exists():
+        return None
+    frames: dict[str, int] = {}
+    calls: dict[str, set[str]] = {}
+    for line in ci.read_text(errors="replace").splitlines():
+        node = re.match(r'node: \{ title: "([^"]+)" label: "[^"]*?(\d+) bytes', line)
+        if node:
+            frames[node.group(1)] = int(node.group(2))
+        edge = re.match(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"', line)
+        if edge:
+            calls.setdefault(edge.group(1), set()).add(edge.group(2))
+
+    def depth(fn: str, seen: frozenset) -> int:  # no recursion in generated code; `seen` guards anyway
+        return frames.get(fn, 0) + max((depth(c, seen | {fn}) for c in calls.get(fn, ()) if c not in seen), default=0)
+
+    root = next((n for n in frames if n.rsplit(":", 1)[-1] == f"{prefix}_predict"), None)
+    return (depth(root, frozenset()), root.rsplit(":", 1)[-1]) if root else None
+
+
+def run_harness(exe: Path, x: np.ndarray, output_size: int) -> np.ndarray:
+    """Run the harness on ``x`` (N, ...) float32; return (N, output_size) float32."""
+    build = exe.parent
+    inputs, outputs = build / "inputs.bin", build / "outputs.bin"
+    np.ascontiguousarray(x, dtype=np.float32).tofile(inputs)
+    proc = T.run([str(exe), inputs.name, outputs.name], build, timeout=600)
+    if proc.returncode != 0:
+        raise _fail("running the harness", proc)
+    y = np.fromfile(outputs, dtype=np.float32)
+    if y.size != len(x) * output_size:
+        raise ExportError(f"C export verification: the harness wrote {y.size} values for {len(x)} inputs, expected {len(x) * output_size}")
+    return y.reshape(len(x), output_size)
+
+
+def build_arm_object(src: Path, build: Path, prefix: str) -> tuple[str, T.Sizes | None, int | None, str]:
+    """Compile ``prefix.c`` for a Cortex-M4F; return (compiler version, sizes, deepest stack, note)."""
+    cc = shutil.which(T.ARM_CC)
+    if cc is None:
+        return "", None, None, f"{T.ARM_CC} not found: Cortex-M4 size not measured (apt-get install gcc-arm-none-eabi)"
+    arm = build / "cortex-m4"
+    arm.mkdir(exist_ok=True)
+    for name in (f"{prefix}.c", f"{prefix}.h"):
+        shutil.copy2(src / name, arm / name)
+    proc = T.run([cc, *T.ARM_CFLAGS, *T.ARM_FLOAT, "-c", f"{prefix}.c", "-o", f"{prefix}-cm4.o"], arm)
+    if proc.returncode != 0:
+        raise _fail(f"compiling {prefix}.c for Cortex-M4", proc)
+    stack = deepest_stack(cc, [*T.ARM_CFLAGS, *T.ARM_FLOAT], arm, prefix)
+    return T.version(cc), T.size_of(T.ARM_SIZE, arm / f"{prefix}-cm4.o"), stack[0] if stack else None, ""
+
+
+@dataclass
+class Inputs:
+    """Inputs for calibration and checks: real MNIST when the model takes a 28x28 grey image."""
+
+    x_check: np.ndarray
+    check_source: str
+    x_test: np.ndarray | None  # all labelled test images (int8 accuracy), or None
+    y_test: np.ndarray | None
+
+
+def verify(src: Path, prefix: str, network, inputs: Inputs, *, int8: bool) -> Verification:
+    """Compile and run the export in ``src`` and compare it with ``network`` (the engine)."""
+    cc = T.host_compiler()
+    if cc is None:
+        return Verification(skipped="no host C compiler found ($CC or cc): not compiled, not verified")
+    result = Verification(compiler=T.version(cc))
+    output_size = int(np.prod(network.spec.output_shape))
+    with tempfile.TemporaryDirectory(prefix="layerlab-c-") as tmp:
+        build = Path(tmp)
+        exe = build_host(src, build, prefix, cc)
+        stack = deepest_stack(cc, list(T.HOST_CFLAGS), build, prefix)
+        result.host_stack = stack[0] if stack else None
+        result.host_object = T.size_of("size", build / f"{prefix}.o")
+        if not int8:
+            x = inputs.x_check
+            ours = run_harness(exe, x, output_size)
+            ref = network.predict(x).reshape(len(x), output_size)
+            result.float_check = FloatCheck(
+                images=len(x), source=inputs.check_source, max_abs_diff=float(np.max(np.abs(ours - ref))) if len(x) else 0.0,
+                same_class=int(np.sum(np.argmax(ours, axis=1) == np.argmax(ref, axis=1))))
+        else:
+            labelled = inputs.x_test is not None
+            x = inputs.x_test if labelled else inputs.x_check
+            ours = run_harness(exe, x, output_size)
+            ref = network.predict(x).reshape(len(x), output_size)
+            c_class, f_class = np.argmax(ours, axis=1), np.argmax(ref, axis=1)
+            result.int8_check = Int8Check(
+                images=len(x), source="MNIST test images" if labelled else inputs.check_source,
+                accuracy_int8=float(np.mean(c_class == inputs.y_test)) if labelled else None,
+                accuracy_float=float(np.mean(f_class == inputs.y_test)) if labelled else None,
+                agreement=float(np.mean(c_class == f_class)), max_abs_diff=float(np.max(np.abs(ours - ref))))
+        result.arm_compiler, result.arm_object, result.arm_stack, result.arm_note = build_arm_object(src, build, prefix)
+    return result

@@ -1,0 +1,436 @@
+"""C export: generated C compiled with -Werror, run, and compared with the engine (and Keras).
+
+The engine is itself tested against Keras (tests/test_engine.py); seed650 is also compared with
+Keras directly here. int8 is checked on a model trained in the test (a closed-form fit) on the
+real MNIST test set. Arm tests build for a Cortex-M4F and run under QEMU.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import require_tool
+from layerlab import spec as S
+from layerlab.errors import ExportError
+from layerlab.export.c import export_c
+from layerlab.export.c import verify as V
+from layerlab.export.c.codegen import generate
+from layerlab.export.c.names import c_comment, c_identifier
+from layerlab.export.c.plan import lower
+from layerlab.network import Network
+from layerlab.presets import seed650
+
+CF, CL = "channels_first", "channels_last"
+
+
+@pytest.fixture(scope="module")
+def cc() -> str:
+    return require_tool("cc")
+
+
+def random_weights(spec: S.Model, seed: int) -> dict:
+    """Seeded normal weights scaled by 1/sqrt(fan in), so outputs stay of order 1."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for info in spec.infos:
+        shapes = info.layer.weight_shapes(info.input_shapes[0])
+        if not shapes:
+            continue
+        arrays = {}
+        for name, shape in shapes.items():
+            if name in ("moving_variance", "gamma"):
+                arrays[name] = rng.uniform(0.5, 1.5, shape)
+            elif name == "kernel":
+                arrays[name] = rng.standard_normal(shape) / math.sqrt(math.prod(shape[:-1]))
+            else:
+                arrays[name] = rng.standard_normal(shape) * 0.5
+        out[info.layer.name] = {k: v.astype(np.float32) for k, v in arrays.items()}
+    return out
+
+
+def c_predict(network: Network, x: np.ndarray, workdir: Path, cc: str, name: str = "model") -> np.ndarray:
+    """Generate float32 C for ``network``, build it with -Werror and run it on ``x``."""
+    prefix = c_identifier(name)
+    plan = lower(network.spec, network.weights)
+    files = generate(plan, None, prefix=prefix, model_name=network.spec.name, input_format="test").files
+    src = workdir / "src"
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    build = workdir / "build"
+    build.mkdir()
+    exe = V.build_host(src, build, prefix, cc)
+    return V.run_harness(exe, x, int(np.prod(network.spec.output_shape)))
+
+
+def normal_inputs(spec: S.Model, n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *spec.input_shape)).astype(np.float32)
+
+
+def assert_matches_engine(network: Network, x: np.ndarray, ours: np.ndarray) -> None:
+    ref = network.predict(x).reshape(len(x), -1)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
+    if ref.shape[1] > 1:
+        assert np.array_equal(np.argmax(ours, axis=1), np.argmax(ref, axis=1))
+
+
+# ---- seed650 ----------------------------------------------------------------------------------
+
+@pytest.mark.cc
+@pytest.mark.parametrize("data_format", [CF, CL])
+def test_seed650_float_matches_engine(tmp_path, cc, data_format):
+    spec = seed650(data_format)
+    network = Network(spec, random_weights(spec, 7))
+    x = np.random.default_rng(2).random((300, *spec.input_shape), dtype=np.float32)  # pixel-like
+    ours = c_predict(network, x, tmp_path, cc, name="seed650")
+    assert_matches_engine(network, x, ours)
+
+
+@pytest.mark.cc
+@pytest.mark.keras
+@pytest.mark.parametrize("data_format", [CF, CL])
+def test_seed650_float_matches_keras(tmp_path, cc, keras, data_format):
+    from layerlab.keras_build import build_keras
+
+    spec = seed650(data_format)
+    weights = random_weights(spec, 8)
+    x = normal_inputs(spec, 64)
+    ours = c_predict(Network(spec, weights), x, tmp_path, cc)
+    ref = np.asarray(build_keras(spec, weights).predict(x, verbose=0))
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.cc
+@pytest.mark.mnist
+def test_seed650_export_verifies_on_mnist(tmp_path, cc, mnist_dir):
+    spec = seed650(CF)
+    report = export_c(Network(spec, random_weights(spec, 9)), tmp_path / "out", name="seed650", verify_images=300, data_dir=mnist_dir)
+    text = report.read_text()
+    assert "float32 on 300 MNIST test images" in text and ": PASS" in text
+    assert sorted(p.name for p in report.parent.iterdir()) == ["Makefile", "cortex-m", "main.c", "report.txt", "seed650.c", "seed650.h"]
+    source = (report.parent / "seed650.c").read_text()
+    assert "malloc" not in source and "static float buffer_a[845];" in source  # conv1 + pool + tanh fused: 5x13x13
+
+
+# ---- a grid of small models -------------------------------------------------------------------
+
+def conv(name="conv", df=CL, **kw):
+    return S.Conv2D(name=name, data_format=df, **{"filters": 3, "kernel_size": 3, **kw})
+
+
+GRID = {
+    # input shape, layers
+    "stride2_same_odd_7": ((7, 7, 2), [conv(strides=2, padding="same")]),
+    "stride2_same_even_8": ((8, 8, 2), [conv(strides=2, padding="same")]),
+    "k4_stride2_same_9": ((9, 9, 1), [conv(kernel_size=4, strides=2, padding="same")]),
+    "nonsquare": ((9, 7, 2), [conv(kernel_size=(3, 2), strides=(2, 1), padding="same")]),
+    "dilation_same": ((9, 9, 2), [conv(dilation_rate=2, padding="same")]),
+    "dilation_valid_cf": ((2, 9, 9), [conv(df=CF, dilation_rate=(2, 3), padding="valid")]),
+    "no_bias_1x1_output": ((3, 3, 4), [conv(kernel_size=3, use_bias=False)]),
+    "wide_conv_groups": ((10, 11, 3), [conv(filters=13, padding="same", activation="relu")]),
+    "stride2_cf_planar": ((3, 12, 12), [conv(df=CF, filters=7, strides=2, padding="same")]),
+    "conv_maxpool_same_odd": ((9, 9, 2), [conv(padding="same"), S.MaxPooling2D(name="pool", pool_size=2, padding="same")]),
+    "conv_avgpool_same_odd": ((9, 9, 2), [conv(padding="same"), S.AveragePooling2D(name="pool", pool_size=2, padding="same")]),
+    "conv_maxpool3_same_pad_top_left": ((9, 9, 2), [conv(), S.MaxPooling2D(name="pool", pool_size=3, padding="same")]),
+    "conv_avgpool3_same_pad_top_left_cf": ((2, 9, 9), [conv(df=CF, activation="tanh"),
+                                                       S.AveragePooling2D(name="pool", pool_size=3, padding="same", data_format=CF),
+                                                       S.Activation(name="sig", activation="sigmoid")]),
+    "conv_relu_maxpool3_cf": ((2, 11, 11), [conv(df=CF, activation="relu"), S.MaxPooling2D(name="pool", pool_size=3, data_format=CF)]),
+    "avgpool3_stride1_same": ((6, 7, 2), [S.AveragePooling2D(name="pool", pool_size=3, strides=1, padding="same")]),
+    "maxpool3_stride1_same_cf": ((2, 6, 7), [S.MaxPooling2D(name="pool", pool_size=3, strides=1, padding="same", data_format=CF)]),
+    "zeropad_folded": ((6, 6, 2), [S.ZeroPadding2D(name="zp", padding=((1, 2), (0, 3))), conv(strides=2)]),
+    "zeropad_then_maxpool": ((5, 5, 2), [S.ZeroPadding2D(name="zp", padding=1), S.MaxPooling2D(name="pool", pool_size=2)]),
+    "flatten_cf_dense": ((3, 4, 5), [S.Flatten(name="flat", data_format=CF), S.Dense(name="dense", units=6)]),
+    "conv_flatten_cf_dense": ((2, 6, 6), [conv(df=CF), S.Flatten(name="flat", data_format=CF), S.Dense(name="dense", units=4)]),
+    "conv_flatten_cl_on_cf": ((2, 6, 6), [conv(df=CF), S.Flatten(name="flat", data_format=CL), S.Dense(name="dense", units=4)]),
+    "conv_output_cf": ((2, 6, 5), [conv(df=CF, padding="same")]),
+    "batchnorm_conv_cf": ((2, 7, 7), [conv(df=CF), S.BatchNormalization(name="bn", axis=1), S.Activation(name="t", activation="tanh")]),
+    "batchnorm_conv_cl_nobias": ((7, 7, 2), [conv(use_bias=False), S.Dropout(name="drop", rate=0.3), S.BatchNormalization(name="bn")]),
+    "batchnorm_dense": ((12,), [S.Dense(name="dense", units=5), S.BatchNormalization(name="bn", center=False)]),
+    "batchnorm_standalone": ((6, 6, 2), [S.MaxPooling2D(name="pool"), S.BatchNormalization(name="bn", scale=False)]),
+    "rescaling_reshape": ((36,), [S.Rescaling(name="r", scale=0.5, offset=-1.0), S.Reshape(name="rs", target_shape=(6, 6, 1)), conv(kernel_size=2)]),
+    "softmax_on_cf_width": ((2, 3, 5), [S.Activation(name="sm", activation="softmax")]),
+    "dense_softmax": ((7,), [S.Dense(name="dense", units=4, activation="softmax")]),
+    "conv_activation_chain": ((5, 5, 3), [conv(padding="same", activation="elu"), S.Activation(name="s", activation="sigmoid"),
+                                          S.Activation(name="ss", activation="softsign")]),
+    "elementwise_first": ((4, 5, 2), [S.Rescaling(name="r", scale=2.0, offset=0.5), S.Activation(name="t", activation="tanh"),
+                                      S.MaxPooling2D(name="pool", pool_size=2, padding="same")]),
+}
+ACTIVATIONS = ["relu", "relu6", "leaky_relu", "tanh", "sigmoid", "hard_sigmoid", "softsign", "softplus", "elu", "selu",
+               "swish", "silu", "gelu", "exponential", "linear"]
+
+
+@pytest.mark.cc
+@pytest.mark.parametrize("case", sorted(GRID))
+def test_small_models_match_engine(tmp_path, cc, case):
+    input_shape, layers = GRID[case]
+    spec = S.Model(name=case, input_shape=input_shape, layers=tuple(layers))
+    network = Network(spec, random_weights(spec, 11))
+    x = normal_inputs(spec, 40)
+    assert_matches_engine(network, x, c_predict(network, x, tmp_path, cc))
+
+
+@pytest.mark.cc
+def test_every_activation_matches_engine(tmp_path, cc):
+    """All element-wise activations, as layers after a conv and as a conv's own argument."""
+    layers = [conv(name="c0", filters=4, padding="same", activation="elu")]
+    layers += [S.Activation(name=f"a_{a}", activation=a) for a in ACTIVATIONS if a != "exponential"]
+    spec = S.Model(name="acts", input_shape=(5, 5, 3), layers=tuple(layers))
+    network = Network(spec, random_weights(spec, 12))
+    x = normal_inputs(spec, 40)
+    assert_matches_engine(network, x, c_predict(network, x, tmp_path / "a", cc))
+    spec = S.Model(name="exp", input_shape=(5, 5, 3), layers=(conv(activation="exponential"), S.Activation(name="s", activation="swish")))
+    network = Network(spec, random_weights(spec, 13))
+    x = x * np.float32(0.3)  # exp(x) of order 1, where the absolute tolerance applies
+    assert_matches_engine(network, x, c_predict(network, x, tmp_path / "b", cc))
+
+
+@pytest.mark.cc
+def test_tanh_rational_form_is_within_4e7(tmp_path, cc):
+    """ll_tanh (the rational fit) against float64 tanh over [-12, 12], through a tanh layer."""
+    spec = S.Model(name="tanh", input_shape=(4096,), layers=(S.Activation(name="t", activation="tanh"),))
+    network = Network(spec, {})
+    x = np.linspace(-12, 12, 4096 * 6, dtype=np.float32).reshape(6, 4096)
+    ours = c_predict(network, x, tmp_path, cc)
+    assert np.max(np.abs(ours.astype(np.float64) - np.tanh(x.astype(np.float64)))) < 4e-7
+
+
+# ---- int8 -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_tiny(mnist_dir):
+    """Conv(8, 5x5) + maxpool + tanh + Dense(10) + softmax on MNIST: random conv filters, the dense
+    layer fitted by ridge regression on 20,000 training images (a second's work, ~95% accuracy)."""
+    from layerlab.data import load_mnist
+
+    data = load_mnist(mnist_dir)
+    spec = S.Model(name="tiny", input_shape=(1, 28, 28), layers=(
+        S.Conv2D(name="conv", filters=8, kernel_size=5, data_format=CF),
+        S.MaxPooling2D(name="pool", pool_size=2, padding="same", data_format=CF),
+        S.Activation(name="tanh", activation="tanh"),
+        S.Flatten(name="flat", data_format=CF),
+        S.Dense(name="dense", units=10),
+        S.Activation(name="softmax", activation="softmax"),
+    ))
+    rng = np.random.default_rng(5)
+    conv_w = {"kernel": (rng.standard_normal((5, 5, 1, 8)) / 5).astype(np.float32), "bias": np.zeros(8, np.float32)}
+    features = S.Model(name="f", input_shape=spec.input_shape, layers=spec.layers[:4])
+    x = data.x_train[:20000].astype(np.float32)[:, None] / 255
+    h = Network(features, {"conv": conv_w}).predict(x).astype(np.float64)
+    h1 = np.concatenate([h, np.ones((len(h), 1))], axis=1)
+    target = np.eye(10)[data.y_train[:20000]]
+    solution = np.linalg.solve(h1.T @ h1 + 1.0 * np.eye(h1.shape[1]), h1.T @ target) * 8.0  # sharper softmax
+    weights = {"conv": conv_w, "dense": {"kernel": solution[:-1].astype(np.float32), "bias": solution[-1].astype(np.float32)}}
+    return Network(spec, weights)
+
+
+@pytest.mark.cc
+@pytest.mark.mnist
+def test_int8_accuracy_within_03_points_of_float(tmp_path, cc, mnist_dir, trained_tiny):
+    report = export_c(trained_tiny, tmp_path / "q", name="tiny", int8=True, calibration=500, data_dir=mnist_dir)
+    text = report.read_text()
+    line = next(l for l in text.splitlines() if l.strip().startswith("int8 on 10000 MNIST test images"))
+    assert line.endswith("PASS")
+    float_acc = float(line.split("vs float ")[1].split("%")[0])
+    assert float_acc > 90.0  # a real model, not chance
+    header = (report.parent / "tiny.h").read_text()
+    assert "void tiny_predict_q(const int8_t *in, int8_t *out);" in header and "#define TINY_OUTPUT_IS_LOGITS 1" in header
+    assert "table [tanh]" in text
+
+
+INT8_CASES = ["stride2_same_odd_7", "k4_stride2_same_9", "dilation_same", "wide_conv_groups", "stride2_cf_planar",
+              "conv_maxpool_same_odd", "conv_avgpool_same_odd", "conv_relu_maxpool3_cf", "conv_maxpool3_same_pad_top_left",
+              "conv_avgpool3_same_pad_top_left_cf", "avgpool3_stride1_same", "maxpool3_stride1_same_cf", "zeropad_folded",
+              "zeropad_then_maxpool", "flatten_cf_dense", "conv_flatten_cl_on_cf", "conv_output_cf", "batchnorm_conv_cf",
+              "batchnorm_dense", "rescaling_reshape", "dense_softmax", "conv_activation_chain", "elementwise_first"]
+
+
+@pytest.mark.cc
+@pytest.mark.parametrize("case", INT8_CASES)
+def test_int8_small_models_track_the_engine(tmp_path, cc, case):
+    """int8 code for each layer arrangement stays within a few quantization steps of float: a gross
+    error (a wrong scale, index or table) would be off by the output's whole range."""
+    from layerlab.export.c.quantize import quantize
+
+    input_shape, layers = GRID[case]
+    spec = S.Model(name=case, input_shape=input_shape, layers=tuple(layers))
+    network = Network(spec, random_weights(spec, 11))
+    plan = lower(spec, network.weights)
+    x = normal_inputs(spec, 40)
+    qplan = quantize(plan, network.weights, np.concatenate([x, normal_inputs(spec, 160, seed=5)]))  # no value beyond the calibration
+    files = generate(plan, qplan, prefix="q", model_name=case, input_format="test").files
+    for rel, text in files.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_text(text)
+    (tmp_path / "build").mkdir()
+    ours = V.run_harness(V.build_host(tmp_path / "src", tmp_path / "build", "q", cc), x, int(np.prod(spec.output_shape)))
+    ref = network.predict(x).reshape(len(x), -1)
+    span = float(np.max(np.abs(ref)))
+    assert np.max(np.abs(ours - ref)) <= 0.08 * span, (np.max(np.abs(ours - ref)), span)
+    assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+def test_int8_requires_foldable_batchnorm(tmp_path):
+    spec = S.Model(name="bn", input_shape=(6, 6, 2), layers=(S.MaxPooling2D(name="pool"), S.BatchNormalization(name="bn")))
+    with pytest.raises(ExportError, match=r"step 1 \(bn \(BatchNormalization\)\).*cannot be folded"):
+        export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", int8=True, verify=False, calibration=10)
+
+
+# ---- determinism, names, bad input ------------------------------------------------------------
+
+def test_two_exports_are_byte_identical(tmp_path):
+    spec = seed650(CF)
+    network = Network(spec, random_weights(spec, 3))
+    a = export_c(network, tmp_path / "a", name="seed650", verify=False).parent
+    b = export_c(network, tmp_path / "b", name="seed650", verify=False).parent
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert [str(f) for f in files] == ["Makefile", "cortex-m/mps2-an386.ld", "cortex-m/startup.c", "main.c", "report.txt",
+                                       "seed650.c", "seed650.h"]
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+@pytest.mark.cc
+def test_hostile_names_compile_and_match(tmp_path, cc):
+    evil = ['a*/ int x; /*', '"; system("x"); "', "??/", "main", "3d\\\nx", "é∆"]
+    layers = [S.Conv2D(name=evil[0], filters=2, kernel_size=3), S.Activation(name=evil[1], activation="tanh"),
+              S.Flatten(name=evil[2]), S.Dense(name=evil[3], units=3), S.Activation(name=evil[4], activation="softmax")]
+    spec = S.Model(name=evil[1], input_shape=(5, 5, 1), layers=tuple(layers))
+    network = Network(spec, random_weights(spec, 4))
+    x = normal_inputs(spec, 20)
+    assert_matches_engine(network, x, c_predict(network, x, tmp_path / "c", cc, name=evil[1]))
+    out = export_c(network, tmp_path / "e", name=evil[0], verify=False).parent
+    sources = "".join(p.read_text() for p in out.rglob("*") if p.suffix in (".c", ".h") or p.name == "Makefile")
+    for name in (evil[0], evil[1], evil[2], evil[4], evil[5]):
+        assert name not in sources
+    assert "*/ int" not in sources and 'system("x")' not in sources
+    assert (out / "a_int_x.h").exists()
+
+
+def test_name_sanitisers():
+    assert c_identifier('a*/ int x; /*') == "a_int_x"
+    assert c_identifier('"; system("x"); "') == "system_x"
+    assert c_identifier("int") == "int_m" and c_identifier("9lives") == "m9lives" and c_identifier("!!") == "model"
+    assert c_comment("a*/ b /* ??/ \\ \n") == "a__ b __ ___ _ _"
+
+
+def test_graph_model_is_refused_with_one_clear_error(tmp_path):
+    spec = S.Model(name="g", input_shape=(6, 6, 2), layers=(
+        S.Conv2D(name="a", filters=2, kernel_size=3, padding="same"),
+        S.Add(name="sum", inputs=("a", "input")),
+    ))
+    with pytest.raises(ExportError, match=r"layer 1 'sum' \(Add\) is part of a graph"):
+        export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", verify=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_int8_softmax_before_the_end_is_refused(tmp_path):
+    spec = S.Model(name="s", input_shape=(8,), layers=(S.Activation(name="sm", activation="softmax"), S.Dense(name="d", units=2)))
+    with pytest.raises(ExportError, match="softmax has no int8 form except as the last layer"):
+        export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", int8=True, verify=False, calibration=10)
+
+
+def test_bad_arguments_and_targets(tmp_path):
+    spec = seed650(CL)
+    network = Network(spec, random_weights(spec, 1))
+    with pytest.raises(ExportError, match=r"calibration=0 must be a positive number of images"):
+        export_c(network, tmp_path / "o", int8=True, calibration=0, verify=False)
+    with pytest.raises(ExportError, match=r"verify_images=-5 must be a positive"):
+        export_c(network, tmp_path / "o", verify_images=-5)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="is not empty and is not an earlier layerlab C export"):
+        export_c(network, foreign, verify=False)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="exists and is not a folder"):
+        export_c(network, tmp_path / "file", verify=False)
+    again = export_c(network, tmp_path / "re", verify=False)
+    assert export_c(network, tmp_path / "re", verify=False) == again  # an earlier export is replaced
+
+
+@pytest.mark.cc
+@pytest.mark.mnist
+def test_failed_verification_writes_nothing(tmp_path, cc, mnist_dir, monkeypatch):
+    monkeypatch.setattr(V, "FLOAT_TOLERANCE", 0.0)
+    spec = seed650(CF)
+    with pytest.raises(ExportError, match=r"verification failed, nothing written. float32: max \|C - engine\|"):
+        export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", verify_images=20, data_dir=mnist_dir)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- Makefile, Cortex-M4, QEMU ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seed650_export(tmp_path_factory):
+    spec = seed650(CF)
+    network = Network(spec, random_weights(spec, 21))
+    out = export_c(network, tmp_path_factory.mktemp("m") / "seed650", name="seed650", verify=False).parent
+    return network, out
+
+
+@pytest.mark.cc
+def test_makefile_host_build(seed650_export, cc):
+    require_tool("make")
+    network, out = seed650_export
+    build = out.parent / "host"
+    shutil.copytree(out, build)
+    proc = subprocess.run(["make"], cwd=build, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "-std=c99 -O2 -Wall -Wextra -Werror" in proc.stdout
+    x = normal_inputs(network.spec, 8)
+    proc = subprocess.run(["./seed650_test"], cwd=build, input=x.tobytes(), capture_output=True, timeout=60)
+    assert proc.returncode == 0
+    assert_matches_engine(network, x, np.frombuffer(proc.stdout, np.float32).reshape(8, 10))
+
+
+@pytest.mark.arm
+def test_cortex_m4_build_and_qemu_run(seed650_export, cc):
+    for tool in ("make", "arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm"):
+        require_tool(tool)
+    network, out = seed650_export
+    build = out.parent / "arm"
+    shutil.copytree(out, build)
+    proc = subprocess.run(["make", "cortex-m4"], cwd=build, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text, data, bss = (int(v) for v in proc.stdout.strip().splitlines()[-1].split()[:3])
+    assert text + data <= 8 * 1024 and data + bss <= 8 * 1024  # issue 5: flash and RAM goals (float)
+    x = normal_inputs(network.spec, 3)
+    x.tofile(build / "images.bin")
+    proc = subprocess.run(["make", "qemu", "QEMU_IN=images.bin", "QEMU_OUT=outputs.bin"], cwd=build, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    ours = np.fromfile(build / "outputs.bin", np.float32).reshape(3, 10)
+    host = c_predict(network, x, out.parent / "hostrun", cc, name="seed650")
+    np.testing.assert_allclose(ours, host, rtol=0, atol=1e-6)
+    assert_matches_engine(network, x, ours)
+
+
+@pytest.mark.arm
+@pytest.mark.mnist
+def test_cortex_m4_int8_qemu_run_matches_host(tmp_path, cc, mnist_dir):
+    for tool in ("make", "arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm"):
+        require_tool(tool)
+    spec = seed650(CL)
+    network = Network(spec, random_weights(spec, 22))
+    out = export_c(network, tmp_path / "q", name="seed650", int8=True, calibration=100, verify=False, data_dir=mnist_dir).parent
+    x = np.random.default_rng(3).random((3, *spec.input_shape), dtype=np.float32)
+    for target in ("all", "qemu"):
+        build = tmp_path / target
+        shutil.copytree(out, build)
+        x.tofile(build / "images.bin")
+        proc = subprocess.run(["make", target], cwd=build, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    subprocess.run(["./seed650_test", "images.bin", "outputs.bin"], cwd=tmp_path / "all", check=True, timeout=60)
+    host = np.fromfile(tmp_path / "all" / "outputs.bin", np.float32)
+    arm = np.fromfile(tmp_path / "qemu" / "outputs.bin", np.float32)
+    assert host.shape == (30,)
+    np.testing.assert_allclose(arm, host, rtol=0, atol=1e-6)  # int8 inside; float only in the wrapper's softmax
