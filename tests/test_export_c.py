@@ -8,6 +8,7 @@ real MNIST test set. Arm tests build for a Cortex-M4F and run under QEMU.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -377,13 +378,18 @@ def seed650_export(tmp_path_factory):
     return network, out
 
 
+# Run make as a user would: not as a sub-make of `make test` (which prints "make[1]: ..." lines).
+MAKE = ["make", "--no-print-directory"]
+MAKE_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+
+
 @pytest.mark.cc
 def test_makefile_host_build(seed650_export, cc):
     require_tool("make")
     network, out = seed650_export
     build = out.parent / "host"
     shutil.copytree(out, build)
-    proc = subprocess.run(["make"], cwd=build, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*MAKE], cwd=build, capture_output=True, text=True, timeout=120, env=MAKE_ENV)
     assert proc.returncode == 0, proc.stderr
     assert "-std=c99 -O2 -Wall -Wextra -Werror" in proc.stdout
     x = normal_inputs(network.spec, 8)
@@ -399,14 +405,14 @@ def test_cortex_m4_build_and_qemu_run(seed650_export, cc):
     network, out = seed650_export
     build = out.parent / "arm"
     shutil.copytree(out, build)
-    proc = subprocess.run(["make", "cortex-m4"], cwd=build, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*MAKE, "cortex-m4"], cwd=build, capture_output=True, text=True, timeout=120, env=MAKE_ENV)
     assert proc.returncode == 0, proc.stderr
     text, data, bss = (int(v) for v in proc.stdout.strip().splitlines()[-1].split()[:3])
     assert text + data <= 8 * 1024 and data + bss <= 8 * 1024  # issue 5: flash and RAM goals (float)
     x = normal_inputs(network.spec, 3)
     x.tofile(build / "images.bin")
-    proc = subprocess.run(["make", "qemu", "QEMU_IN=images.bin", "QEMU_OUT=outputs.bin"], cwd=build, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([*MAKE, "qemu", "QEMU_IN=images.bin", "QEMU_OUT=outputs.bin"], cwd=build, capture_output=True,
+                          text=True, timeout=120, env=MAKE_ENV)
     assert proc.returncode == 0, proc.stderr
     ours = np.fromfile(build / "outputs.bin", np.float32).reshape(3, 10)
     host = c_predict(network, x, out.parent / "hostrun", cc, name="seed650")
@@ -427,7 +433,7 @@ def test_cortex_m4_int8_qemu_run_matches_host(tmp_path, cc, mnist_dir):
         build = tmp_path / target
         shutil.copytree(out, build)
         x.tofile(build / "images.bin")
-        proc = subprocess.run(["make", target], cwd=build, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([*MAKE, target], cwd=build, capture_output=True, text=True, timeout=120, env=MAKE_ENV)
         assert proc.returncode == 0, proc.stderr
     subprocess.run(["./seed650_test", "images.bin", "outputs.bin"], cwd=tmp_path / "all", check=True, timeout=60)
     host = np.fromfile(tmp_path / "all" / "outputs.bin", np.float32)
