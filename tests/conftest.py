@@ -74,3 +74,28 @@ def keras():
     from layerlab.keras_build import import_keras
 
     return import_keras()
+
+
+def random_weights(spec, seed: int = 0) -> dict:
+    """Seeded random weights for any spec, in Keras layouts, with outputs of order 1.
+
+    Kernels are normal / sqrt(fan_in); BatchNormalization gamma and moving_variance are uniform
+    in [0.5, 1.5] (positive); every other weight (biases, beta, moving_mean) is normal(0, 0.5).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for info in spec.infos:
+        arrays = {}
+        for name, shape in info.layer.weight_shapes(info.input_shapes[0]).items():
+            if name == "kernel":
+                value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
+            elif name in ("gamma", "moving_variance"):
+                value = rng.uniform(0.5, 1.5, shape)
+            else:
+                value = rng.normal(0.0, 0.5, shape)
+            arrays[name] = value.astype(np.float32)
+        if arrays:
+            weights[info.layer.name] = arrays
+    return weights

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import require_module
+from conftest import random_weights, require_module
 from layerlab import engine
 from layerlab import spec as S
 from layerlab.engine import banded, fast
@@ -24,28 +24,6 @@ BATCH = 3
 # The weights are always set after building: zeros initializers keep JAX from compiling a random
 # number kernel for every weight shape (most of the Keras time otherwise).
 ZEROS = dict(kernel_initializer="zeros", bias_initializer="zeros")
-
-
-def random_weights(spec: S.Model, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """Kernels scaled by 1/sqrt(fan_in) so that outputs stay of order 1; random BN statistics."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for info in spec.infos:
-        shapes = info.layer.weight_shapes(info.input_shapes[0])
-        arrays = {}
-        for name, shape in shapes.items():
-            if name == "kernel":
-                value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
-            elif name == "moving_variance":
-                value = rng.uniform(0.2, 2.0, shape)
-            elif name == "gamma":
-                value = rng.uniform(0.5, 1.5, shape)
-            else:
-                value = rng.standard_normal(shape)
-            arrays[name] = value.astype(np.float32)
-        if arrays:
-            weights[info.layer.name] = arrays
-    return weights
 
 
 def random_input(spec: S.Model, seed: int = 1, batch: int = BATCH) -> np.ndarray:

@@ -7,7 +7,6 @@ real MNIST test set. Arm tests build for a Cortex-M4F and run under QEMU.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require_tool
+from conftest import random_weights, require_tool
 from layerlab import spec as S
 from layerlab.errors import ExportError
 from layerlab.export.c import export_c
@@ -33,26 +32,6 @@ CF, CL = "channels_first", "channels_last"
 @pytest.fixture(scope="module")
 def cc() -> str:
     return require_tool("cc")
-
-
-def random_weights(spec: S.Model, seed: int) -> dict:
-    """Seeded normal weights scaled by 1/sqrt(fan in), so outputs stay of order 1."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for info in spec.infos:
-        shapes = info.layer.weight_shapes(info.input_shapes[0])
-        if not shapes:
-            continue
-        arrays = {}
-        for name, shape in shapes.items():
-            if name in ("moving_variance", "gamma"):
-                arrays[name] = rng.uniform(0.5, 1.5, shape)
-            elif name == "kernel":
-                arrays[name] = rng.standard_normal(shape) / math.sqrt(math.prod(shape[:-1]))
-            else:
-                arrays[name] = rng.standard_normal(shape) * 0.5
-        out[info.layer.name] = {k: v.astype(np.float32) for k, v in arrays.items()}
-    return out
 
 
 def c_predict(network: Network, x: np.ndarray, workdir: Path, cc: str, name: str = "model") -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-from conftest import require_tool
+from conftest import random_weights, require_tool
 from layerlab import spec as S
 from layerlab.errors import ExportError, ShapeError
 from layerlab.export.excel import export_xlsx, read_xlsx
@@ -33,23 +33,6 @@ from layerlab.presets import seed650
 HOSTILE = ('=HYPERLINK("x")', "+cmd|' /C calc'!A0")
 # Every function the formula workbook may call; a name from the model must never add one.
 FUNCTIONS = {"SUMPRODUCT", "MAX", "MIN", "AVERAGE", "SUM", "EXP", "LN", "TANH", "IF", "ABS", "ERF", "SQRT", "MATCH"}
-
-
-def random_weights(spec: S.Model, seed: int = 0) -> dict:
-    """Seeded normal weights, kernels scaled by 1/sqrt(fan_in); positive BN variances."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for info in spec.infos:
-        shapes = info.layer.weight_shapes(info.input_shapes[0])
-        arrays = {}
-        for name, shape in shapes.items():
-            scale = 1 / np.sqrt(np.prod(shape[:-1])) if name == "kernel" else 0.5
-            arrays[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
-        if "moving_variance" in arrays:
-            arrays["moving_variance"] = rng.uniform(0.5, 1.5, arrays["moving_variance"].shape).astype(np.float32)
-        if arrays:
-            out[info.layer.name] = arrays
-    return out
 
 
 def zoo_channels_last() -> S.Model:

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import random_weights
 from layerlab import spec as S
 from layerlab.errors import ExportError
 from layerlab.export.tables import export_tables, read_tables
@@ -16,16 +17,6 @@ from layerlab.network import Network
 from layerlab.presets import seed650
 
 HOSTILE = ('=HYPERLINK("x")', "+cmd|' /C calc'!A0", "@SUM(1)", "-2+3", "'quoted", "a/b\\c")
-
-
-def random_weights(spec: S.Model, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for info in spec.infos:
-        shapes = info.layer.weight_shapes(info.input_shapes[0])
-        if shapes:
-            out[info.layer.name] = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
-    return out
 
 
 def hostile_network() -> Network:

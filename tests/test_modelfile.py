@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import layerlab
+from conftest import random_weights
 from layerlab import spec as S
 from layerlab.errors import ModelFileError, ShapeError, UnsupportedLayerError
 from layerlab.modelfile import read
@@ -26,19 +27,6 @@ REAL_224 = "models/keras2/keras224_sequential_mnist.h5"
 REAL_231_WEIGHTS = "models/keras2/keras231_channels_first_mnist_weights.h5"
 REAL_231_JSON = "models/keras2/keras231_channels_first_mnist_model.json"
 TOLERANCE = 1e-5
-
-
-def random_weights(spec: S.Model, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for info in spec.infos:
-        shapes = info.layer.weight_shapes(info.input_shapes[0])
-        if shapes:
-            weights[info.layer.name] = {
-                name: (rng.uniform(0.5, 1.5, shape) if name == "moving_variance" else rng.normal(0, 0.5, shape)).astype(np.float32)
-                for name, shape in shapes.items()
-            }
-    return weights
 
 
 # Keras 3 ---------------------------------------------------------------------------------------
