@@ -1,5 +1,5 @@
 # layerlab: two entry points for a fresh machine (see README.md).
-#   make train   install layerlab[train] into .venv, train seed650 on MNIST, write runs/seed650/
+#   make train   install layerlab[train,torch] into .venv, train seed650 on MNIST, write runs/seed650/
 #   make test    install layerlab[test] + the external oracles (C cross compiler, QEMU,
 #                LibreOffice, nnabla venv), then run the whole test-suite
 PYTHON ?= python3
@@ -21,7 +21,7 @@ $(VENV)/.installed-%: pyproject.toml
 	$(PY) -m pip install -q -e ".[$*]"
 	touch $@
 
-train: $(VENV)/.installed-train
+train: $(VENV)/.installed-train,torch
 	$(VENV)/bin/layerlab train --spec seed650 --recipe fast --out $(RUN) $(if $(DATA),--data-dir $(DATA))
 
 tools:
