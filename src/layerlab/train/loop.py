@@ -1,0 +1,230 @@
+"""One training run (one seed): the epoch loop, evaluation, checkpoints, Ctrl-C.
+
+Each epoch is one ``model.fit`` call on a permutation drawn from (seed, epoch), so a run resumed
+from its last epoch checkpoint sees the same batches as a straight run. After every epoch the test
+accuracy is measured (with the averaged weights when the recipe keeps an EMA), the best weights
+so far are kept (folded, as the saved model takes them), and the checkpoint is replaced
+atomically. KeyboardInterrupt (Ctrl-C) ends the run after the last complete epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from layerlab import spec as S
+from layerlab.train import report
+from layerlab.train.checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
+from layerlab.train.fold import fold_standardization
+from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, make_optimizer, steps_per_epoch
+
+
+@dataclass
+class Dataset:
+    """Network-ready arrays: x (N, *input_shape) float32, y (N, 10) one-hot float32.
+
+    ``x_train`` and ``x_test`` are standardised when ``standardized``; ``x_test_pixels`` is
+    always pixels/255, the input of the saved model.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    standardized: bool
+    x_test_pixels: np.ndarray
+
+
+@dataclass
+class RunResult:
+    """What one seed's run produced. ``best_weights`` are folded: they take pixels/255."""
+
+    seed: int
+    folder: Path
+    history: list[dict]
+    best_weights: dict[str, dict[str, np.ndarray]] | None
+    elapsed: float
+    interrupted: bool = False
+    resumed_from_epoch: int | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def accuracy_and_loss(probabilities: np.ndarray, y_onehot: np.ndarray) -> tuple[float, float]:
+    """Top-1 accuracy and mean categorical cross-entropy (probabilities clipped at 1e-7, as Keras)."""
+    labels = y_onehot.argmax(axis=1)
+    picked = probabilities[np.arange(len(labels)), labels]  # (N,)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
+    return accuracy, float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+
+
+def _progbar(keras, total_epochs: int):
+    """Keras' progress bar, told the run's total epochs (each fit call trains one epoch)."""
+
+    class EpochProgbar(keras.callbacks.ProgbarLogger):
+        def set_params(self, params):
+            super().set_params(params)
+            self.epochs = total_epochs
+
+    return EpochProgbar()
+
+
+@contextlib.contextmanager
+def _averaged(kmodel, optimizer):
+    """Inside the block the model holds the EMA weights (when the optimizer keeps them)."""
+    # Keras keeps the averages in the optimizer, aligned with model.trainable_variables.
+    averages = getattr(optimizer, "_model_variables_moving_average", None) if optimizer.use_ema else None
+    if averages is None:
+        yield
+        return
+    raw = [np.array(v.numpy()) for v in kmodel.trainable_variables]
+    for variable, average in zip(kmodel.trainable_variables, averages, strict=True):
+        variable.assign(np.array(average.numpy()))
+    try:
+        yield
+    finally:
+        for variable, value in zip(kmodel.trainable_variables, raw, strict=True):
+            variable.assign(value)
+
+
+def _evaluate(kmodel, optimizer, data: Dataset) -> tuple[float, float]:
+    with _averaged(kmodel, optimizer):
+        return accuracy_and_loss(kmodel.predict(data.x_test, batch_size=2000, verbose=0), data.y_test)
+
+
+def _eval_weights(kmodel, optimizer, train_spec: S.Model, standardized: bool) -> dict[str, dict[str, np.ndarray]]:
+    """The weights the saved model gets: EMA averages if kept, folded if trained standardised."""
+    from layerlab.keras_build import keras_weights
+
+    with _averaged(kmodel, optimizer):
+        weights = keras_weights(kmodel, train_spec)
+    return fold_standardization(train_spec, weights, MNIST_MEAN, MNIST_STD) if standardized else weights
+
+
+def run_one(
+    *,
+    train_spec: S.Model,
+    recipe: Recipe,
+    epochs: int,
+    seed: int,
+    data: Dataset,
+    folder: Path,
+    resume: bool = False,
+    verbose: int = 1,
+    callbacks: tuple = (),
+    log=print,
+    setup_seconds: float = 0.0,
+) -> RunResult:
+    """Train one seed for ``epochs`` epochs, writing ``folder/checkpoint.npz`` after each epoch.
+
+    Args:
+        train_spec: the network with the initializers used for training.
+        recipe: optimizer, schedule, batch size, EMA, standardisation.
+        epochs: total epochs of the run (the schedule spans them).
+        seed: initial weights (``keras.utils.set_random_seed``) and shuffles.
+        data: the arrays, already standardised when ``data.standardized``.
+        folder: where the checkpoint goes.
+        resume: continue from ``folder/checkpoint.npz`` instead of starting afresh.
+        verbose: 1 shows Keras' progress bar and one line per epoch; 0 is silent.
+        callbacks: extra Keras callbacks passed to every ``fit`` call.
+        log: prints one line per epoch.
+        setup_seconds: time already spent for this run (a teacher), added to its elapsed time.
+
+    Returns:
+        RunResult; ``interrupted`` is True when KeyboardInterrupt stopped it.
+    """
+    from layerlab.keras_build import build_keras, import_keras
+
+    began_setup = time.perf_counter()
+    keras = import_keras()
+    kmodel = build_keras(train_spec, seed=seed)
+    total_steps = epochs * steps_per_epoch(len(data.x_train), recipe.batch_size)
+    optimizer = make_optimizer(keras, recipe, total_steps)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+    kmodel.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=_steps_per_execution(keras, recipe))
+    optimizer.build(kmodel.trainable_variables)
+
+    history: list[dict] = []
+    best_weights = None
+    best_accuracy = -1.0
+    # Building the model (and a teacher, if any) counts towards the run's time.
+    elapsed = setup_seconds + time.perf_counter() - began_setup
+    start_epoch = 0
+    checkpoint = folder / CHECKPOINT
+    if resume and checkpoint.is_file():
+        meta, model_values, optimizer_values, best_weights = load_checkpoint(checkpoint)
+        _assign(kmodel.variables, model_values, "model", checkpoint)
+        _assign(optimizer.variables, optimizer_values, "optimizer", checkpoint)
+        history, elapsed, start_epoch = meta["history"], meta["elapsed"], meta["epoch"]
+        best_accuracy = max((row["test_accuracy"] for row in history), default=-1.0)
+        best_weights = best_weights or None
+    result = RunResult(seed, folder, history, best_weights, elapsed, resumed_from_epoch=start_epoch if resume else None)
+
+    progbar = [_progbar(keras, epochs)] if verbose else []
+    try:
+        for epoch in range(start_epoch, epochs):
+            began = time.perf_counter()
+            order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
+            keras.utils.set_random_seed(seed * 100_003 + epoch)  # dropout etc., reproducible on resume
+            fitted = kmodel.fit(
+                data.x_train[order], data.y_train[order], batch_size=recipe.batch_size, epochs=epoch + 1,
+                initial_epoch=epoch, shuffle=False, verbose=verbose, callbacks=[*progbar, *callbacks],
+            )
+            test_accuracy, test_loss = _evaluate(kmodel, optimizer, data)
+            seconds = time.perf_counter() - began
+            elapsed += seconds
+            row = {
+                "epoch": epoch + 1,
+                "loss": float(fitted.history["loss"][-1]),
+                "accuracy": float(fitted.history["accuracy"][-1]),
+                "test_loss": test_loss,
+                "test_accuracy": test_accuracy,
+                "lr": float(np.asarray(optimizer.learning_rate)),
+                "seconds": seconds,
+                "elapsed": elapsed,
+            }
+            history.append(row)
+            if test_accuracy > best_accuracy:
+                best_accuracy = test_accuracy
+                best_weights = _eval_weights(kmodel, optimizer, train_spec, data.standardized)
+            result.best_weights, result.elapsed = best_weights, elapsed
+            save_checkpoint(
+                checkpoint,
+                {"epoch": epoch + 1, "epochs": epochs, "seed": seed, "elapsed": elapsed, "history": history},
+                [np.asarray(v.numpy()) for v in kmodel.variables],
+                [np.asarray(v.numpy()) for v in optimizer.variables],
+                best_weights,
+            )
+            report.write_history(folder, history)
+            if verbose:
+                best = max(history, key=lambda r: r["test_accuracy"])
+                log(
+                    f"epoch {epoch + 1}/{epochs}: test_accuracy {test_accuracy:.4f} test_loss {test_loss:.4f} "
+                    f"(best {best['test_accuracy']:.4f} at epoch {best['epoch']}) lr {row['lr']:.3g} {seconds:.1f} s"
+                )
+    except KeyboardInterrupt:
+        result.interrupted = True
+        log(f"interrupted: keeping the best model of {len(history)} complete epoch(s); `--resume {folder}` continues")
+    result.stats = report.run_stats(history, elapsed)
+    return result
+
+
+def _steps_per_execution(keras, recipe) -> int:
+    # Keras' torch backend runs one step per call (it refuses more); JAX compiles several.
+    return 1 if keras.backend.backend() == "torch" else recipe.steps_per_execution
+
+
+def _assign(variables, values: list[np.ndarray], what: str, path: Path) -> None:
+    from layerlab.errors import ModelFileError
+
+    shapes = [tuple(v.shape) for v in variables]
+    if shapes != [tuple(v.shape) for v in values]:
+        raise ModelFileError(
+            f"{path}: the checkpoint's {what} variables have shapes {[tuple(v.shape) for v in values]}, "
+            f"expected {shapes} for this network and recipe. Fix: resume with the same spec and recipe, or start afresh."
+        )
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)

@@ -1,0 +1,323 @@
+"""``train()``: K seeds of one recipe, the report folder, and ``--resume``.
+
+Folder layout (``out``, default runs/seed650):
+
+    train_config.json     the settings, so that --resume needs nothing else
+    model.keras model.h5  the best model (best epoch of the best run), taking pixels/255
+    history.csv accuracy.png loss.png summary.txt run.json
+    checkpoint.npz        one run: its last complete epoch
+    teacher.npz           recipes with distillation: the teacher's soft targets (reused by --resume)
+    run-1/ ... run-K/     K > 1 runs: each run's own report and checkpoint
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from layerlab import spec as S
+from layerlab.errors import SpecError
+from layerlab.io import atomic_path, atomic_write_text
+from layerlab.train import report
+from layerlab.train.checkpoints import save_keras_model
+from layerlab.train.fold import foldable
+from layerlab.train.loop import Dataset, RunResult, accuracy_and_loss, run_one
+from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, effective_ema_momentum, get_recipe, steps_per_epoch
+
+CONFIG = "train_config.json"
+TEACHER = "teacher.npz"
+INITS = ("keras", "nnc")
+
+
+@dataclass
+class TrainResult:
+    """All runs of one ``train`` call; ``best`` is the run whose model was saved."""
+
+    out: Path
+    runs: list[RunResult]
+    best: RunResult | None
+    interrupted: bool
+    summary: dict
+
+
+def resolve_spec(spec: str | S.Model = "seed650", data_format: str | None = None, init: str | None = None) -> S.Model:
+    """The network to train: a preset name or spec file, in ``data_format``, with ``init``.
+
+    Args:
+        spec: 'seed650' (or another preset), a .json/.yaml spec file, or a ``Model``.
+        data_format: rebuild a preset in this layout; a file or Model must already use it.
+        init: None or 'keras' keep the spec's initializers; 'nnc' uses NNC's defaults
+            (untruncated Glorot normal kernels, zero biases) for every Conv2D and Dense.
+    """
+    from layerlab.presets import PRESETS
+
+    if isinstance(spec, str) and spec in PRESETS and data_format:
+        model = PRESETS[spec](data_format=data_format)
+    else:
+        model = spec if isinstance(spec, S.Model) else S.load_spec(spec)
+        formats = {l.data_format for l in model.layers if getattr(l, "data_format", None)}
+        if data_format and formats and formats != {data_format}:
+            raise SpecError(
+                f"spec '{model.name}': its layers use data_format {sorted(formats)}, --data-format {data_format} asked. "
+                f"Fix: edit the spec file, or drop --data-format."
+            )
+    if init not in (None, *INITS):
+        raise SpecError(f"--init {init!r} is not known, expected one of {INITS}.")
+    if init == "nnc":
+        model = with_initializers(model, "nnc_glorot_normal", "zeros")
+    return model
+
+
+def with_initializers(model: S.Model, kernel: str | None, bias: str | None) -> S.Model:
+    """``model`` with the kernel / bias initializers of every Conv2D and Dense replaced (None keeps)."""
+    changes = {k: v for k, v in (("kernel_initializer", kernel), ("bias_initializer", bias)) if v is not None}
+    if not changes:
+        return model
+    layers = tuple(dataclasses.replace(l, **changes) if isinstance(l, (S.Conv2D, S.Dense)) else l for l in model.layers)
+    return S.Model(name=model.name, input_shape=model.input_shape, layers=layers)
+
+
+def load_data(spec: S.Model, standardize: bool, data_dir=None, train_limit=None, test_limit=None) -> Dataset:
+    """MNIST as the network's input: pixels/255 in the spec's layout (standardised on request)."""
+    from layerlab.data import load_mnist, one_hot
+
+    mnist = load_mnist(data_dir)
+
+    def prepare(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32) / np.float32(255.0)  # (N, 28, 28)
+        if standardize:
+            x = (x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+        return x.reshape((len(x), *spec.input_shape))  # (N, *input_shape); one channel either way
+
+    x_train, y_train = mnist.x_train[:train_limit], mnist.y_train[:train_limit]
+    x_test, y_test = mnist.x_test[:test_limit], mnist.y_test[:test_limit]
+    x_test_pixels = (x_test.astype(np.float32) / np.float32(255.0)).reshape((len(x_test), *spec.input_shape))
+    return Dataset(prepare(x_train), one_hot(y_train), prepare(x_test), one_hot(y_test), standardize, x_test_pixels)
+
+
+def train(
+    spec: str | S.Model = "seed650",
+    recipe: str | Recipe = "seed",
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    runs: int = 1,
+    seed: int = 1,
+    data_dir: str | Path | None = None,
+    out: str | Path = "runs/seed650",
+    data_format: str | None = None,
+    init: str | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    verbose: int = 1,
+    callbacks: tuple = (),
+    log=print,
+) -> TrainResult:
+    """Train ``runs`` seeds (seed, seed+1, ...) of a network on MNIST and write the report folder.
+
+    Args:
+        spec, data_format, init: the network (see ``resolve_spec``).
+        recipe: 'seed', 'fast' or a ``Recipe``; ``epochs`` and ``batch_size`` override it.
+        runs: number of seeds; the best run's best epoch becomes the saved model.
+        seed: the first seed.
+        data_dir: a folder with the four MNIST files (else $LAYERLAB_DATA, the cache, download).
+        out: the report folder.
+        train_limit, test_limit: use only the first N training / test images (quick trials).
+        verbose: 1 prints a progress bar and one line per epoch; 0 only the final lines.
+        callbacks: extra Keras callbacks for every fit call.
+        log: where lines go.
+
+    Returns:
+        TrainResult; ``interrupted`` is True after Ctrl-C (the report holds the best so far).
+    """
+    network = resolve_spec(spec, data_format, init)
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe = recipe.replace(**{k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None})
+    if not (isinstance(runs, int) and runs >= 1):
+        raise SpecError(f"--runs {runs!r}: expected a positive number of seeds. Fix: --runs 3.")
+    config = {
+        "spec": network.to_dict(), "recipe": recipe.to_dict(), "runs": runs, "seed": seed, "init": init,
+        "data_dir": str(data_dir) if data_dir else None, "train_limit": train_limit, "test_limit": test_limit,
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")
+    return _run(out, config, resume=False, verbose=verbose, callbacks=callbacks, log=log)
+
+
+def resume(out: str | Path, *, epochs: int | None = None, verbose: int = 1, callbacks: tuple = (), log=print) -> TrainResult:
+    """Continue the runs in ``out`` from their last epoch checkpoints, with their saved settings.
+
+    Args:
+        out: a report folder written by ``train``.
+        epochs: a new total for a constant-rate recipe (e.g. 'seed'); a scheduled recipe keeps
+            its total, as its schedule spans it.
+    """
+    out = Path(out)
+    path = out / CONFIG
+    if not path.is_file():
+        raise SpecError(f"--resume {out}: no {CONFIG} there. Fix: give the --out folder of an earlier `layerlab train`.")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if epochs is not None and epochs != config["recipe"]["epochs"]:
+        if config["recipe"]["schedule"] != "constant":
+            raise SpecError(
+                f"--resume {out} --epochs {epochs}: recipe '{config['recipe']['name']}' has a {config['recipe']['schedule']} "
+                f"schedule spanning {config['recipe']['epochs']} epochs. Fix: drop --epochs."
+            )
+        config["recipe"]["epochs"] = epochs
+        atomic_write_text(path, json.dumps(config, indent=2) + "\n")
+    return _run(out, config, resume=True, verbose=verbose, callbacks=callbacks, log=log)
+
+
+def _run(out: Path, config: dict, *, resume: bool, verbose: int, callbacks: tuple, log) -> TrainResult:
+    network = S.Model.from_dict(config["spec"])
+    recipe = Recipe.from_dict(config["recipe"])
+    standardize = recipe.standardize and foldable(network) is None
+    if recipe.standardize and not standardize:
+        log(f"note: training on pixels/255 without standardisation: {foldable(network)}")
+    train_spec = network if config["init"] else with_initializers(network, recipe.kernel_initializer, recipe.bias_initializer)
+    began = time.perf_counter()
+    data = load_data(network, standardize, config["data_dir"], config["train_limit"], config["test_limit"])
+    data_seconds = time.perf_counter() - began
+    load_before = _load_average()
+    teacher = _distill(out, network, recipe, data, config["seed"], resume, log) if recipe.distill_epochs else {}
+    results: list[RunResult] = []
+    for index in range(config["runs"]):
+        seed = config["seed"] + index
+        folder = out if config["runs"] == 1 else out / f"run-{index + 1}"
+        done = _finished(folder)
+        if resume and done is not None and done.get("epochs_done") == recipe.epochs:
+            results.append(_reload(folder, seed, done))
+            continue
+        if verbose and config["runs"] > 1:
+            log(f"run {index + 1}/{config['runs']} (seed {seed})")
+        result = run_one(
+            train_spec=train_spec, recipe=recipe, epochs=recipe.epochs, seed=seed, data=data, folder=folder,
+            resume=resume, verbose=verbose, callbacks=callbacks, log=log,
+            # The teacher is trained once for all runs; its time counts towards the first.
+            setup_seconds=teacher.get("teacher_seconds", 0.0) if index == 0 else 0.0,
+        )
+        results.append(result)
+        if config["runs"] > 1:
+            _write_run_report(folder, network, recipe, config, result, data)
+        if result.interrupted:
+            break
+    scored = [r for r in results if r.history]
+    best = max(scored, key=lambda r: r.stats["best_test_accuracy"]) if scored else None
+    interrupted = any(r.interrupted for r in results)
+    machine = {**teacher, "data_seconds": round(data_seconds, 3), "cpu_count": os.cpu_count(), "load_average_before": load_before,
+               "load_average_after": _load_average()}
+    summary = _write_run_report(out, network, recipe, config, best, data, results=results, interrupted=interrupted,
+                                wall=time.perf_counter() - began, extra=machine)
+    log(_final_line(summary, out))
+    return TrainResult(out, results, best, interrupted, summary)
+
+
+def _distill(out: Path, network: S.Model, recipe: Recipe, data: Dataset, seed: int, resume: bool, log) -> dict:
+    """Replace ``data.y_train`` by the teacher's soft targets, cached in ``out/teacher.npz``."""
+    from layerlab.keras_build import import_keras
+    from layerlab.train.distill import soft_targets
+
+    path = out / TEACHER
+    if resume and path.is_file():
+        with np.load(path, allow_pickle=False) as cached:
+            data.y_train = cached["targets"]
+            return json.loads(cached["info"].tobytes().decode("utf-8"))
+    began = time.perf_counter()
+    formats = {l.data_format for l in network.layers if getattr(l, "data_format", None)}
+    targets, info = soft_targets(
+        import_keras(), data.x_train, data.y_train, data.x_test, data.y_test, data_format=formats.pop() if len(formats) == 1 else None,
+        epochs=recipe.distill_epochs, temperature=recipe.distill_temperature, weight=recipe.distill_weight, seed=seed + 1_000_003,
+    )
+    info["teacher_seconds"] = round(time.perf_counter() - began, 3)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, targets=targets, info=np.frombuffer(json.dumps(info).encode("utf-8"), np.uint8))
+    log(f"teacher: {info['teacher_test_accuracy']:.4f} test accuracy after {recipe.distill_epochs} epochs, {info['teacher_seconds']:.0f} s")
+    data.y_train = targets
+    return info
+
+
+def _finished(folder: Path) -> dict | None:
+    path = folder / "run.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if not data.get("interrupted") else None
+
+
+def _reload(folder: Path, seed: int, done: dict) -> RunResult:
+    """A run finished before ``--resume``: its best weights come from its checkpoint."""
+    from layerlab.train.checkpoints import CHECKPOINT, load_checkpoint
+
+    meta, _, _, best_weights = load_checkpoint(folder / CHECKPOINT)
+    return RunResult(seed, folder, meta["history"], best_weights, meta["elapsed"], stats=report.run_stats(meta["history"], meta["elapsed"]))
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (other processes slow a run down on a shared machine)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _write_run_report(folder, network, recipe, config, result, data, *, results=None, interrupted=None, wall=None, extra=None) -> dict:
+    """Model files, history, plots, summary and run.json for one run (or the best of several)."""
+    from layerlab.keras_build import build_keras
+
+    summary: dict = {
+        "spec": network.name, "recipe": recipe.to_dict(), "init": config["init"] or "recipe/spec",
+        "standardized": data.standardized, "seeds": [config["seed"] + i for i in range(config["runs"])],
+        "train_images": len(data.x_train), "test_images": len(data.x_test), "versions": report.versions(),
+        "ema_momentum_used": effective_ema_momentum(
+            recipe, recipe.epochs * steps_per_epoch(len(data.x_train), recipe.batch_size)),
+        "interrupted": bool(result.interrupted if interrupted is None else interrupted),
+    }
+    if result is not None and result.best_weights:
+        kmodel = build_keras(network, weights=result.best_weights)
+        for name in ("model.keras", "model.h5"):
+            save_keras_model(kmodel, folder / name)
+        # The saved model on pixels/255 (standardisation folded in): the number a user will see.
+        probabilities = kmodel.predict(data.x_test_pixels, batch_size=2000, verbose=0)
+        summary["saved_model_test_accuracy"] = accuracy_and_loss(probabilities, data.y_test)[0]
+        report.write_history(folder, result.history)
+        report.write_plots(folder, result.history, f"{network.name}, recipe {recipe.name}, seed {result.seed}")
+        summary.update(seed=result.seed, saved="best epoch", **result.stats)
+    report.write_summary(folder, network)
+    if results is not None and len(results) > 1:
+        finals = [r.stats["final_test_accuracy"] for r in results if r.history]
+        bests = [r.stats["best_test_accuracy"] for r in results if r.history]
+        summary["runs"] = [{"seed": r.seed, "folder": r.folder.name, **r.stats} for r in results]
+        summary["best_run_seed"] = result.seed if result else None
+        for key, values in (("final", finals), ("best", bests)):
+            summary[f"{key}_test_accuracy_mean"] = statistics.fmean(values) if values else None
+            summary[f"{key}_test_accuracy_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[f"{key}_test_accuracy_max"] = max(values) if values else None
+    if wall is not None:
+        summary["wall_seconds_total"] = round(wall, 3)
+    summary.update(extra or {})
+    report.write_run_json(folder, summary)
+    return summary
+
+
+def _final_line(summary: dict, out: Path) -> str:
+    if "best_test_accuracy" not in summary:
+        return f"no complete epoch; nothing saved in {out}"
+    line = (
+        f"best test accuracy {summary['best_test_accuracy']:.4f} (seed {summary['seed']}, epoch {summary['best_epoch']}), "
+        f"final {summary['final_test_accuracy']:.4f}"
+    )
+    if "runs" in summary:
+        line += (
+            f"; {len(summary['runs'])} runs: best {summary['best_test_accuracy_mean']:.4f} +- {summary['best_test_accuracy_std']:.4f}, "
+            f"final {summary['final_test_accuracy_mean']:.4f} +- {summary['final_test_accuracy_std']:.4f}"
+        )
+    return line + f"; saved {out / 'model.keras'} and model.h5"
