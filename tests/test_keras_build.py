@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import random_weights
 from layerlab import spec as S
 from layerlab.keras_build import build_keras, keras_weights, spec_from_keras
 from layerlab.presets import seed650
@@ -28,9 +29,7 @@ def test_seed650_keras_shapes_and_params(keras, data_format):
 
 def test_weights_round_trip(keras):
     spec = seed650()
-    rng = np.random.default_rng(0)
-    weights = {info.layer.name: {n: rng.normal(size=s).astype(np.float32) for n, s in info.layer.weight_shapes(info.input_shapes[0]).items()}
-               for info in spec.infos if info.params}
+    weights = random_weights(spec, 0)
     model = build_keras(spec, weights)
     back = keras_weights(model, spec)
     for layer, arrays in weights.items():
@@ -63,9 +62,7 @@ def test_graph_round_trip(keras):
 
 def test_built_with_weights_keeps_initializers_in_config(keras):
     spec = seed650()
-    rng = np.random.default_rng(1)
-    weights = {info.layer.name: {n: rng.normal(size=s).astype(np.float32) for n, s in info.layer.weight_shapes(info.input_shapes[0]).items()}
-               for info in spec.infos if info.params}
+    weights = random_weights(spec, 1)
     model = build_keras(spec, weights)
     assert model.get_layer("conv1").get_config()["kernel_initializer"]["class_name"] == "GlorotNormal"
     assert spec_from_keras(model) == spec

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -309,7 +310,9 @@ def test_interrupted_run_resumes_and_matches_a_straight_run(straight_run, keras,
     assert run["interrupted"] is False and run["epochs_done"] == EPOCHS
 
 
-def test_resume_errors(tmp_path):
+def test_resume_errors(tmp_path, monkeypatch):
+    # `layerlab train` picks the training backend through KERAS_BACKEND; keep this session's.
+    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "jax"))
     with pytest.raises(SpecError, match="no train_config.json there"):
         resume(tmp_path)
     assert main(["train", "--resume", str(tmp_path), "--recipe", "fast"]) == 1
@@ -330,11 +333,13 @@ def test_distillation_targets_mix_labels_and_a_trained_teacher(keras, mnist_dir)
     assert (targets >= 0).all()
     assert (targets.argmax(axis=1) == mnist.y_train[:2048]).all()  # half the mass stays on the label
     assert (targets >= 0.5 * y - 1e-6).all() and (targets.max(axis=1) < 1.0).all()  # and the rest is soft
-    assert info["teacher_test_accuracy"] > 0.6  # measured 0.87 after one epoch on 2048 images
+    assert info["teacher_test_accuracy"] > 0.5  # measured 0.72-0.79 (seeds 3-5) after one epoch on 2048 images
 
 
 def test_cli_passes_every_option_to_train(monkeypatch, tmp_path):
     import layerlab.train as train_module
+
+    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "jax"))
 
     seen = {}
 

@@ -183,14 +183,9 @@ def read_xlsx(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     Raises:
         ExportError: the file is not such a workbook, or a value cell is empty or not a number.
     """
-    openpyxl = X.openpyxl()
     path = Path(path)
-    try:
-        wb = openpyxl.load_workbook(path, data_only=True)
-    except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors alike
-        raise ExportError(f"{path}: not a readable .xlsx ({type(exc).__name__}: {exc})") from None
-    if SUMMARY not in wb.sheetnames:
-        raise ExportError(f"{path}: no '{SUMMARY}' sheet; not a workbook written by layerlab export --to xlsx")
+    openpyxl = X.openpyxl()
+    wb = X.load_written_workbook(path, SUMMARY, "xlsx")
     summary = wb[SUMMARY]
     rows = list(summary.iter_rows(values_only=True))
     try:

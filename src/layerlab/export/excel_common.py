@@ -40,6 +40,26 @@ def openpyxl():
     return require("openpyxl", "excel", "Excel export")
 
 
+def load_written_workbook(path, sheet: str, command: str):
+    """Open a workbook layerlab wrote (cached values), checking it has ``sheet``.
+
+    Raises:
+        ExportError: not a readable .xlsx, or not one written by ``layerlab export --to COMMAND``.
+    """
+    from pathlib import Path
+
+    from layerlab.errors import ExportError
+
+    path = Path(path)
+    try:
+        wb = openpyxl().load_workbook(path, data_only=True)
+    except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors alike
+        raise ExportError(f"{path}: not a readable .xlsx ({type(exc).__name__}: {exc})") from None
+    if sheet not in wb.sheetnames:
+        raise ExportError(f"{path}: no '{sheet}' sheet; not a workbook written by layerlab export --to {command}")
+    return wb
+
+
 def _utf16_len(text: str) -> int:
     # Excel counts UTF-16 code units: a character outside the BMP takes two.
     return len(text.encode("utf-16-le")) // 2

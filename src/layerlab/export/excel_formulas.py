@@ -243,14 +243,9 @@ def read_formula_values(path: str | Path) -> FormulaValues:
         ExportError: not such a workbook, or a cell holds no number (never recalculated, or an
             error value such as #NUM!).
     """
-    openpyxl = X.openpyxl()
     path = Path(path)
-    try:
-        wb = openpyxl.load_workbook(path, data_only=True)
-    except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors alike
-        raise ExportError(f"{path}: not a readable .xlsx ({type(exc).__name__}: {exc})") from None
-    if LAYOUT not in wb.sheetnames:
-        raise ExportError(f"{path}: no '{LAYOUT}' sheet; not a workbook written by layerlab export --to xlsx-formulas")
+    openpyxl = X.openpyxl()
+    wb = X.load_written_workbook(path, LAYOUT, "xlsx-formulas")
     image = None
     outputs: dict[str, np.ndarray] = {}
     predicted = None
