@@ -162,7 +162,7 @@ class _Windowed(Layer):
         win = geometry.window_2d((h, w), size, strides, self.padding, dilation)
         if win.out_h < 1 or win.out_w < 1:
             arg = "kernel_size" if isinstance(self, Conv2D) else "pool_size"
-            span = tuple(geometry.dilated_span(k, d) for k, d in zip(size, dilation))
+            span = tuple(geometry.dilated_span(k, d) for k, d in zip(size, dilation, strict=True))
             extra = f" (dilated span {span})" if dilation != (1, 1) else ""
             raise _fail(
                 f"{arg}={size}{extra} does not fit input ({h}, {w}) with padding='valid' "
@@ -591,7 +591,7 @@ class Model:
         return {"name": self.name, "input_shape": list(self.input_shape), "layers": [l.to_dict() for l in self.layers]}
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "spec") -> "Model":
+    def from_dict(cls, data: Any, source: str = "spec") -> Model:
         """Build and validate a model from a parsed JSON/YAML document."""
         if not isinstance(data, dict):
             raise SpecError(f"{source}: the document must be a mapping with 'name', 'input_shape' and 'layers'")
