@@ -7,7 +7,7 @@ compiles included) to the end of the first epoch whose test accuracy reaches 98.
 start-up (Python imports) is shown separately. The machine and its load average are printed,
 as other processes on a shared machine slow a run down.
 
-    python benchmarks/train_seed650.py [--seeds 1 2 3] [--epochs N] [--out runs/bench-fast] [--data-dir DIR]
+    python benchmarks/train_seed650.py [--seeds 1 2 3] [--epochs N] [--batch-size N] [--out runs/bench-fast] [--data-dir DIR]
     python benchmarks/train_seed650.py --table runs/bench-fast      # print the table of finished runs
 """
 
@@ -26,11 +26,13 @@ from pathlib import Path
 TARGET = 0.98
 
 
-def run_seed(seed: int, out: Path, epochs: int | None, data_dir: str | None, recipe: str) -> float:
+def run_seed(seed: int, out: Path, epochs: int | None, batch_size: int | None, data_dir: str | None, recipe: str) -> float:
     """Run one seed in a fresh process; return the process wall time in seconds."""
     cmd = [sys.executable, "-m", "layerlab", "train", "--recipe", recipe, "--seed", str(seed), "--out", str(out), "--quiet"]
     if epochs:
         cmd += ["--epochs", str(epochs)]
+    if batch_size:
+        cmd += ["--batch-size", str(batch_size)]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     began = time.perf_counter()
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, help="default: the recipe's")
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--recipe", default="fast")
     parser.add_argument("--out", default="runs/bench-fast", help="one sub-folder per seed")
     parser.add_argument("--data-dir")
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for seed in args.seeds:
             folder = Path(args.out) / f"seed-{seed}"
-            seconds = run_seed(seed, folder, args.epochs, args.data_dir, args.recipe)
+            seconds = run_seed(seed, folder, args.epochs, args.batch_size, args.data_dir, args.recipe)
             rows.append(row_of(folder, seconds))
             print(table(rows[-1:]).splitlines()[-2], flush=True)
     print(f"recipe {args.recipe}: " + json.dumps(json.loads((Path(args.table or args.out) / f"seed-{rows[0]['seed']}" / "run.json").read_text())["recipe"]))

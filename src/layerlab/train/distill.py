@@ -17,20 +17,20 @@ import numpy as np
 from layerlab import spec as S
 
 
-def teacher_spec(input_shape: tuple[int, ...]) -> S.Model:
-    """The teacher: a small LeNet-like CNN on (H, W, C) images, a one-hidden-layer MLP otherwise.
+def teacher_spec(input_shape: tuple[int, ...], data_format: str = S.CHANNELS_LAST) -> S.Model:
+    """The teacher: a small LeNet-like CNN on images in ``data_format``, a one-hidden-layer MLP otherwise.
 
     Both end in 10 logits (no softmax). The CNN reaches about 98.8% on MNIST after 2 epochs.
     """
     if len(input_shape) == 3:
-        conv = dict(kernel_size=(5, 5), activation="relu", data_format=S.CHANNELS_LAST)
-        pool = dict(pool_size=(2, 2), strides=(2, 2), data_format=S.CHANNELS_LAST)
+        conv = dict(kernel_size=(5, 5), activation="relu", data_format=data_format)
+        pool = dict(pool_size=(2, 2), strides=(2, 2), data_format=data_format)
         layers = (
             S.Conv2D(name="teacher_conv1", filters=16, **conv),
             S.MaxPooling2D(name="teacher_pool1", **pool),
             S.Conv2D(name="teacher_conv2", filters=32, **conv),
             S.MaxPooling2D(name="teacher_pool2", **pool),
-            S.Flatten(name="teacher_flat", data_format=S.CHANNELS_LAST),
+            S.Flatten(name="teacher_flat", data_format=data_format),
             S.Dense(name="teacher_logits", units=10),
         )
     else:
@@ -59,7 +59,7 @@ def soft_targets(
     Args:
         keras: the keras module.
         x_train, x_test: network inputs (N, *input_shape) float32; y_train, y_test one-hot (N, 10).
-        data_format: of the student's input; channels_first images are moved to channels_last.
+        data_format: of the student's input; the teacher uses it too.
         epochs: teacher epochs (Adam 2e-3, batch 128).
         temperature: softening of the teacher's logits.
         weight: share of the teacher's probabilities in the target.
@@ -68,21 +68,35 @@ def soft_targets(
     Returns:
         (targets (N, 10) float32, info dict with the teacher's test accuracy).
     """
-    from layerlab.keras_build import build_keras
+    from layerlab.keras_build import build_keras, keras_weights
+    from layerlab.train.loop import choose_trainer
+    from layerlab.train.recipes import Recipe
 
-    if data_format == S.CHANNELS_FIRST and x_train.ndim == 4:
-        # The teacher is channels_last; for one channel this is a reshape, not a copy.
-        x_train, x_test = np.moveaxis(x_train, 1, -1), np.moveaxis(x_test, 1, -1)  # (N, H, W, C)
-    teacher = build_keras(teacher_spec(x_train.shape[1:]), seed=seed)
-    teacher.compile(
-        optimizer=keras.optimizers.Adam(2e-3), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        steps_per_execution=1 if keras.backend.backend() == "torch" else 16
-    )
+    spec = teacher_spec(x_train.shape[1:], data_format or S.CHANNELS_LAST)
+    teacher = build_keras(spec, seed=seed)
+    recipe = Recipe(name="teacher", description="Adam 2e-3, batch 128", learning_rate=2e-3, batch_size=128, epochs=epochs)
     order = np.random.default_rng([seed, 7919]).permutation(len(x_train))
-    for epoch in range(epochs):
-        teacher.fit(x_train[order], y_train[order], batch_size=128, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
-        order = np.random.default_rng([seed, 7919, epoch + 1]).permutation(len(x_train))
-    logits = np.asarray(teacher.predict(x_train, batch_size=2000, verbose=0))  # (N, 10)
-    test_accuracy = float(np.mean(np.asarray(teacher.predict(x_test, batch_size=2000, verbose=0)).argmax(1) == y_test.argmax(1)))
+    if choose_trainer(spec)[0] == "torch":
+        from layerlab.train.torch_train import TorchTrainer
+
+        trainer = TorchTrainer(spec, keras_weights(teacher, spec), recipe, epochs * -(-len(x_train) // 128), from_logits=True)
+        for epoch in range(epochs):
+            trainer.fit_epoch(x_train[order], y_train[order], seed=seed + epoch)
+            order = np.random.default_rng([seed, 7919, epoch + 1]).permutation(len(x_train))
+        predict = trainer.predict
+    else:
+        teacher.compile(
+            optimizer=keras.optimizers.Adam(2e-3), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            steps_per_execution=1 if keras.backend.backend() == "torch" else 16
+        )
+        for epoch in range(epochs):
+            teacher.fit(x_train[order], y_train[order], batch_size=128, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
+            order = np.random.default_rng([seed, 7919, epoch + 1]).permutation(len(x_train))
+
+        def predict(x):
+            return np.asarray(teacher.predict(x, batch_size=2000, verbose=0))
+
+    logits = predict(x_train)  # (N, 10)
+    test_accuracy = float(np.mean(predict(x_test).argmax(1) == y_test.argmax(1)))
     targets = (1.0 - weight) * y_train + weight * softmax(logits, temperature)  # (N, 10), rows sum to 1
-    return targets.astype(np.float32), {"teacher_test_accuracy": test_accuracy, "teacher_epochs": epochs, "teacher_parameters": teacher.count_params()}
+    return targets.astype(np.float32), {"teacher_test_accuracy": test_accuracy, "teacher_epochs": epochs, "teacher_parameters": spec.param_count}

@@ -1,10 +1,13 @@
 """One training run (one seed): the epoch loop, evaluation, checkpoints, Ctrl-C.
 
-Each epoch is one ``model.fit`` call on a permutation drawn from (seed, epoch), so a run resumed
-from its last epoch checkpoint sees the same batches as a straight run. After every epoch the test
-accuracy is measured (with the averaged weights when the recipe keeps an EMA), the best weights
-so far are kept (folded, as the saved model takes them), and the checkpoint is replaced
-atomically. KeyboardInterrupt (Ctrl-C) ends the run after the last complete epoch.
+Two trainers run the epochs: ``layerlab.train.torch_train`` (torch installed and every layer has
+a torch form: about twice as fast as Keras' fit, and tested step for step against it) and
+``KerasTrainer`` (Keras' own ``fit``, any layer, any backend). Each epoch trains on a
+permutation drawn from (seed, epoch), so a run resumed from its last epoch checkpoint sees the
+same batches as a straight run. After every epoch the test accuracy is measured (with the
+averaged weights when the recipe keeps an EMA), the best weights so far are kept (folded, as the
+saved model takes them), and the checkpoint is replaced atomically. KeyboardInterrupt (Ctrl-C)
+ends the run after the last complete epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from layerlab import spec as S
+from layerlab.errors import ModelFileError, SpecError
 from layerlab.train import report
 from layerlab.train.checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
 from layerlab.train.fold import fold_standardization
@@ -50,6 +54,7 @@ class RunResult:
     elapsed: float
     interrupted: bool = False
     resumed_from_epoch: int | None = None
+    trainer: str = ""
     stats: dict = field(default_factory=dict)
 
 
@@ -90,18 +95,92 @@ def _averaged(kmodel, optimizer):
             variable.assign(value)
 
 
-def _evaluate(kmodel, optimizer, data: Dataset) -> tuple[float, float]:
-    with _averaged(kmodel, optimizer):
-        return accuracy_and_loss(kmodel.predict(data.x_test, batch_size=2000, verbose=0), data.y_test)
+class KerasTrainer:
+    """Epochs of one recipe with Keras' own ``fit`` (any layer, any backend)."""
+
+    name = "keras"
+
+    def __init__(self, keras, kmodel, train_spec: S.Model, recipe: Recipe, total_steps: int, total_epochs: int, verbose: int):
+        self.keras, self.kmodel, self.train_spec, self.recipe = keras, kmodel, train_spec, recipe
+        self.optimizer = make_optimizer(keras, recipe, total_steps)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+        kmodel.compile(optimizer=self.optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=_steps_per_execution(keras, recipe))
+        self.optimizer.build(kmodel.trainable_variables)
+        self.progbar = [_progbar(keras, total_epochs)] if verbose else []
+        self.verbose = verbose
+
+    @property
+    def learning_rate(self) -> float:
+        return float(np.asarray(self.optimizer.learning_rate))
+
+    def fit_epoch(self, x, y, *, seed: int, epoch: int, callbacks=()) -> dict:
+        self.keras.utils.set_random_seed(seed)  # dropout etc., reproducible on resume
+        fitted = self.kmodel.fit(
+            x, y, batch_size=self.recipe.batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+            verbose=self.verbose, callbacks=[*self.progbar, *callbacks],
+        )
+        return {"loss": float(fitted.history["loss"][-1]), "accuracy": float(fitted.history["accuracy"][-1])}
+
+    def predict(self, x) -> np.ndarray:
+        with _averaged(self.kmodel, self.optimizer):
+            return np.asarray(self.kmodel.predict(x, batch_size=2000, verbose=0))
+
+    def eval_weights(self) -> dict[str, dict[str, np.ndarray]]:
+        from layerlab.keras_build import keras_weights
+
+        with _averaged(self.kmodel, self.optimizer):
+            return keras_weights(self.kmodel, self.train_spec)
+
+    def state(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return [np.asarray(v.numpy()) for v in self.kmodel.variables], [np.asarray(v.numpy()) for v in self.optimizer.variables]
+
+    def load_state(self, model_values, optimizer_values, path: Path) -> None:
+        _assign(self.kmodel.variables, model_values, "model", path)
+        _assign(self.optimizer.variables, optimizer_values, "optimizer", path)
 
 
-def _eval_weights(kmodel, optimizer, train_spec: S.Model, standardized: bool) -> dict[str, dict[str, np.ndarray]]:
-    """The weights the saved model gets: EMA averages if kept, folded if trained standardised."""
-    from layerlab.keras_build import keras_weights
+class _TorchProgress:
+    """Keras' progress bar for the torch trainer: 'Epoch e/E', then one bar over the steps."""
 
-    with _averaged(kmodel, optimizer):
-        weights = keras_weights(kmodel, train_spec)
-    return fold_standardization(train_spec, weights, MNIST_MEAN, MNIST_STD) if standardized else weights
+    def __init__(self, keras, epoch: int, epochs: int, steps: int):
+        print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+        self.bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy"])
+        self.every = max(1, steps // 50)
+        self.steps = steps
+
+    def __call__(self, step: int, logs: dict) -> None:
+        if step % self.every == 0 or step == self.steps:
+            self.bar.update(step, values=list(logs.items()))
+
+
+def choose_trainer(train_spec: S.Model) -> tuple[str, str]:
+    """('torch' or 'keras', why): torch when it is installed and every layer has a torch form.
+
+    The torch trainer needs torch only; Keras (on any backend) still builds the initial weights
+    and saves the model.
+
+    ``LAYERLAB_TRAINER=keras`` forces Keras' fit (``torch`` asks for the torch trainer and says
+    why not when it cannot be used).
+    """
+    import importlib.util
+    import os
+
+    asked = os.environ.get("LAYERLAB_TRAINER", "").strip().lower()
+    if asked and asked not in ("keras", "torch"):
+        raise SpecError(f"LAYERLAB_TRAINER={asked!r} is not known, expected 'keras' or 'torch'. Fix: unset it.")
+    if asked == "keras":
+        return "keras", "LAYERLAB_TRAINER=keras"
+    if importlib.util.find_spec("torch") is None:
+        why = "torch is not installed"
+    else:
+        from layerlab.train.torch_train import unsupported
+
+        why = unsupported(train_spec)
+        if why is None:
+            return "torch", "every layer has a torch form"
+    if asked == "torch":
+        raise SpecError(f"LAYERLAB_TRAINER=torch: cannot train with torch here: {why}. Fix: unset LAYERLAB_TRAINER.")
+    return "keras", why
 
 
 def run_one(
@@ -136,16 +215,20 @@ def run_one(
     Returns:
         RunResult; ``interrupted`` is True when KeyboardInterrupt stopped it.
     """
-    from layerlab.keras_build import build_keras, import_keras
+    from layerlab.keras_build import build_keras, import_keras, keras_weights
 
     began_setup = time.perf_counter()
     keras = import_keras()
-    kmodel = build_keras(train_spec, seed=seed)
-    total_steps = epochs * steps_per_epoch(len(data.x_train), recipe.batch_size)
-    optimizer = make_optimizer(keras, recipe, total_steps)
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-    kmodel.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=_steps_per_execution(keras, recipe))
-    optimizer.build(kmodel.trainable_variables)
+    kmodel = build_keras(train_spec, seed=seed)  # the spec's initializers, seeded
+    steps = steps_per_epoch(len(data.x_train), recipe.batch_size)
+    total_steps = epochs * steps
+    kind, why = choose_trainer(train_spec)
+    if kind == "torch":
+        from layerlab.train.torch_train import TorchTrainer
+
+        trainer = TorchTrainer(train_spec, keras_weights(kmodel, train_spec), recipe, total_steps)
+    else:
+        trainer = KerasTrainer(keras, kmodel, train_spec, recipe, total_steps, epochs, verbose)
 
     history: list[dict] = []
     best_weights = None
@@ -156,47 +239,53 @@ def run_one(
     checkpoint = folder / CHECKPOINT
     if resume and checkpoint.is_file():
         meta, model_values, optimizer_values, best_weights = load_checkpoint(checkpoint)
-        _assign(kmodel.variables, model_values, "model", checkpoint)
-        _assign(optimizer.variables, optimizer_values, "optimizer", checkpoint)
+        if meta.get("trainer", "keras") != trainer.name:
+            raise ModelFileError(
+                f"{checkpoint}: written by the {meta.get('trainer', 'keras')} trainer, this run uses the {trainer.name} trainer "
+                f"({why}). Fix: resume where it was started (LAYERLAB_TRAINER={meta.get('trainer', 'keras')}), or start afresh."
+            )
+        trainer.load_state(model_values, optimizer_values, checkpoint)
         history, elapsed, start_epoch = meta["history"], meta["elapsed"], meta["epoch"]
         best_accuracy = max((row["test_accuracy"] for row in history), default=-1.0)
         best_weights = best_weights or None
-    result = RunResult(seed, folder, history, best_weights, elapsed, resumed_from_epoch=start_epoch if resume else None)
+    result = RunResult(seed, folder, history, best_weights, elapsed, resumed_from_epoch=start_epoch if resume else None,
+                       trainer=f"{kind} ({why})")
 
-    progbar = [_progbar(keras, epochs)] if verbose else []
     try:
         for epoch in range(start_epoch, epochs):
             began = time.perf_counter()
             order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
-            keras.utils.set_random_seed(seed * 100_003 + epoch)  # dropout etc., reproducible on resume
-            fitted = kmodel.fit(
-                data.x_train[order], data.y_train[order], batch_size=recipe.batch_size, epochs=epoch + 1,
-                initial_epoch=epoch, shuffle=False, verbose=verbose, callbacks=[*progbar, *callbacks],
-            )
-            test_accuracy, test_loss = _evaluate(kmodel, optimizer, data)
+            epoch_seed = seed * 100_003 + epoch
+            if kind == "torch":
+                progress = _TorchProgress(keras, epoch, epochs, steps) if verbose else None
+                fitted = trainer.fit_epoch(data.x_train[order], data.y_train[order], seed=epoch_seed, epoch=epoch,
+                                           progress=progress, callbacks=callbacks)
+            else:
+                fitted = trainer.fit_epoch(data.x_train[order], data.y_train[order], seed=epoch_seed, epoch=epoch, callbacks=callbacks)
+            test_accuracy, test_loss = accuracy_and_loss(trainer.predict(data.x_test), data.y_test)
             seconds = time.perf_counter() - began
             elapsed += seconds
             row = {
                 "epoch": epoch + 1,
-                "loss": float(fitted.history["loss"][-1]),
-                "accuracy": float(fitted.history["accuracy"][-1]),
+                "loss": fitted["loss"],
+                "accuracy": fitted["accuracy"],
                 "test_loss": test_loss,
                 "test_accuracy": test_accuracy,
-                "lr": float(np.asarray(optimizer.learning_rate)),
+                "lr": trainer.learning_rate,
                 "seconds": seconds,
                 "elapsed": elapsed,
             }
             history.append(row)
             if test_accuracy > best_accuracy:
                 best_accuracy = test_accuracy
-                best_weights = _eval_weights(kmodel, optimizer, train_spec, data.standardized)
+                weights = trainer.eval_weights()
+                best_weights = fold_standardization(train_spec, weights, MNIST_MEAN, MNIST_STD) if data.standardized else weights
             result.best_weights, result.elapsed = best_weights, elapsed
+            model_values, optimizer_values = trainer.state()
             save_checkpoint(
                 checkpoint,
-                {"epoch": epoch + 1, "epochs": epochs, "seed": seed, "elapsed": elapsed, "history": history},
-                [np.asarray(v.numpy()) for v in kmodel.variables],
-                [np.asarray(v.numpy()) for v in optimizer.variables],
-                best_weights,
+                {"epoch": epoch + 1, "epochs": epochs, "seed": seed, "elapsed": elapsed, "history": history, "trainer": trainer.name},
+                model_values, optimizer_values, best_weights,
             )
             report.write_history(folder, history)
             if verbose:

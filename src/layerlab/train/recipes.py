@@ -136,7 +136,7 @@ SEED = Recipe(
 # Chosen from the experiments in benchmarks/TRAINING_LOG.md.
 FAST = Recipe(
     name="fast",
-    description="Adam, linear warm-up 1e-3 -> 1e-2 then cosine to 0, batch 64, standardised input "
+    description="Adam, linear warm-up 1e-3 -> 1e-2 then cosine to 0, batch 256, standardised input "
     "folded into conv1, EMA of the weights, bias initializer zeros, soft targets from a 2-epoch teacher CNN "
     "(distillation, temperature 3, weight 0.5)",
     optimizer="adam",
@@ -145,8 +145,8 @@ FAST = Recipe(
     initial_learning_rate=1e-3,
     final_learning_rate=0.0,
     warmup_fraction=0.1,
-    batch_size=64,
-    epochs=30,
+    batch_size=256,
+    epochs=150,
     standardize=True,
     ema_momentum=0.999,
     bias_initializer="zeros",
@@ -184,6 +184,23 @@ def effective_ema_momentum(recipe: Recipe, total_steps: int) -> float | None:
     if recipe.ema_momentum is None:
         return None
     return max(0.0, min(recipe.ema_momentum, 1.0 - 10.0 / max(total_steps, 1)))
+
+
+def learning_rate_at(recipe: Recipe, step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based), as ``make_optimizer``'s Keras schedule
+    computes it (keras.optimizers.schedules.CosineDecay with warm-up); no Keras needed.
+    """
+    if recipe.schedule != "warmup_cosine":
+        return recipe.learning_rate
+    warmup_steps = int(recipe.warmup_fraction * total_steps)
+    alpha = recipe.final_learning_rate / recipe.learning_rate
+    if warmup_steps and step < warmup_steps:
+        return recipe.initial_learning_rate + (recipe.learning_rate - recipe.initial_learning_rate) * step / warmup_steps
+    # Without warm-up Keras decays from learning_rate itself over all steps.
+    decay_steps = max(total_steps - warmup_steps, 1)
+    done = min(step - warmup_steps, decay_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * done / decay_steps))
+    return recipe.learning_rate * ((1.0 - alpha) * cosine + alpha)
 
 
 def make_optimizer(keras, recipe: Recipe, total_steps: int):

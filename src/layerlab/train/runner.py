@@ -303,7 +303,7 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
         summary["saved_model_test_accuracy"] = accuracy_and_loss(probabilities, data.y_test)[0]
         report.write_history(folder, result.history)
         report.write_plots(folder, result.history, f"{network.name}, recipe {recipe.name}, seed {result.seed}")
-        summary.update(seed=result.seed, saved="best epoch", **result.stats)
+        summary.update(seed=result.seed, saved="best epoch", trainer=result.trainer, **result.stats)
     report.write_summary(folder, network)
     if results is not None and len(results) > 1:
         finals = [r.stats["final_test_accuracy"] for r in results if r.history]

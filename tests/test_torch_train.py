@@ -1,0 +1,189 @@
+"""The torch trainer (layerlab.train.torch_train) against Keras, the oracle.
+
+* forward pass: a TorchNetwork built from a spec returns what Keras' predict returns for the
+  same weights, for every supported layer type and argument that changes the geometry;
+* schedule: ``learning_rate_at`` equals the Keras schedule ``make_optimizer`` builds, step by step;
+* training: a few steps of the torch trainer (Adam, warm-up + cosine, EMA, label smoothing,
+  standardised input) end at the weights Keras' own fit reaches from the same start, batches
+  and targets;
+* which trainer runs, and a checkpoint from one trainer refused by the other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import random_weights, require_module
+from layerlab import spec as S
+from layerlab.errors import ModelFileError, SpecError
+from layerlab.presets import seed650
+from layerlab.train import FAST, SEED
+from layerlab.train.checkpoints import save_checkpoint
+from layerlab.train.loop import Dataset, choose_trainer, run_one
+from layerlab.train.recipes import learning_rate_at, make_optimizer
+
+CF, CL = S.CHANNELS_FIRST, S.CHANNELS_LAST
+
+
+@pytest.fixture(scope="module")
+def torch_train():
+    require_module("torch")
+    from layerlab.train import torch_train
+
+    return torch_train
+
+
+def _chain(input_shape, *layers) -> S.Model:
+    return S.Model(name="t", input_shape=input_shape, layers=tuple(layers))
+
+
+def _windowed(fmt: str) -> list[S.Model]:
+    """Chains whose windows pad on one side, both sides, or not at all, in ``fmt``."""
+    shape = (1, 9, 8) if fmt == CF else (9, 8, 1)
+    conv = dict(data_format=fmt, kernel_initializer="glorot_uniform", bias_initializer="zeros")
+    pool = dict(data_format=fmt)
+    flat = S.Flatten(name="flat", data_format=fmt)
+    return [
+        _chain(shape, S.Conv2D(name="c", filters=3, kernel_size=(3, 3), strides=(2, 2), padding="same", **conv), flat),
+        _chain(shape, S.Conv2D(name="c", filters=2, kernel_size=(2, 3), dilation_rate=(2, 1), padding="same", activation="relu", **conv), flat),
+        _chain(shape, S.Conv2D(name="c", filters=2, kernel_size=(4, 4), strides=(3, 2), use_bias=False, **conv), flat),
+        _chain(shape, S.Conv2D(name="c", filters=2, kernel_size=(3, 3), **conv),
+               S.MaxPooling2D(name="p", pool_size=(3, 3), strides=(1, 1), padding="same", **pool), flat),  # pads before too
+        _chain(shape, S.Conv2D(name="c", filters=2, kernel_size=(2, 2), **conv),
+               S.MaxPooling2D(name="p", pool_size=(2, 2), padding="same", **pool), flat),  # after only: ceil_mode
+        _chain(shape, S.Conv2D(name="c", filters=2, kernel_size=(2, 2), **conv),
+               S.MaxPooling2D(name="p", pool_size=(3, 3), strides=(2, 2), padding="same", **pool), flat),
+        _chain(shape, S.Conv2D(name="c", filters=2, kernel_size=(2, 2), **conv),
+               S.AveragePooling2D(name="p", pool_size=(3, 3), strides=(2, 2), padding="same", **pool), flat),
+        _chain(shape, S.AveragePooling2D(name="p", pool_size=(2, 3), padding="valid", **pool), flat),
+        _chain(shape, S.ZeroPadding2D(name="z", padding=((1, 0), (2, 1)), data_format=fmt),
+               S.Conv2D(name="c", filters=2, kernel_size=(3, 3), activation="tanh", **conv), flat),
+    ]
+
+
+def _activations() -> list[S.Model]:
+    dense = dict(kernel_initializer="glorot_uniform", bias_initializer="zeros")
+    return [
+        _chain((12,), S.Dense(name="d", units=7, **dense), S.Activation(name="a", activation=name))
+        for name in S.ACTIVATIONS
+    ] + [
+        _chain((12,), S.Rescaling(name="r", scale=0.5, offset=-1.0), S.Dropout(name="drop", rate=0.3),
+               S.Dense(name="d", units=6, activation="softmax", **dense)),
+        _chain((12,), S.Reshape(name="r", target_shape=(3, -1)), S.Flatten(name="f"), S.Dense(name="d", units=4, **dense)),
+    ]
+
+
+def _check_forward(keras, torch_train, model: S.Model, seed: int) -> None:
+    import torch
+
+    from layerlab.keras_build import build_keras
+
+    weights = random_weights(model, seed)
+    x = np.random.default_rng(seed).normal(0, 1, (5, *model.input_shape)).astype(np.float32)
+    expected = np.asarray(build_keras(model, weights=weights).predict(x, verbose=0))
+    net = torch_train.TorchNetwork(model, weights).eval()
+    with torch.no_grad():
+        got = net(torch.from_numpy(x)).numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=str([l.to_dict() for l in model.layers]))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("fmt", [CF, CL])
+def test_forward_equals_keras_for_windowed_layers(keras, torch_train, fmt):
+    for index, model in enumerate(_windowed(fmt)):
+        _check_forward(keras, torch_train, model, index)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("fmt", [CF, CL])
+def test_forward_equals_keras_for_seed650(keras, torch_train, fmt):
+    _check_forward(keras, torch_train, seed650(data_format=fmt), 3)
+
+
+@pytest.mark.keras
+def test_forward_equals_keras_for_every_activation_and_the_plain_layers(keras, torch_train):
+    for index, model in enumerate(_activations()):
+        _check_forward(keras, torch_train, model, 10 + index)
+
+
+def test_layers_without_a_torch_form_are_named(torch_train):
+    bn = _chain((4,), S.BatchNormalization(name="bn"), S.Dense(name="d", units=2))
+    assert torch_train.unsupported(bn) == "layer 'bn' is a BatchNormalization"
+    graph = _chain((4,), S.Dense(name="a", units=4), S.Dense(name="b", units=4),
+                   S.Add(name="sum", inputs=("a", "b")))
+    assert "layer 'b' reads named inputs" in torch_train.unsupported(graph) or "layer 'sum' reads named inputs" in torch_train.unsupported(graph)
+    assert torch_train.unsupported(seed650()) is None
+    with pytest.raises(ValueError, match="layer 'bn' is a BatchNormalization; train it with Keras' fit"):
+        torch_train.TorchNetwork(bn, {})
+
+
+def test_choose_trainer(torch_train, monkeypatch):
+    monkeypatch.delenv("LAYERLAB_TRAINER", raising=False)
+    assert choose_trainer(seed650()) == ("torch", "every layer has a torch form")
+    bn = _chain((4,), S.BatchNormalization(name="bn"), S.Dense(name="d", units=2))
+    assert choose_trainer(bn) == ("keras", "layer 'bn' is a BatchNormalization")
+    monkeypatch.setenv("LAYERLAB_TRAINER", "keras")
+    assert choose_trainer(seed650())[0] == "keras"
+    monkeypatch.setenv("LAYERLAB_TRAINER", "torch")
+    with pytest.raises(SpecError, match="LAYERLAB_TRAINER=torch: cannot train with torch here: layer 'bn' is a BatchNormalization"):
+        choose_trainer(bn)
+    monkeypatch.setenv("LAYERLAB_TRAINER", "tensorflow")
+    with pytest.raises(SpecError, match="LAYERLAB_TRAINER='tensorflow' is not known"):
+        choose_trainer(seed650())
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("recipe", [FAST, FAST.replace(warmup_fraction=0.0, final_learning_rate=1e-4), SEED])
+def test_learning_rate_at_equals_the_keras_schedule(keras, recipe):
+    total = 937
+    optimizer = make_optimizer(keras, recipe, total_steps=total)
+    schedule = optimizer._learning_rate
+    for step in (0, 1, 50, 93, 94, 400, 936, 937):
+        expected = float(schedule(step)) if callable(schedule) else float(np.asarray(schedule))
+        assert learning_rate_at(recipe, step, total) == pytest.approx(expected, rel=1e-5, abs=1e-9), step
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_a_few_torch_steps_reach_the_weights_keras_fit_reaches(keras, torch_train, label_smoothing):
+    """Same start, batches and soft targets: torch's trainer and Keras' fit end at the same weights."""
+    from layerlab.keras_build import build_keras, keras_weights
+    from layerlab.train.loop import KerasTrainer
+
+    spec = seed650()
+    recipe = FAST.replace(label_smoothing=label_smoothing, distill_epochs=0)
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (512, 1, 28, 28)).astype(np.float32)
+    targets = rng.dirichlet(np.ones(10), 512).astype(np.float32)  # soft targets, as with distillation
+    total_steps = 2 * 512 // recipe.batch_size * 3  # the schedule as if the run were longer
+    start = keras_weights(build_keras(spec, seed=1), spec)
+
+    theirs = KerasTrainer(keras, build_keras(spec, weights=start), spec, recipe, total_steps, 2, verbose=0)
+    ours = torch_train.TorchTrainer(spec, start, recipe, total_steps)
+    for epoch in range(2):
+        theirs.fit_epoch(x, targets, seed=epoch, epoch=epoch)
+        ours.fit_epoch(x, targets, seed=epoch, epoch=epoch)
+    assert ours.learning_rate == pytest.approx(theirs.learning_rate, rel=1e-5)
+    expected, got = theirs.eval_weights(), ours.eval_weights()  # the EMA averages
+    moved = 0.0
+    for layer in expected:
+        for name in expected[layer]:
+            np.testing.assert_allclose(got[layer][name], expected[layer][name], rtol=1e-4, atol=1e-5, err_msg=f"{layer}/{name}")
+            moved = max(moved, float(np.abs(expected[layer][name] - start[layer][name]).max()))
+    assert moved > 1e-2  # the weights did change: the comparison means something
+    np.testing.assert_allclose(ours.predict(x[:64]), theirs.predict(x[:64]), atol=1e-5)
+
+
+@pytest.mark.keras
+def test_a_checkpoint_of_one_trainer_is_refused_by_the_other(keras, torch_train, tmp_path, monkeypatch):
+    spec = seed650()
+    x = np.zeros((8, 1, 28, 28), np.float32)
+    y = np.eye(10, dtype=np.float32)[np.arange(8)]
+    data = Dataset(x, y, x, y, False, x)
+    save_checkpoint(tmp_path / "checkpoint.npz", {"epoch": 1, "epochs": 2, "seed": 1, "elapsed": 1.0, "history": [], "trainer": "torch"},
+                    [], [], None)
+    monkeypatch.setenv("LAYERLAB_TRAINER", "keras")
+    with pytest.raises(ModelFileError, match="written by the torch trainer, this run uses the keras trainer"):
+        run_one(train_spec=spec, recipe=SEED, epochs=2, seed=1, data=data, folder=tmp_path, resume=True, verbose=0)
