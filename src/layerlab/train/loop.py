@@ -208,7 +208,8 @@ def run_one(
         folder: where the checkpoint goes.
         resume: continue from ``folder/checkpoint.npz`` instead of starting afresh.
         verbose: 1 shows Keras' progress bar and one line per epoch; 0 is silent.
-        callbacks: extra Keras callbacks passed to every ``fit`` call.
+        callbacks: extra Keras callbacks passed to every ``fit`` call (the torch trainer calls their
+            on_epoch_begin, on_train_batch_end and on_epoch_end hooks only).
         log: prints one line per epoch.
         setup_seconds: time already spent for this run (a teacher), added to its elapsed time.
 

@@ -51,7 +51,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda x: torch.softmax(x, dim=-1),
     "elu": F.elu,
     "selu": F.selu,
-    "softplus": lambda x: F.softplus(x, threshold=1e9),  # log(1 + exp(x)) everywhere, as Keras
+    "softplus": lambda x: torch.logaddexp(x, torch.zeros_like(x)),  # log(1 + exp(x)), no overflow
     "softsign": F.softsign,
     "swish": F.silu,
     "silu": F.silu,
@@ -280,13 +280,19 @@ class TorchTrainer:
         return -(y * log_p).sum(dim=-1).mean(), out
 
     def fit_epoch(self, x: np.ndarray, y: np.ndarray, *, seed: int, progress=None, callbacks=(), epoch: int = 0) -> dict:
-        """One pass over ``x, y`` in the given order; returns mean loss and accuracy."""
+        """One pass over ``x, y`` in the given order; returns mean loss and accuracy.
+
+        ``callbacks`` are Keras callbacks; only their ``on_epoch_begin``, ``on_train_batch_end`` and
+        ``on_epoch_end`` hooks are called, with no Keras model attached (``self.model`` is None).
+        """
         torch.manual_seed(seed)  # dropout masks, reproducible on resume
         self.net.train()
         batch = self.recipe.batch_size
         xs, ys = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
         total_loss, correct, seen = 0.0, 0, 0
         steps = math.ceil(len(xs) / batch)
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
         for index in range(steps):
             xb, yb = xs[index * batch:(index + 1) * batch], ys[index * batch:(index + 1) * batch]
             loss, out = self._loss(xb, yb)
@@ -361,8 +367,9 @@ class TorchTrainer:
         expected = [tuple(p.shape) for p in params] * (2 if self.averages is not None else 1)
         if [tuple(v.shape) for v in model] != expected or len(optimizer) != 1 + 2 * len(params):
             raise ModelFileError(
-                f"{path}: the checkpoint's variables have shapes {[tuple(v.shape) for v in model]}, expected {expected} "
-                "for this network and recipe. Fix: resume with the same spec and recipe, or start afresh."
+                f"{path}: the checkpoint holds model variables of shapes {[tuple(v.shape) for v in model]} and "
+                f"{len(optimizer)} optimizer arrays, expected {expected} and {1 + 2 * len(params)} for this network and "
+                "recipe. Fix: resume with the same spec and recipe, or start afresh."
             )
         with torch.no_grad():
             for p, v in zip(params, model[:len(params)], strict=True):
