@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_module
 from layerlab import spec as S
 from layerlab.cli import main
 from layerlab.errors import ModelFileError, SpecError
@@ -339,7 +340,11 @@ def test_resume_errors(tmp_path, monkeypatch):
 
 @pytest.mark.keras
 @pytest.mark.mnist
-def test_distillation_targets_mix_labels_and_a_trained_teacher(keras, mnist_dir):
+@pytest.mark.parametrize("trainer", ["torch", "keras"])
+def test_distillation_targets_mix_labels_and_a_trained_teacher(keras, mnist_dir, monkeypatch, trainer):
+    if trainer == "torch":
+        require_module("torch")
+    monkeypatch.setenv("LAYERLAB_TRAINER", trainer)
     from layerlab.data import load_mnist, one_hot, scale
     from layerlab.train.distill import soft_targets
 

@@ -68,35 +68,19 @@ def soft_targets(
     Returns:
         (targets (N, 10) float32, info dict with the teacher's test accuracy).
     """
-    from layerlab.keras_build import build_keras, keras_weights
-    from layerlab.train.loop import choose_trainer
+    from layerlab.keras_build import build_keras
+    from layerlab.train.loop import make_trainer
     from layerlab.train.recipes import Recipe
 
     spec = teacher_spec(x_train.shape[1:], data_format or S.CHANNELS_LAST)
-    teacher = build_keras(spec, seed=seed)
     recipe = Recipe(name="teacher", description="Adam 2e-3, batch 128", learning_rate=2e-3, batch_size=128, epochs=epochs)
+    total_steps = epochs * -(-len(x_train) // recipe.batch_size)
+    trainer, _ = make_trainer(keras, build_keras(spec, seed=seed), spec, recipe, total_steps, epochs, 0, from_logits=True)
     order = np.random.default_rng([seed, 7919]).permutation(len(x_train))
-    if choose_trainer(spec)[0] == "torch":
-        from layerlab.train.torch_train import TorchTrainer
-
-        trainer = TorchTrainer(spec, keras_weights(teacher, spec), recipe, epochs * -(-len(x_train) // 128), from_logits=True)
-        for epoch in range(epochs):
-            trainer.fit_epoch(x_train[order], y_train[order], seed=seed + epoch)
-            order = np.random.default_rng([seed, 7919, epoch + 1]).permutation(len(x_train))
-        predict = trainer.predict
-    else:
-        teacher.compile(
-            optimizer=keras.optimizers.Adam(2e-3), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-            steps_per_execution=1 if keras.backend.backend() == "torch" else 16
-        )
-        for epoch in range(epochs):
-            teacher.fit(x_train[order], y_train[order], batch_size=128, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
-            order = np.random.default_rng([seed, 7919, epoch + 1]).permutation(len(x_train))
-
-        def predict(x):
-            return np.asarray(teacher.predict(x, batch_size=2000, verbose=0))
-
-    logits = predict(x_train)  # (N, 10)
-    test_accuracy = float(np.mean(predict(x_test).argmax(1) == y_test.argmax(1)))
+    for epoch in range(epochs):
+        trainer.fit_epoch(x_train[order], y_train[order], seed=seed + epoch, epoch=epoch)
+        order = np.random.default_rng([seed, 7919, epoch + 1]).permutation(len(x_train))
+    logits = trainer.predict(x_train)  # (N, 10)
+    test_accuracy = float(np.mean(trainer.predict(x_test).argmax(1) == y_test.argmax(1)))
     targets = (1.0 - weight) * y_train + weight * softmax(logits, temperature)  # (N, 10), rows sum to 1
     return targets.astype(np.float32), {"teacher_test_accuracy": test_accuracy, "teacher_epochs": epochs, "teacher_parameters": spec.param_count}

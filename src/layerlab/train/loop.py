@@ -100,10 +100,11 @@ class KerasTrainer:
 
     name = "keras"
 
-    def __init__(self, keras, kmodel, train_spec: S.Model, recipe: Recipe, total_steps: int, total_epochs: int, verbose: int):
+    def __init__(self, keras, kmodel, train_spec: S.Model, recipe: Recipe, total_steps: int, total_epochs: int, verbose: int,
+                 *, from_logits: bool = False):
         self.keras, self.kmodel, self.train_spec, self.recipe = keras, kmodel, train_spec, recipe
         self.optimizer = make_optimizer(keras, recipe, total_steps)
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+        loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=recipe.label_smoothing)
         kmodel.compile(optimizer=self.optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=_steps_per_execution(keras, recipe))
         self.optimizer.build(kmodel.trainable_variables)
         self.progbar = [_progbar(keras, total_epochs)] if verbose else []
@@ -113,7 +114,8 @@ class KerasTrainer:
     def learning_rate(self) -> float:
         return float(np.asarray(self.optimizer.learning_rate))
 
-    def fit_epoch(self, x, y, *, seed: int, epoch: int, callbacks=()) -> dict:
+    def fit_epoch(self, x, y, *, seed: int, epoch: int, callbacks=(), progress=None) -> dict:
+        """One ``fit`` epoch; ``progress`` is unused (Keras' own progress bar shows when verbose)."""
         self.keras.utils.set_random_seed(seed)  # dropout etc., reproducible on resume
         fitted = self.kmodel.fit(
             x, y, batch_size=self.recipe.batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
@@ -151,6 +153,18 @@ class _TorchProgress:
     def __call__(self, step: int, logs: dict) -> None:
         if step % self.every == 0 or step == self.steps:
             self.bar.update(step, values=list(logs.items()))
+
+
+def make_trainer(keras, kmodel, train_spec: S.Model, recipe: Recipe, total_steps: int, total_epochs: int, verbose: int,
+                 *, from_logits: bool = False):
+    """The trainer ``choose_trainer`` picks, starting from ``kmodel``'s weights; returns (trainer, why)."""
+    kind, why = choose_trainer(train_spec)
+    if kind == "torch":
+        from layerlab.keras_build import keras_weights
+        from layerlab.train.torch_train import TorchTrainer
+
+        return TorchTrainer(train_spec, keras_weights(kmodel, train_spec), recipe, total_steps, from_logits=from_logits), why
+    return KerasTrainer(keras, kmodel, train_spec, recipe, total_steps, total_epochs, verbose, from_logits=from_logits), why
 
 
 def choose_trainer(train_spec: S.Model) -> tuple[str, str]:
@@ -216,20 +230,14 @@ def run_one(
     Returns:
         RunResult; ``interrupted`` is True when KeyboardInterrupt stopped it.
     """
-    from layerlab.keras_build import build_keras, import_keras, keras_weights
+    from layerlab.keras_build import build_keras, import_keras
 
     began_setup = time.perf_counter()
     keras = import_keras()
     kmodel = build_keras(train_spec, seed=seed)  # the spec's initializers, seeded
     steps = steps_per_epoch(len(data.x_train), recipe.batch_size)
     total_steps = epochs * steps
-    kind, why = choose_trainer(train_spec)
-    if kind == "torch":
-        from layerlab.train.torch_train import TorchTrainer
-
-        trainer = TorchTrainer(train_spec, keras_weights(kmodel, train_spec), recipe, total_steps)
-    else:
-        trainer = KerasTrainer(keras, kmodel, train_spec, recipe, total_steps, epochs, verbose)
+    trainer, why = make_trainer(keras, kmodel, train_spec, recipe, total_steps, epochs, verbose)
 
     history: list[dict] = []
     best_weights = None
@@ -250,19 +258,16 @@ def run_one(
         best_accuracy = max((row["test_accuracy"] for row in history), default=-1.0)
         best_weights = best_weights or None
     result = RunResult(seed, folder, history, best_weights, elapsed, resumed_from_epoch=start_epoch if resume else None,
-                       trainer=f"{kind} ({why})")
+                       trainer=f"{trainer.name} ({why})")
 
     try:
         for epoch in range(start_epoch, epochs):
             began = time.perf_counter()
             order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
             epoch_seed = seed * 100_003 + epoch
-            if kind == "torch":
-                progress = _TorchProgress(keras, epoch, epochs, steps) if verbose else None
-                fitted = trainer.fit_epoch(data.x_train[order], data.y_train[order], seed=epoch_seed, epoch=epoch,
-                                           progress=progress, callbacks=callbacks)
-            else:
-                fitted = trainer.fit_epoch(data.x_train[order], data.y_train[order], seed=epoch_seed, epoch=epoch, callbacks=callbacks)
+            progress = _TorchProgress(keras, epoch, epochs, steps) if verbose and trainer.name == "torch" else None
+            fitted = trainer.fit_epoch(data.x_train[order], data.y_train[order], seed=epoch_seed, epoch=epoch,
+                                       progress=progress, callbacks=callbacks)
             test_accuracy, test_loss = accuracy_and_loss(trainer.predict(data.x_test), data.y_test)
             seconds = time.perf_counter() - began
             elapsed += seconds

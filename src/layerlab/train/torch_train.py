@@ -22,6 +22,7 @@ no probability is below 1e-7, and without the clip's zero gradient where one is.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -279,7 +280,7 @@ class TorchTrainer:
             log_p = torch.log(torch.clamp(p, 1e-7, 1.0 - 1e-7))
         return -(y * log_p).sum(dim=-1).mean(), out
 
-    def fit_epoch(self, x: np.ndarray, y: np.ndarray, *, seed: int, progress=None, callbacks=(), epoch: int = 0) -> dict:
+    def fit_epoch(self, x: np.ndarray, y: np.ndarray, *, seed: int, epoch: int = 0, callbacks=(), progress=None) -> dict:
         """One pass over ``x, y`` in the given order; returns mean loss and accuracy.
 
         ``callbacks`` are Keras callbacks; only their ``on_epoch_begin``, ``on_train_batch_end`` and
@@ -322,25 +323,20 @@ class TorchTrainer:
             for average, param in zip(self.averages, self.net.params, strict=True):
                 average.mul_(m).add_(param.detach(), alpha=1.0 - m)
 
+    @contextlib.contextmanager
     def _swapped(self):
-        """Context: the network holds the averages (when kept) inside the block."""
-        trainer = self
-
-        class Swap:
-            def __enter__(self):
-                if trainer.averages is not None:
-                    self.raw = [p.detach().clone() for p in trainer.net.params]
-                    with torch.no_grad():
-                        for p, a in zip(trainer.net.params, trainer.averages, strict=True):
-                            p.copy_(a)
-
-            def __exit__(self, *exc):
-                if trainer.averages is not None:
-                    with torch.no_grad():
-                        for p, r in zip(trainer.net.params, self.raw, strict=True):
-                            p.copy_(r)
-
-        return Swap()
+        """Inside the block the network holds the averages (when kept)."""
+        if self.averages is None:
+            yield
+            return
+        raw = [p.detach().clone() for p in self.net.params]
+        with torch.no_grad():
+            torch._foreach_copy_(list(self.net.params), self.averages)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(list(self.net.params), raw)
 
     def predict(self, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:
         """The network's output on ``x`` with the averaged weights (when kept), dropout off."""
