@@ -180,7 +180,7 @@ def test_a_few_torch_steps_reach_the_weights_keras_fit_reaches(keras, torch_trai
     from layerlab.train.loop import KerasTrainer
 
     spec = seed650()
-    recipe = FAST.replace(label_smoothing=label_smoothing, distill_epochs=0)
+    recipe = FAST.replace(label_smoothing=label_smoothing, distill_epochs=0, sample_fraction=None)  # every image, as fit
     rng = np.random.default_rng(4)
     x = rng.normal(0, 1, (512, 1, 28, 28)).astype(np.float32)
     targets = rng.dirichlet(np.ones(10), 512).astype(np.float32)  # soft targets, as with distillation
@@ -201,6 +201,62 @@ def test_a_few_torch_steps_reach_the_weights_keras_fit_reaches(keras, torch_trai
             moved = max(moved, float(np.abs(expected[layer][name] - start[layer][name]).max()))
     assert moved > 1e-2  # the weights did change: the comparison means something
     np.testing.assert_allclose(ours.predict(x[:64]), theirs.predict(x[:64]), atol=1e-5)
+
+
+@pytest.mark.keras
+def test_importance_sampled_epochs_equal_keras_fit_with_sample_weights(keras, torch_train):
+    """A sampled epoch is Keras' fit on the drawn images with sample_weight = (kept share) / p.
+
+    Keras averages ``sample_weight * loss`` over the batch, as the torch trainer does with its
+    importance weights, so the same draw must reach the same weights.
+    """
+    from layerlab.keras_build import build_keras, keras_weights
+    from layerlab.train.loop import KerasTrainer
+
+    spec = seed650()
+    recipe = FAST.replace(distill_epochs=0, sample_fraction=0.4, sample_floor=0.05, batch_size=64)
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (512, 1, 28, 28)).astype(np.float32)
+    targets = rng.dirichlet(np.ones(10), 512).astype(np.float32)
+    total_steps = 40
+    start = keras_weights(build_keras(spec, seed=2), spec)
+    theirs = KerasTrainer(keras, build_keras(spec, weights=start), spec, recipe.replace(sample_fraction=None), total_steps, 3,
+                          verbose=0)
+    ours = torch_train.TorchTrainer(spec, start, recipe, total_steps)
+    order = rng.permutation(512)
+    ours.fit_epoch(x, targets, order=order, seed=0, epoch=0)  # every image: none is scored yet
+    theirs.fit_epoch(x, targets, order=order, seed=0, epoch=0)
+    for epoch in (1, 2):
+        order = rng.permutation(512)
+        keep, weights = ours.sampler.draw(order, np.random.default_rng([epoch, 4099]))  # the draw fit_epoch makes
+        assert 0.2 < keep.mean() < 0.6 and weights.max() > 1.5  # a real subset, really re-weighted
+        ours.fit_epoch(x, targets, order=order, seed=epoch, epoch=epoch)
+        theirs.kmodel.fit(x[order][keep], targets[order][keep], sample_weight=weights * keep.mean(), batch_size=64,
+                          epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
+    assert ours.step == int(theirs.optimizer.iterations.numpy()) < 3 * 8  # sampled epochs took fewer steps of 64
+    expected, got = theirs.eval_weights(), ours.eval_weights()
+    for layer in expected:
+        for name in expected[layer]:
+            np.testing.assert_allclose(got[layer][name], expected[layer][name], rtol=1e-4, atol=1e-5, err_msg=f"{layer}/{name}")
+
+
+@pytest.mark.keras
+def test_importance_scores_are_the_output_errors(keras, torch_train):
+    """With a learning rate too small to move the weights, an epoch's scores are |Keras predict - target|."""
+    from layerlab.keras_build import build_keras, keras_weights
+
+    spec = seed650()
+    recipe = FAST.replace(distill_epochs=0, sample_fraction=0.5, schedule="constant", learning_rate=1e-12, ema_momentum=None)
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 1, (300, 1, 28, 28)).astype(np.float32)
+    targets = rng.dirichlet(np.ones(10), 300).astype(np.float32)
+    kmodel = build_keras(spec, seed=3)
+    ours = torch_train.TorchTrainer(spec, keras_weights(kmodel, spec), recipe, 10)
+    order = rng.permutation(300)
+    ours.fit_epoch(x, targets, order=order, seed=0, epoch=0)
+    expected = np.linalg.norm(np.asarray(kmodel.predict(x, verbose=0)) - targets, axis=1)
+    np.testing.assert_allclose(ours.sampler.scores, expected, rtol=1e-4, atol=1e-6)
+    assert expected.std() > 1e-3  # the images differ: a mix-up of their order would show
 
 
 @pytest.mark.keras

@@ -38,10 +38,11 @@ from layerlab.train.runner import with_initializers
 
 TRAIN_IMAGES = 3072  # a multiple of batch 64 x 16 steps per execution: no recompiles for a partial batch
 EPOCHS = 2
-# Measured: recipe 'fast' (no teacher, batch 64) on these 3072 images for 2 epochs (96 steps): 0.78 test accuracy
-# with Keras' fit and with the torch trainer alike
-# (seed 7); chance is 0.10. The bar leaves room for other seeds and library versions.
-MIN_ACCURACY = 0.65
+# Measured: recipe 'fast' (no teacher, batch 64) on these 3072 images for 2 epochs: 0.78 test accuracy with
+# Keras' fit (every image, 96 steps, seed 7); 0.69-0.75 with the torch trainer, whose second epoch trains on
+# the 40% of the images importance sampling draws (68 steps; seeds 5-8). Chance is 0.10. The bar is the
+# issue's 60%, which leaves room for other seeds and library versions.
+MIN_ACCURACY = 0.60
 
 
 def _random_weights(model: S.Model, seed: int) -> dict[str, dict[str, np.ndarray]]:
@@ -245,7 +246,7 @@ def test_short_run_learns_and_writes_a_sane_report(straight_run, keras, mnist_di
 
     with open(out / "history.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "images", "seconds"]
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
     accuracies = [float(r["test_accuracy"]) for r in rows]
     assert max(accuracies) >= MIN_ACCURACY
@@ -258,6 +259,12 @@ def test_short_run_learns_and_writes_a_sane_report(straight_run, keras, mnist_di
     assert run["epochs_done"] == EPOCHS and not run["interrupted"]
     torch_installed = importlib.util.find_spec("torch") is not None
     assert run["trainer"] == ("torch (every layer has a torch form)" if torch_installed else "keras (torch is not installed)")
+    if torch_installed:
+        assert run["sample_fraction_used"] == QUICK.sample_fraction
+        images = [int(r["images"]) for r in rows]
+        assert images[0] == TRAIN_IMAGES  # the first epoch sees every image
+        if QUICK.sample_fraction:
+            assert all(abs(n - QUICK.sample_fraction * TRAIN_IMAGES) < 0.1 * TRAIN_IMAGES for n in images[1:])
     assert run["versions"]["keras"] == keras.__version__
     assert "first_epoch_0.980" in run and run["wall_seconds"] > 0
 
@@ -287,11 +294,18 @@ def test_short_run_learns_and_writes_a_sane_report(straight_run, keras, mnist_di
 def test_keras_fit_trains_what_torch_cannot(keras, mnist_dir, tmp_path, monkeypatch):
     """The Keras fit path (networks with layers the torch trainer lacks, or LAYERLAB_TRAINER=keras)."""
     monkeypatch.setenv("LAYERLAB_TRAINER", "keras")
+    lines = []
     train("seed650", QUICK, epochs=EPOCHS, train_limit=TRAIN_IMAGES, data_dir=mnist_dir, out=tmp_path, seed=7, verbose=0,
-          log=lambda line: None)
+          log=lines.append)
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["trainer"] == "keras (LAYERLAB_TRAINER=keras)"
     assert run["best_test_accuracy"] >= MIN_ACCURACY and run["epochs_done"] == EPOCHS
+    # Keras' fit trains on every image: importance sampling is off, and run.json says so.
+    assert run["sample_fraction_used"] is None
+    if QUICK.sample_fraction:
+        assert any(line.startswith("note: importance sampling needs the torch trainer (LAYERLAB_TRAINER=keras)") for line in lines)
+    with open(tmp_path / "history.csv", newline="") as fh:
+        assert {int(r["images"]) for r in csv.DictReader(fh)} == {TRAIN_IMAGES}
 
 
 def _interrupt_callback(keras, at_epoch: int):

@@ -78,7 +78,7 @@ def soft_targets(
     trainer, _ = make_trainer(keras, build_keras(spec, seed=seed), spec, recipe, total_steps, epochs, 0, from_logits=True)
     order = np.random.default_rng([seed, 7919]).permutation(len(x_train))
     for epoch in range(epochs):
-        trainer.fit_epoch(x_train[order], y_train[order], seed=seed + epoch, epoch=epoch)
+        trainer.fit_epoch(x_train, y_train, order=order, seed=seed + epoch, epoch=epoch)
         order = np.random.default_rng([seed, 7919, epoch + 1]).permutation(len(x_train))
     logits = trainer.predict(x_train)  # (N, 10)
     test_accuracy = float(np.mean(trainer.predict(x_test).argmax(1) == y_test.argmax(1)))

@@ -24,7 +24,7 @@ from layerlab.errors import ModelFileError, SpecError
 from layerlab.train import report
 from layerlab.train.checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
 from layerlab.train.fold import fold_standardization
-from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, make_optimizer, steps_per_epoch
+from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, make_optimizer, run_steps
 
 
 @dataclass
@@ -114,9 +114,12 @@ class KerasTrainer:
     def learning_rate(self) -> float:
         return float(np.asarray(self.optimizer.learning_rate))
 
-    def fit_epoch(self, x, y, *, seed: int, epoch: int, callbacks=(), progress=None) -> dict:
-        """One ``fit`` epoch; ``progress`` is unused (Keras' own progress bar shows when verbose)."""
+    def fit_epoch(self, x, y, *, seed: int, epoch: int, order=None, callbacks=(), progress=None) -> dict:
+        """One ``fit`` epoch on ``x[order], y[order]``, every image (``trained_recipe`` turned
+        importance sampling off); ``progress`` is unused (Keras' own progress bar shows when verbose)."""
         self.keras.utils.set_random_seed(seed)  # dropout etc., reproducible on resume
+        if order is not None:
+            x, y = x[order], y[order]
         fitted = self.kmodel.fit(
             x, y, batch_size=self.recipe.batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
             verbose=self.verbose, callbacks=[*self.progbar, *callbacks],
@@ -142,22 +145,25 @@ class KerasTrainer:
 
 
 class _TorchProgress:
-    """Keras' progress bar for the torch trainer: 'Epoch e/E', then one bar over the steps."""
+    """Keras' progress bar for the torch trainer: 'Epoch e/E', then one bar over the epoch's steps."""
 
-    def __init__(self, keras, epoch: int, epochs: int, steps: int):
+    def __init__(self, keras, epoch: int, epochs: int):
         print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-        self.bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy"])
-        self.every = max(1, steps // 50)
-        self.steps = steps
+        self.keras, self.bar = keras, None
 
-    def __call__(self, step: int, logs: dict) -> None:
-        if step % self.every == 0 or step == self.steps:
+    def __call__(self, step: int, logs: dict, steps: int) -> None:
+        if self.bar is None:  # the number of steps is known once the epoch has drawn its images
+            self.bar = self.keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy"])
+        if step % max(1, steps // 50) == 0 or step == steps:
             self.bar.update(step, values=list(logs.items()))
 
 
 def make_trainer(keras, kmodel, train_spec: S.Model, recipe: Recipe, total_steps: int, total_epochs: int, verbose: int,
                  *, from_logits: bool = False):
-    """The trainer ``choose_trainer`` picks, starting from ``kmodel``'s weights; returns (trainer, why)."""
+    """The trainer ``choose_trainer`` picks, starting from ``kmodel``'s weights; returns (trainer, why).
+
+    ``recipe`` should be ``trained_recipe(recipe, train_spec)`` (what the chosen trainer runs).
+    """
     kind, why = choose_trainer(train_spec)
     if kind == "torch":
         from layerlab.keras_build import keras_weights
@@ -165,6 +171,13 @@ def make_trainer(keras, kmodel, train_spec: S.Model, recipe: Recipe, total_steps
 
         return TorchTrainer(train_spec, keras_weights(kmodel, train_spec), recipe, total_steps, from_logits=from_logits), why
     return KerasTrainer(keras, kmodel, train_spec, recipe, total_steps, total_epochs, verbose, from_logits=from_logits), why
+
+
+def trained_recipe(recipe: Recipe, train_spec: S.Model) -> Recipe:
+    """The recipe the chosen trainer runs: Keras' fit trains on every image (no importance sampling)."""
+    if recipe.sample_fraction is not None and choose_trainer(train_spec)[0] != "torch":
+        return recipe.replace(sample_fraction=None, sample_floor=Recipe.sample_floor)
+    return recipe
 
 
 def choose_trainer(train_spec: S.Model) -> tuple[str, str]:
@@ -235,8 +248,8 @@ def run_one(
     began_setup = time.perf_counter()
     keras = import_keras()
     kmodel = build_keras(train_spec, seed=seed)  # the spec's initializers, seeded
-    steps = steps_per_epoch(len(data.x_train), recipe.batch_size)
-    total_steps = epochs * steps
+    recipe = trained_recipe(recipe, train_spec)
+    total_steps = run_steps(recipe, len(data.x_train), epochs)
     trainer, why = make_trainer(keras, kmodel, train_spec, recipe, total_steps, epochs, verbose)
 
     history: list[dict] = []
@@ -265,8 +278,8 @@ def run_one(
             began = time.perf_counter()
             order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
             epoch_seed = seed * 100_003 + epoch
-            progress = _TorchProgress(keras, epoch, epochs, steps) if verbose and trainer.name == "torch" else None
-            fitted = trainer.fit_epoch(data.x_train[order], data.y_train[order], seed=epoch_seed, epoch=epoch,
+            progress = _TorchProgress(keras, epoch, epochs) if verbose and trainer.name == "torch" else None
+            fitted = trainer.fit_epoch(data.x_train, data.y_train, order=order, seed=epoch_seed, epoch=epoch,
                                        progress=progress, callbacks=callbacks)
             test_accuracy, test_loss = accuracy_and_loss(trainer.predict(data.x_test), data.y_test)
             seconds = time.perf_counter() - began
@@ -278,6 +291,7 @@ def run_one(
                 "test_loss": test_loss,
                 "test_accuracy": test_accuracy,
                 "lr": trainer.learning_rate,
+                "images": fitted.get("images", len(data.x_train)),
                 "seconds": seconds,
                 "elapsed": elapsed,
             }

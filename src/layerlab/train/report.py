@@ -13,7 +13,7 @@ from pathlib import Path
 from layerlab.errors import require
 from layerlab.io import atomic_write_bytes, atomic_write_text
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "seconds")
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "images", "seconds")
 TARGET_ACCURACY = 0.98
 
 
@@ -22,7 +22,7 @@ def history_csv(history: list[dict]) -> str:
     rate at the end of the epoch, and the epoch's wall-clock seconds (training + evaluation)."""
     lines = [",".join(HISTORY_COLUMNS)]
     for row in history:
-        lines.append(",".join(str(row["epoch"]) if c == "epoch" else f"{row[c]:.6g}" for c in HISTORY_COLUMNS))
+        lines.append(",".join(str(row.get(c, "")) if c in ("epoch", "images") else f"{row[c]:.6g}" for c in HISTORY_COLUMNS))
     return "\n".join(lines) + "\n"
 
 

@@ -28,8 +28,8 @@ from layerlab.io import atomic_path, atomic_write_text
 from layerlab.train import report
 from layerlab.train.checkpoints import save_keras_model
 from layerlab.train.fold import foldable
-from layerlab.train.loop import Dataset, RunResult, accuracy_and_loss, run_one
-from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, effective_ema_momentum, get_recipe, steps_per_epoch
+from layerlab.train.loop import Dataset, RunResult, accuracy_and_loss, choose_trainer, run_one, trained_recipe
+from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, effective_ema_momentum, get_recipe, run_steps
 
 CONFIG = "train_config.json"
 TEACHER = "teacher.npz"
@@ -195,6 +195,10 @@ def _run(out: Path, config: dict, *, resume: bool, verbose: int, callbacks: tupl
     standardize = recipe.standardize and foldable(network) is None
     if recipe.standardize and not standardize:
         log(f"note: training on pixels/255 without standardisation: {foldable(network)}")
+    if recipe.sample_fraction is not None and trained_recipe(recipe, network).sample_fraction is None:
+        same = 1 + round((recipe.epochs - 1) * recipe.sample_fraction)
+        log(f"note: importance sampling needs the torch trainer ({choose_trainer(network)[1]}); every epoch trains on "
+            f"every image, {1 / recipe.sample_fraction:.1f}x the time per epoch (--epochs {same} trains as many images)")
     train_spec = network if config["init"] else with_initializers(network, recipe.kernel_initializer, recipe.bias_initializer)
     began = time.perf_counter()
     data = load_data(network, standardize, config["data_dir"], config["train_limit"], config["test_limit"])
@@ -291,7 +295,8 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
         "standardized": data.standardized, "seeds": [config["seed"] + i for i in range(config["runs"])],
         "train_images": len(data.x_train), "test_images": len(data.x_test), "versions": report.versions(),
         "ema_momentum_used": effective_ema_momentum(
-            recipe, recipe.epochs * steps_per_epoch(len(data.x_train), recipe.batch_size)),
+            recipe, run_steps(trained_recipe(recipe, network), len(data.x_train), recipe.epochs)),
+        "sample_fraction_used": trained_recipe(recipe, network).sample_fraction,
         "interrupted": bool(result.interrupted if interrupted is None else interrupted),
     }
     if result is not None and result.best_weights:

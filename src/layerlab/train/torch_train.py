@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from layerlab import spec as S
 from layerlab.errors import ModelFileError
 from layerlab.train.recipes import Recipe, effective_ema_momentum, learning_rate_at
+from layerlab.train.sampling import ImportanceSampler
 
 SUPPORTED = (
     S.Conv2D, S.MaxPooling2D, S.AveragePooling2D, S.ZeroPadding2D, S.Activation, S.Flatten, S.Dense, S.Dropout,
@@ -262,55 +263,91 @@ class TorchTrainer:
         self.momentum = effective_ema_momentum(recipe, total_steps)
         self.averages = [p.detach().clone() for p in params] if self.momentum is not None else None
         self.step = 0
+        self.sampler: ImportanceSampler | None = None  # made by the first epoch when the recipe samples
 
     @property
     def learning_rate(self) -> float:
         return learning_rate_at(self.recipe, self.step, self.total_steps)
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(per-image loss (B,), the network's output, per-image |probabilities - target| (B,))."""
         smoothing = self.recipe.label_smoothing
         if smoothing:
             y = y * (1.0 - smoothing) + smoothing / y.shape[-1]
         if self.from_logits or self.net.ends_in_softmax:
             out = self.net(x) if self.from_logits else self.net.logits(x)
             log_p = F.log_softmax(out, dim=-1)
+            p = log_p.detach().exp()
         else:  # Keras on probabilities: normalise, clip at 1e-7
             out = self.net(x)
             p = out / out.sum(dim=-1, keepdim=True)
             log_p = torch.log(torch.clamp(p, 1e-7, 1.0 - 1e-7))
-        return -(y * log_p).sum(dim=-1).mean(), out
+            p = p.detach()
+        return -(y * log_p).sum(dim=-1), out, torch.linalg.vector_norm(p - y, dim=-1)
 
-    def fit_epoch(self, x: np.ndarray, y: np.ndarray, *, seed: int, epoch: int = 0, callbacks=(), progress=None) -> dict:
-        """One pass over ``x, y`` in the given order; returns mean loss and accuracy.
+    def fit_epoch(self, x: np.ndarray, y: np.ndarray, *, seed: int, epoch: int = 0, order: np.ndarray | None = None,
+                  callbacks=(), progress=None) -> dict:
+        """One pass over the training images ``x[order], y[order]`` (``order`` None: as they are).
 
-        ``callbacks`` are Keras callbacks; only their ``on_epoch_begin``, ``on_train_batch_end`` and
-        ``on_epoch_end`` hooks are called, with no Keras model attached (``self.model`` is None).
+        Returns the mean loss and accuracy. With the recipe's ``sample_fraction`` the pass keeps a
+        subset of the images (drawn from ``seed``) and weights their losses
+        (``layerlab.train.sampling``); the loss and accuracy returned are then the weighted
+        estimates for all images, and ``"images"`` says how many were trained on.
+
+        ``progress(step, logs, steps)`` is called after every step. ``callbacks`` are Keras
+        callbacks; only their ``on_epoch_begin``, ``on_train_batch_end`` and ``on_epoch_end``
+        hooks are called, with no Keras model attached (``self.model`` is None).
         """
         torch.manual_seed(seed)  # dropout masks, reproducible on resume
         self.net.train()
         batch = self.recipe.batch_size
-        xs, ys = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-        total_loss, correct, seen = 0.0, 0, 0
+        ids = np.arange(len(x)) if order is None else np.asarray(order)
+        weights = None
+        if self.recipe.sample_fraction is not None:
+            if self.sampler is None:
+                self.sampler = ImportanceSampler(len(x), self.recipe.sample_fraction, self.recipe.sample_floor)
+            keep, weights = self.sampler.draw(ids, np.random.default_rng([seed, 4099]))
+            scale = keep.sum() / len(keep)  # a step's weighted loss then averages to the full mean loss
+            ids = ids[keep]
+        if order is None and weights is None:
+            xs, ys = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        else:
+            xs, ys = torch.from_numpy(x[ids]), torch.from_numpy(y[ids])  # one gather: contiguous copies
+        ws = None if weights is None else torch.from_numpy(weights)
+        total_loss, correct, seen = 0.0, 0.0, 0.0
         steps = math.ceil(len(xs) / batch)
         for callback in callbacks:
             callback.on_epoch_begin(epoch)
         for index in range(steps):
-            xb, yb = xs[index * batch:(index + 1) * batch], ys[index * batch:(index + 1) * batch]
-            loss, out = self._loss(xb, yb)
+            part = slice(index * batch, (index + 1) * batch)
+            xb, yb = xs[part], ys[part]
+            losses, out, errors = self._loss(xb, yb)
+            hits = (out.detach().argmax(dim=-1) == yb.argmax(dim=-1)).float()
+            if ws is None:
+                loss = losses.mean()
+                total_loss += float(loss.detach()) * len(xb)
+                correct += float(hits.sum())
+                seen += len(xb)
+            else:
+                wb = ws[part]
+                loss = (wb * losses).sum() * (scale / len(xb))
+                self.sampler.update(ids[part], errors.numpy())
+                total_loss += float((wb * losses.detach()).sum())
+                correct += float((wb * hits).sum())
+                seen += float(wb.sum())
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step(self.learning_rate)
             self._average()
             self.step += 1
-            total_loss += float(loss.detach()) * len(xb)
-            correct += int((out.argmax(dim=-1) == yb.argmax(dim=-1)).sum())
-            seen += len(xb)
             logs = {"loss": total_loss / seen, "accuracy": correct / seen}
             if progress is not None:
-                progress(index + 1, logs)
+                progress(index + 1, logs, steps)
             for callback in callbacks:
                 callback.on_train_batch_end(index, logs)
         logs = {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+        if ws is not None:
+            logs["images"] = len(xs)
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)
         return logs
@@ -356,17 +393,23 @@ class TorchTrainer:
         optimizer = [np.array(self.step, np.int64)]
         for m, v in zip(self.optimizer.m, self.optimizer.v, strict=True):
             optimizer += [m.numpy().copy(), v.numpy().copy()]
+        if self.sampler is not None:
+            optimizer.append(self.sampler.scores.copy())  # the importance sampler's per-image scores
         return model, optimizer
 
     def load_state(self, model: list[np.ndarray], optimizer: list[np.ndarray], path) -> None:
         params = list(self.net.params)
         expected = [tuple(p.shape) for p in params] * (2 if self.averages is not None else 1)
-        if [tuple(v.shape) for v in model] != expected or len(optimizer) != 1 + 2 * len(params):
+        arrays = 1 + 2 * len(params) + (self.recipe.sample_fraction is not None)
+        if [tuple(v.shape) for v in model] != expected or len(optimizer) != arrays:
             raise ModelFileError(
                 f"{path}: the checkpoint holds model variables of shapes {[tuple(v.shape) for v in model]} and "
-                f"{len(optimizer)} optimizer arrays, expected {expected} and {1 + 2 * len(params)} for this network and "
+                f"{len(optimizer)} optimizer arrays, expected {expected} and {arrays} for this network and "
                 "recipe. Fix: resume with the same spec and recipe, or start afresh."
             )
+        if self.recipe.sample_fraction is not None:
+            self.sampler = ImportanceSampler(len(optimizer[-1]), self.recipe.sample_fraction, self.recipe.sample_floor)
+            self.sampler.scores[:] = optimizer[-1]
         with torch.no_grad():
             for p, v in zip(params, model[:len(params)], strict=True):
                 p.copy_(torch.from_numpy(np.asarray(v, np.float32)))
