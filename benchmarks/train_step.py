@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from layerlab.train.torch_train import TorchTrainer
 
     spec = resolve_spec(args.spec)
-    recipe = FAST.replace(batch_size=args.batch_size, distill_epochs=0, sample_fraction=None)  # one step on every image
+    recipe = FAST.replace(batch_size=args.batch_size, distill_epochs=0, sample_fraction=None)  # every image once (no sampling)
     rng = np.random.default_rng(0)
     n = args.steps * args.batch_size
     x = rng.random((n, *spec.input_shape), dtype=np.float32)

@@ -68,15 +68,26 @@ def test_weighted_sums_over_draws_are_unbiased():
     estimates = np.asarray(estimates)
     standard_error = estimates.std() / np.sqrt(len(estimates))
     assert abs(estimates.mean() - values.sum()) < 4 * standard_error
-    assert standard_error > 0  # the draws did differ
 
 
 def test_recipe_validates_sampling_and_counts_its_steps():
     with pytest.raises(SpecError, match=r"sample_fraction=1\.5, expected None \(every image\) or 0 < value < 1"):
         FAST.replace(sample_fraction=1.5)
-    with pytest.raises(SpecError, match=r"sample_floor=0\.5, expected 0 < floor <= sample_fraction \(0\.4\)"):
+    with pytest.raises(SpecError, match=r"sample_floor=0\.5, expected 0 < floor <= sample_fraction \(0\.4\)\. Fix: "):
         FAST.replace(sample_fraction=0.4, sample_floor=0.5)
+    with pytest.raises(SpecError, match=r"sample_floor=0\.0, expected 0 < floor <= 1 \(1\.0\)\. Fix: sample_floor=0\.05"):
+        FAST.replace(sample_fraction=None, sample_floor=0.0)
     full = FAST.replace(sample_fraction=None, batch_size=256)
     assert run_steps(full, 60000, 10) == 10 * 235
     # The first epoch sees every image, the others 40% of them: 24000 images, 94 steps of 256.
     assert run_steps(full.replace(sample_fraction=0.4), 60000, 10) == 235 + 9 * 94
+    assert [run_steps(full.replace(sample_fraction=0.4), 60000, e) for e in (0, 1, 2)] == [0, 235, 329]  # where epochs start
+
+
+def test_an_epoch_of_another_training_set_is_one_clear_error():
+    sampler = _scored(100, 0.4, 0.05)
+    with pytest.raises(ValueError, match="this epoch has 90 training images, the sampler scored 100. Fix: "):
+        sampler.epoch(90, None, np.random.default_rng(0))
+    ids, weights, share = sampler.epoch(100, np.arange(100)[::-1], np.random.default_rng(0))
+    assert len(ids) == len(weights) and share == len(ids) / 100
+    assert np.all(np.diff(ids) < 0)  # the given order is kept

@@ -214,7 +214,9 @@ def test_importance_sampled_epochs_equal_keras_fit_with_sample_weights(keras, to
     from layerlab.train.loop import KerasTrainer
 
     spec = seed650()
-    recipe = FAST.replace(distill_epochs=0, sample_fraction=0.4, sample_floor=0.05, batch_size=64)
+    # Batch 128: a sampled epoch's ~205 images are 2 steps, its nominal share of the schedule (run_steps), so
+    # the torch trainer's schedule, which follows that share, and Keras' step counter agree.
+    recipe = FAST.replace(distill_epochs=0, sample_fraction=0.4, sample_floor=0.05, batch_size=128)
     rng = np.random.default_rng(6)
     x = rng.normal(0, 1, (512, 1, 28, 28)).astype(np.float32)
     targets = rng.dirichlet(np.ones(10), 512).astype(np.float32)
@@ -231,13 +233,59 @@ def test_importance_sampled_epochs_equal_keras_fit_with_sample_weights(keras, to
         keep, weights = ours.sampler.draw(order, np.random.default_rng([epoch, 4099]))  # the draw fit_epoch makes
         assert 0.2 < keep.mean() < 0.6 and weights.max() > 1.5  # a real subset, really re-weighted
         ours.fit_epoch(x, targets, order=order, seed=epoch, epoch=epoch)
-        theirs.kmodel.fit(x[order][keep], targets[order][keep], sample_weight=weights * keep.mean(), batch_size=64,
+        theirs.kmodel.fit(x[order][keep], targets[order][keep], sample_weight=weights * keep.mean(), batch_size=128,
                           epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
-    assert ours.step == int(theirs.optimizer.iterations.numpy()) < 3 * 8  # sampled epochs took fewer steps of 64
+    assert ours.step == int(theirs.optimizer.iterations.numpy()) == 4 + 2 + 2  # sampled epochs: 2 steps, not 4
+    assert ours.learning_rate == pytest.approx(theirs.learning_rate, rel=1e-5)
     expected, got = theirs.eval_weights(), ours.eval_weights()
     for layer in expected:
         for name in expected[layer]:
             np.testing.assert_allclose(got[layer][name], expected[layer][name], rtol=1e-4, atol=1e-5, err_msg=f"{layer}/{name}")
+            assert np.abs(expected[layer][name] - start[layer][name]).max() > 1e-3, f"{layer}/{name} did not train"
+
+
+def test_a_sampled_run_resumed_from_its_state_matches_the_straight_run(torch_train):
+    """state() / load_state() carry the sampler's scores: the resumed epoch draws and trains as the straight one."""
+    spec = seed650()
+    recipe = FAST.replace(distill_epochs=0, sample_fraction=0.4, batch_size=32)
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 1, (256, 1, 28, 28)).astype(np.float32)
+    targets = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 256)]
+    start = random_weights(spec, 5)
+    total = 8 + 2 * 4  # run_steps: 256 images, then 102 sampled ones per epoch, batch 32
+
+    def epoch(trainer, index):
+        order = np.random.default_rng([1, index]).permutation(256)
+        return trainer.fit_epoch(x, targets, order=order, seed=100 + index, epoch=index)
+
+    straight = torch_train.TorchTrainer(spec, start, recipe, total)
+    logs = [epoch(straight, i) for i in range(3)]
+    first = torch_train.TorchTrainer(spec, start, recipe, total)
+    epoch(first, 0)
+    model, optimizer = first.state()
+    assert len(optimizer) == 1 + 2 * 8 + 1 and np.isfinite(optimizer[-1]).all()  # every image scored
+    resumed = torch_train.TorchTrainer(spec, start, recipe, total)
+    resumed.load_state(model, optimizer, "checkpoint.npz")
+    assert [epoch(resumed, i) for i in (1, 2)] == logs[1:]
+    assert logs[1]["images"] < 200 and logs[0]["images"] == 256
+    assert straight.learning_rate == resumed.learning_rate == pytest.approx(0.0, abs=1e-12)  # the schedule ran to its end
+    for layer, arrays in straight.eval_weights().items():
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(resumed.eval_weights()[layer][name], value)
+    with pytest.raises(ModelFileError, match=r"expected .* and 17 for this network and recipe \(sample_fraction=None\)"):
+        torch_train.TorchTrainer(spec, start, recipe.replace(sample_fraction=None), total).load_state(model, optimizer, "c.npz")
+
+
+@pytest.mark.keras
+def test_keras_fit_refuses_a_sampling_recipe(keras):
+    from layerlab.keras_build import build_keras
+    from layerlab.train.loop import KerasTrainer, trained_recipe
+
+    spec, recipe = seed650(), FAST.replace(sample_fraction=0.4)
+    with pytest.raises(ValueError, match="Keras' fit trains on every image: pass trained_recipe"):
+        KerasTrainer(keras, build_keras(spec), spec, recipe, 10, 1, verbose=0)
+    assert trained_recipe(recipe, _chain((4,), S.BatchNormalization(name="bn"), S.Dense(name="d", units=2))).sample_fraction is None
+    assert trained_recipe(recipe, spec).sample_fraction == (0.4 if choose_trainer(spec)[0] == "torch" else None)
 
 
 @pytest.mark.keras

@@ -40,9 +40,9 @@ TRAIN_IMAGES = 3072  # a multiple of batch 64 x 16 steps per execution: no recom
 EPOCHS = 2
 # Measured: recipe 'fast' (no teacher, batch 64) on these 3072 images for 2 epochs: 0.78 test accuracy with
 # Keras' fit (every image, 96 steps, seed 7); 0.69-0.75 with the torch trainer, whose second epoch trains on
-# the 40% of the images importance sampling draws (68 steps; seeds 5-8). Chance is 0.10. The bar is the
-# issue's 60%, which leaves room for other seeds and library versions.
-MIN_ACCURACY = 0.60
+# the 40% of the images importance sampling draws (68 steps; seeds 5-8). Chance is 0.10. The bars leave
+# room for other seeds and library versions; the torch one is the issue's minimum, 60%.
+MIN_ACCURACY = {"keras": 0.65, "torch": 0.60}
 
 
 def _random_weights(model: S.Model, seed: int) -> dict[str, dict[str, np.ndarray]]:
@@ -249,7 +249,7 @@ def test_short_run_learns_and_writes_a_sane_report(straight_run, keras, mnist_di
     assert list(rows[0]) == ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "images", "seconds"]
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
     accuracies = [float(r["test_accuracy"]) for r in rows]
-    assert max(accuracies) >= MIN_ACCURACY
+    assert max(accuracies) >= MIN_ACCURACY["torch" if importlib.util.find_spec("torch") else "keras"]
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)  # the cosine ends at 0
 
@@ -263,8 +263,7 @@ def test_short_run_learns_and_writes_a_sane_report(straight_run, keras, mnist_di
         assert run["sample_fraction_used"] == QUICK.sample_fraction
         images = [int(r["images"]) for r in rows]
         assert images[0] == TRAIN_IMAGES  # the first epoch sees every image
-        if QUICK.sample_fraction:
-            assert all(abs(n - QUICK.sample_fraction * TRAIN_IMAGES) < 0.1 * TRAIN_IMAGES for n in images[1:])
+        assert all(abs(n - QUICK.sample_fraction * TRAIN_IMAGES) < 0.1 * TRAIN_IMAGES for n in images[1:])
     assert run["versions"]["keras"] == keras.__version__
     assert "first_epoch_0.980" in run and run["wall_seconds"] > 0
 
@@ -299,11 +298,10 @@ def test_keras_fit_trains_what_torch_cannot(keras, mnist_dir, tmp_path, monkeypa
           log=lines.append)
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["trainer"] == "keras (LAYERLAB_TRAINER=keras)"
-    assert run["best_test_accuracy"] >= MIN_ACCURACY and run["epochs_done"] == EPOCHS
+    assert run["best_test_accuracy"] >= MIN_ACCURACY["keras"] and run["epochs_done"] == EPOCHS
     # Keras' fit trains on every image: importance sampling is off, and run.json says so.
     assert run["sample_fraction_used"] is None
-    if QUICK.sample_fraction:
-        assert any(line.startswith("note: importance sampling needs the torch trainer (LAYERLAB_TRAINER=keras)") for line in lines)
+    assert any(line.startswith("note: importance sampling needs the torch trainer (LAYERLAB_TRAINER=keras)") for line in lines)
     with open(tmp_path / "history.csv", newline="") as fh:
         assert {int(r["images"]) for r in csv.DictReader(fh)} == {TRAIN_IMAGES}
 
@@ -340,6 +338,7 @@ def test_interrupted_run_resumes_and_matches_a_straight_run(straight_run, keras,
     for got, expected in zip(resumed, straight, strict=True):
         for key in ("loss", "accuracy", "test_loss", "test_accuracy", "lr"):
             assert float(got[key]) == pytest.approx(float(expected[key]), rel=1e-4, abs=1e-6), (got["epoch"], key)
+        assert got["images"] == expected["images"]  # the resumed epoch drew the straight run's images
     run = json.loads((out / "run.json").read_text())
     assert run["interrupted"] is False and run["epochs_done"] == EPOCHS
 

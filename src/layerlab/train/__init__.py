@@ -7,7 +7,9 @@
 Modules: ``recipes`` (hyper-parameters, the 'seed' and 'fast' recipes), ``fold`` (input
 standardisation folded into the first layer, numpy only), ``loop`` (one seed's epochs),
 ``checkpoints`` (atomic checkpoint and model files), ``report`` (history.csv, plots, run.json),
-``runner`` (K seeds, the report folder, --resume). Keras is imported only when training starts.
+``runner`` (K seeds, the report folder, --resume), ``torch_train`` (the torch trainer),
+``sampling`` (importance sampling of training images, numpy only), ``distill`` (the teacher).
+Keras is imported only when training starts.
 """
 
 from __future__ import annotations

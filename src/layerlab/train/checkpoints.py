@@ -4,11 +4,13 @@ A checkpoint is ONE .npz file (no pickle) so that it is replaced in one rename:
 
     meta                 uint8 bytes of a JSON object: epoch, history, best, seed, elapsed, ...
     model/<i>            the training model's variables, in ``model.weights`` order
-    optimizer/<i>        the optimizer's variables (step counter, Adam moments, EMA averages)
+    optimizer/<i>        the optimizer's variables (step counter, Adam moments, EMA averages; the torch
+                         trainer's last one the importance sampler's per-image scores when sampling)
     best/<layer>/<name>  the best weights so far, folded, as the saved model takes them
 
-The learning-rate schedule reads the optimizer's step counter, and each epoch's shuffle and
-Keras seed derive from (seed, epoch), so weights + optimizer + epoch restore the whole state.
+The learning-rate schedule reads the optimizer's step counter (or, sampling, the epoch), and each
+epoch's shuffle, draw and seed derive from (seed, epoch), so weights + optimizer + epoch restore the
+whole state.
 """
 
 from __future__ import annotations

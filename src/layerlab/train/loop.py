@@ -102,6 +102,8 @@ class KerasTrainer:
 
     def __init__(self, keras, kmodel, train_spec: S.Model, recipe: Recipe, total_steps: int, total_epochs: int, verbose: int,
                  *, from_logits: bool = False):
+        if recipe.sample_fraction is not None:
+            raise ValueError("Keras' fit trains on every image: pass trained_recipe(recipe, spec), which turns importance sampling off")
         self.keras, self.kmodel, self.train_spec, self.recipe = keras, kmodel, train_spec, recipe
         self.optimizer = make_optimizer(keras, recipe, total_steps)
         loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=recipe.label_smoothing)
@@ -124,7 +126,7 @@ class KerasTrainer:
             x, y, batch_size=self.recipe.batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
             verbose=self.verbose, callbacks=[*self.progbar, *callbacks],
         )
-        return {"loss": float(fitted.history["loss"][-1]), "accuracy": float(fitted.history["accuracy"][-1])}
+        return {"loss": float(fitted.history["loss"][-1]), "accuracy": float(fitted.history["accuracy"][-1]), "images": len(x)}
 
     def predict(self, x) -> np.ndarray:
         with _averaged(self.kmodel, self.optimizer):
@@ -291,7 +293,7 @@ def run_one(
                 "test_loss": test_loss,
                 "test_accuracy": test_accuracy,
                 "lr": trainer.learning_rate,
-                "images": fitted.get("images", len(data.x_train)),
+                "images": fitted.get("images", len(data.x_train)),  # the torch trainer without sampling: all
                 "seconds": seconds,
                 "elapsed": elapsed,
             }

@@ -115,10 +115,15 @@ class Recipe:
         if not self.learning_rate > 0:
             raise SpecError(f"{where}: learning_rate={self.learning_rate!r}, expected > 0.")
         if self.sample_fraction is not None and not 0.0 < self.sample_fraction < 1.0:
-            raise SpecError(f"{where}: sample_fraction={self.sample_fraction!r}, expected None (every image) or 0 < value < 1.")
+            raise SpecError(
+                f"{where}: sample_fraction={self.sample_fraction!r}, expected None (every image) or 0 < value < 1. "
+                "Fix: sample_fraction=0.4."
+            )
+        bound = "sample_fraction" if self.sample_fraction is not None else "1"
         if not 0.0 < self.sample_floor <= (self.sample_fraction or 1.0):
             raise SpecError(
-                f"{where}: sample_floor={self.sample_floor!r}, expected 0 < floor <= sample_fraction ({self.sample_fraction})."
+                f"{where}: sample_floor={self.sample_floor!r}, expected 0 < floor <= {bound} ({self.sample_fraction or 1.0}). "
+                "Fix: sample_floor=0.05."
             )
 
     def replace(self, **changes) -> Recipe:
@@ -152,7 +157,8 @@ FAST = Recipe(
     name="fast",
     description="Adam, linear warm-up 1e-3 -> 1e-2 then cosine to 0, batch 256, standardised input "
     "folded into conv1, EMA of the weights, bias initializer zeros, soft targets from a 2-epoch teacher CNN "
-    "(distillation, temperature 3, weight 0.5), importance sampling of 40% of the images per epoch",
+    "(distillation, temperature 3, weight 0.5), importance sampling of 40% of the images in every epoch after the "
+    "first (torch trainer; Keras' fit trains every image)",
     optimizer="adam",
     learning_rate=1e-2,
     schedule="warmup_cosine",
@@ -194,12 +200,13 @@ def run_steps(recipe: Recipe, num_images: int, epochs: int) -> int:
     """Optimizer steps of a whole run, which the schedule spans.
 
     With importance sampling the first epoch sees every image and the others about
-    ``sample_fraction * num_images`` (the count varies by a few images from epoch to epoch;
-    the schedule holds its final rate if a run takes a few steps more).
+    ``sample_fraction * num_images``. The number an epoch draws varies, so the torch trainer
+    moves each sampled epoch through exactly its nominal share of these steps, whatever the
+    number of steps it takes.
     """
     full = steps_per_epoch(num_images, recipe.batch_size)
-    if recipe.sample_fraction is None:
-        return epochs * full
+    if recipe.sample_fraction is None or epochs <= 0:
+        return max(epochs, 0) * full
     return full + (epochs - 1) * steps_per_epoch(max(1, round(recipe.sample_fraction * num_images)), recipe.batch_size)
 
 
@@ -238,7 +245,7 @@ def make_optimizer(keras, recipe: Recipe, total_steps: int):
     Args:
         keras: the keras module (layerlab.keras_build.import_keras()).
         recipe: the recipe.
-        total_steps: optimizer steps of the whole run (epochs * steps_per_epoch); the schedule
+        total_steps: optimizer steps of the whole run (``run_steps``); the schedule
             reads the optimizer's own step counter, so it resumes where it stopped.
     """
     warmup_steps = int(recipe.warmup_fraction * total_steps)

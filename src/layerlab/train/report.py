@@ -19,10 +19,13 @@ TARGET_ACCURACY = 0.98
 
 def history_csv(history: list[dict]) -> str:
     """One line per epoch: epoch, train loss and accuracy, test loss and accuracy, learning
-    rate at the end of the epoch, and the epoch's wall-clock seconds (training + evaluation)."""
+    rate at the end of the epoch, the images trained on (fewer with importance sampling; empty
+    for epochs of checkpoints written before this column) and the epoch's wall-clock seconds
+    (training + evaluation)."""
     lines = [",".join(HISTORY_COLUMNS)]
     for row in history:
-        lines.append(",".join(str(row.get(c, "")) if c in ("epoch", "images") else f"{row[c]:.6g}" for c in HISTORY_COLUMNS))
+        numbers = (f"{row[c]:.6g}" for c in HISTORY_COLUMNS[1:-2])
+        lines.append(",".join([str(row["epoch"]), *numbers, str(row.get("images", "")), f"{row['seconds']:.6g}"]))
     return "\n".join(lines) + "\n"
 
 

@@ -12,8 +12,8 @@ network's output (``|softmax - target|``, cheap, the usual stand-in for the grad
 last time the image was seen and ``tau`` makes the ``p_i`` add up to ``f * N``. Its loss is
 weighted by ``1 / p_i``, so the expected gradient of an epoch is the gradient over all
 images: the recipe optimises the same objective, not a re-weighted one. The floor keeps every
-image in play (one in ``1 / floor`` epochs at least) and bounds the weights. Images never seen
-yet (the first epoch) are always drawn.
+image in play (drawn at least once in ``1 / floor`` epochs on average) and bounds the weights.
+Images never seen yet (the first epoch) are always drawn.
 
 This is importance sampling with the output gradient norm as the importance (Katharopoulos and
 Fleuret, "Not All Samples Are Created Equal", ICML 2018; Loshchilov and Hutter, "Online Batch
@@ -54,7 +54,9 @@ class ImportanceSampler:
         def total(tau: float) -> float:
             return float(np.clip(seen / tau, self.floor, 1.0).sum())
 
-        # total(tau) falls as tau grows; bisect on log(tau) between "all at 1" and "all at the floor".
+        # total(tau) falls as tau grows; bisect on log(tau) between "all at 1" and "all at the floor"
+        # (1e-30 keeps the logarithm finite for zero scores; 60 halvings of the log-interval reach
+        # float64 precision).
         low, high = max(float(seen.min()), 1e-30), max(float(seen.max()), 1e-30) / self.floor
         for _ in range(60):
             middle = (low * high) ** 0.5
@@ -75,6 +77,26 @@ class ImportanceSampler:
         keep = rng.random(len(ids)) < p
         return keep, (1.0 / p[keep]).astype(np.float32)
 
+    def epoch(self, num_images: int, order: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+        """An epoch's images: (ids to train on, in ``order``'s order; their loss weights; the kept share).
+
+        Raises:
+            ValueError: ``num_images`` is not the number of images scored.
+        """
+        if num_images != len(self.scores):
+            raise ValueError(
+                f"importance sampling: this epoch has {num_images} training images, the sampler scored "
+                f"{len(self.scores)}. Fix: train every epoch of a run (and its resume) on the same training set."
+            )
+        ids = np.arange(num_images) if order is None else np.asarray(order)
+        keep, weights = self.draw(ids, rng)
+        return ids[keep], weights, float(keep.mean())
+
     def update(self, ids: np.ndarray, scores: np.ndarray) -> None:
-        """Record the output-gradient sizes of the images ``ids`` just trained on."""
+        """Record the output-gradient sizes of the images just trained on.
+
+        Args:
+            ids: (B,) positions in the training set.
+            scores: (B,) float, |softmax - target| of each.
+        """
         self.scores[ids] = scores

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from layerlab import spec as S
 from layerlab.errors import ModelFileError
-from layerlab.train.recipes import Recipe, effective_ema_momentum, learning_rate_at
+from layerlab.train.recipes import Recipe, effective_ema_momentum, learning_rate_at, run_steps
 from layerlab.train.sampling import ImportanceSampler
 
 SUPPORTED = (
@@ -262,12 +262,13 @@ class TorchTrainer:
         self.optimizer = KerasAdam(params, recipe)
         self.momentum = effective_ema_momentum(recipe, total_steps)
         self.averages = [p.detach().clone() for p in params] if self.momentum is not None else None
-        self.step = 0
+        self.step = 0  # optimizer steps taken (Adam's t, the EMA's first step)
+        self.position = 0.0  # where the schedule is, in steps (= self.step unless the recipe samples)
         self.sampler: ImportanceSampler | None = None  # made by the first epoch when the recipe samples
 
     @property
     def learning_rate(self) -> float:
-        return learning_rate_at(self.recipe, self.step, self.total_steps)
+        return learning_rate_at(self.recipe, self.position, self.total_steps)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(per-image loss (B,), the network's output, per-image |probabilities - target| (B,))."""
@@ -291,8 +292,10 @@ class TorchTrainer:
 
         Returns the mean loss and accuracy. With the recipe's ``sample_fraction`` the pass keeps a
         subset of the images (drawn from ``seed``) and weights their losses
-        (``layerlab.train.sampling``); the loss and accuracy returned are then the weighted
-        estimates for all images, and ``"images"`` says how many were trained on.
+        (``layerlab.train.sampling``): the loss and accuracy returned are then the weighted
+        estimates for all images (NaN if the draw kept none), ``"images"`` says how many were
+        trained on, and the epoch covers its nominal share of the schedule
+        (``recipes.run_steps``) whatever that number.
 
         ``progress(step, logs, steps)`` is called after every step. ``callbacks`` are Keras
         callbacks; only their ``on_epoch_begin``, ``on_train_batch_end`` and ``on_epoch_end``
@@ -301,52 +304,49 @@ class TorchTrainer:
         torch.manual_seed(seed)  # dropout masks, reproducible on resume
         self.net.train()
         batch = self.recipe.batch_size
-        ids = np.arange(len(x)) if order is None else np.asarray(order)
-        weights = None
-        if self.recipe.sample_fraction is not None:
+        sampled = self.recipe.sample_fraction is not None
+        ids = None if order is None else np.asarray(order)
+        if sampled:
             if self.sampler is None:
                 self.sampler = ImportanceSampler(len(x), self.recipe.sample_fraction, self.recipe.sample_floor)
-            keep, weights = self.sampler.draw(ids, np.random.default_rng([seed, 4099]))
-            scale = keep.sum() / len(keep)  # a step's weighted loss then averages to the full mean loss
-            ids = ids[keep]
-        if order is None and weights is None:
+            ids, weights, scale = self.sampler.epoch(len(x), ids, np.random.default_rng([seed, 4099]))
+            first = run_steps(self.recipe, len(x), epoch)  # the schedule's position at the epoch's start
+            nominal = run_steps(self.recipe, len(x), epoch + 1) - first
+        if ids is None:
             xs, ys = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
         else:
             xs, ys = torch.from_numpy(x[ids]), torch.from_numpy(y[ids])  # one gather: contiguous copies
-        ws = None if weights is None else torch.from_numpy(weights)
         total_loss, correct, seen = 0.0, 0.0, 0.0
         steps = math.ceil(len(xs) / batch)
         for callback in callbacks:
             callback.on_epoch_begin(epoch)
         for index in range(steps):
             part = slice(index * batch, (index + 1) * batch)
-            xb, yb = xs[part], ys[part]
-            losses, out, errors = self._loss(xb, yb)
-            hits = (out.detach().argmax(dim=-1) == yb.argmax(dim=-1)).float()
-            if ws is None:
-                loss = losses.mean()
-                total_loss += float(loss.detach()) * len(xb)
-                correct += float(hits.sum())
-                seen += len(xb)
+            losses, out, errors = self._loss(xs[part], ys[part])
+            hits = (out.detach().argmax(dim=-1) == ys[part].argmax(dim=-1)).float()
+            if not sampled:
+                w, loss = torch.ones(len(hits)), losses.mean()
             else:
-                wb = ws[part]
-                loss = (wb * losses).sum() * (scale / len(xb))
+                w = torch.from_numpy(weights[part])
+                loss = (w * losses).sum() * (scale / len(hits))  # averages to the full mean loss
                 self.sampler.update(ids[part], errors.numpy())
-                total_loss += float((wb * losses.detach()).sum())
-                correct += float((wb * hits).sum())
-                seen += float(wb.sum())
+            total_loss += float((w * losses.detach()).sum())
+            correct += float((w * hits).sum())
+            seen += float(w.sum())
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step(self.learning_rate)
             self._average()
             self.step += 1
+            self.position = first + (index + 1) * nominal / steps if sampled else self.step
             logs = {"loss": total_loss / seen, "accuracy": correct / seen}
             if progress is not None:
                 progress(index + 1, logs, steps)
             for callback in callbacks:
                 callback.on_train_batch_end(index, logs)
-        logs = {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
-        if ws is not None:
+        logs = {"loss": total_loss / seen, "accuracy": correct / seen} if seen else {"loss": math.nan, "accuracy": math.nan}
+        if sampled:
+            self.position = first + nominal  # also when the draw kept no image
             logs["images"] = len(xs)
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)
@@ -388,13 +388,14 @@ class TorchTrainer:
             return self.net.weights()
 
     def state(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(model values: weights then averages, optimizer values: step then Adam's moments)."""
+        """(model values: weights then averages, optimizer values: step, Adam's moments, then the
+        importance sampler's per-image scores when the recipe samples)."""
         model = [p.detach().numpy().copy() for p in self.net.params] + [a.numpy().copy() for a in self.averages or []]
         optimizer = [np.array(self.step, np.int64)]
         for m, v in zip(self.optimizer.m, self.optimizer.v, strict=True):
             optimizer += [m.numpy().copy(), v.numpy().copy()]
         if self.sampler is not None:
-            optimizer.append(self.sampler.scores.copy())  # the importance sampler's per-image scores
+            optimizer.append(self.sampler.scores.copy())
         return model, optimizer
 
     def load_state(self, model: list[np.ndarray], optimizer: list[np.ndarray], path) -> None:
@@ -404,8 +405,8 @@ class TorchTrainer:
         if [tuple(v.shape) for v in model] != expected or len(optimizer) != arrays:
             raise ModelFileError(
                 f"{path}: the checkpoint holds model variables of shapes {[tuple(v.shape) for v in model]} and "
-                f"{len(optimizer)} optimizer arrays, expected {expected} and {arrays} for this network and "
-                "recipe. Fix: resume with the same spec and recipe, or start afresh."
+                f"{len(optimizer)} optimizer arrays, expected {expected} and {arrays} for this network and recipe "
+                f"(sample_fraction={self.recipe.sample_fraction}). Fix: resume with the same spec and recipe, or start afresh."
             )
         if self.recipe.sample_fraction is not None:
             self.sampler = ImportanceSampler(len(optimizer[-1]), self.recipe.sample_fraction, self.recipe.sample_floor)
@@ -416,6 +417,7 @@ class TorchTrainer:
             for a, v in zip(self.averages or [], model[len(params):], strict=True):
                 a.copy_(torch.from_numpy(np.asarray(v, np.float32)))
         self.step = self.optimizer.iterations = int(optimizer[0])
+        self.position = float(self.step)  # a sampled epoch sets its own from its index
         with torch.no_grad():
             for i, (m, v) in enumerate(zip(self.optimizer.m, self.optimizer.v, strict=True)):
                 m.copy_(torch.from_numpy(np.asarray(optimizer[1 + 2 * i], np.float32)))
