@@ -70,11 +70,11 @@ def soft_targets(
     """
     from layerlab.keras_build import build_keras
     from layerlab.train.loop import make_trainer
-    from layerlab.train.recipes import Recipe
+    from layerlab.train.recipes import Recipe, run_steps
 
     spec = teacher_spec(x_train.shape[1:], data_format or S.CHANNELS_LAST)
     recipe = Recipe(name="teacher", description="Adam 2e-3, batch 128", learning_rate=2e-3, batch_size=128, epochs=epochs)
-    total_steps = epochs * -(-len(x_train) // recipe.batch_size)
+    total_steps = run_steps(recipe, len(x_train), epochs)
     trainer, _ = make_trainer(keras, build_keras(spec, seed=seed), spec, recipe, total_steps, epochs, 0, from_logits=True)
     order = np.random.default_rng([seed, 7919]).permutation(len(x_train))
     for epoch in range(epochs):

@@ -293,7 +293,7 @@ def run_one(
                 "test_loss": test_loss,
                 "test_accuracy": test_accuracy,
                 "lr": trainer.learning_rate,
-                "images": fitted.get("images", len(data.x_train)),  # the torch trainer without sampling: all
+                "images": fitted["images"],
                 "seconds": seconds,
                 "elapsed": elapsed,
             }

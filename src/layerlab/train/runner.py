@@ -290,13 +290,14 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
     """Model files, history, plots, summary and run.json for one run (or the best of several)."""
     from layerlab.keras_build import build_keras
 
+    trained = trained_recipe(recipe, network)  # what the chosen trainer runs
     summary: dict = {
         "spec": network.name, "recipe": recipe.to_dict(), "init": config["init"] or "recipe/spec",
         "standardized": data.standardized, "seeds": [config["seed"] + i for i in range(config["runs"])],
         "train_images": len(data.x_train), "test_images": len(data.x_test), "versions": report.versions(),
         "ema_momentum_used": effective_ema_momentum(
-            recipe, run_steps(trained_recipe(recipe, network), len(data.x_train), recipe.epochs)),
-        "sample_fraction_used": trained_recipe(recipe, network).sample_fraction,
+            recipe, run_steps(trained, len(data.x_train), recipe.epochs)),
+        "sample_fraction_used": trained.sample_fraction,
         "interrupted": bool(result.interrupted if interrupted is None else interrupted),
     }
     if result is not None and result.best_weights:

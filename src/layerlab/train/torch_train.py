@@ -293,9 +293,9 @@ class TorchTrainer:
         Returns the mean loss and accuracy. With the recipe's ``sample_fraction`` the pass keeps a
         subset of the images (drawn from ``seed``) and weights their losses
         (``layerlab.train.sampling``): the loss and accuracy returned are then the weighted
-        estimates for all images (NaN if the draw kept none), ``"images"`` says how many were
-        trained on, and the epoch covers its nominal share of the schedule
-        (``recipes.run_steps``) whatever that number.
+        estimates for all images (NaN if the draw kept none), and the epoch covers its nominal
+        share of the schedule (``recipes.run_steps``) whatever number it trained on.
+        ``"images"`` says how many images the pass trained on.
 
         ``progress(step, logs, steps)`` is called after every step. ``callbacks`` are Keras
         callbacks; only their ``on_epoch_begin``, ``on_train_batch_end`` and ``on_epoch_end``
@@ -345,9 +345,9 @@ class TorchTrainer:
             for callback in callbacks:
                 callback.on_train_batch_end(index, logs)
         logs = {"loss": total_loss / seen, "accuracy": correct / seen} if seen else {"loss": math.nan, "accuracy": math.nan}
+        logs["images"] = len(xs)
         if sampled:
             self.position = first + nominal  # also when the draw kept no image
-            logs["images"] = len(xs)
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)
         return logs
