@@ -89,7 +89,7 @@ def random_weights(spec, seed: int = 0) -> dict:
     for info in spec.infos:
         arrays = {}
         for name, shape in info.layer.weight_shapes(info.input_shapes[0]).items():
-            if name == "kernel":
+            if name.endswith("kernel"):  # kernel, depthwise_kernel, pointwise_kernel
                 value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
             elif name in ("gamma", "moving_variance"):
                 value = rng.uniform(0.5, 1.5, shape)

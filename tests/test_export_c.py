@@ -306,7 +306,7 @@ def test_graph_model_is_refused_with_one_clear_error(tmp_path):
         S.Conv2D(name="a", filters=2, kernel_size=3, padding="same"),
         S.Add(name="sum", inputs=("a", "input")),
     ))
-    with pytest.raises(ExportError, match=r"layer 1 'sum' \(Add\) is part of a graph"):
+    with pytest.raises(ExportError, match=r"C export: layer 1 'sum' \(Add\) is not supported because graphs"):
         export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", verify=False)
     assert not (tmp_path / "o").exists()
 

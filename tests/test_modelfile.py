@@ -142,7 +142,8 @@ def test_keras3_handwritten_functional(keras, tmp_path):
     model.save(tmp_path / "hand.keras")
     net = layerlab.load(tmp_path / "hand.keras")
     assert [getattr(l, "activation", None) for l in net.spec.layers] == [
-        "hard_sigmoid", "relu6", "leaky_relu", None, "silu", "softmax"]
+        "hard_sigmoid", None, "leaky_relu", None, "silu", "softmax"]
+    assert net.spec.layers[1] == S.ReLU(name="relu6", max_value=6.0)
     x = rng.normal(0, 2, (6, 6, 5, 2)).astype(np.float32)
     assert np.max(np.abs(net.predict(x) - model.predict(x, verbose=0))) <= TOLERANCE
 
@@ -228,7 +229,8 @@ def test_keras2_functional_spec(k2_dir):
     by_name = {l.name: l for l in spec.layers}
     assert by_name["c2"].inputs == ("rescale",)  # not the previous layer: named
     assert by_name["add"].inputs == ("c1", "c2") and by_name["cat"].inputs == ("relu6", "leaky")
-    assert (by_name["relu6"].activation, by_name["leaky"].activation, by_name["sm"].activation) == ("relu6", "leaky_relu", "softmax")
+    assert by_name["relu6"] == S.ReLU(name="relu6", max_value=6.0)
+    assert (by_name["leaky"].activation, by_name["sm"].activation) == ("leaky_relu", "softmax")
     assert by_name["rescale"] == S.Rescaling(name="rescale", scale=0.5, offset=-0.25)
     assert spec.input_shape == (8, 7, 3)
 

@@ -324,7 +324,7 @@ def test_npy_input_and_channels_first(tmp_path, capsys):
     (lambda: probe(S.Conv2D(name="c", filters=1, kernel_size=4), SEED), SpecError, r"kernel_size=\(4, 4\) does not fit input \(3, 5\) with padding='valid'"),
     (lambda: pool(strides=0), SpecError, r"strides=\(0, 0\) must be positive"),
     (lambda: probe(S.Dense(name="d", units=2), SEED), ShapeError, r"Dense 'd' takes a vector"),
-    (lambda: probe(S.Activation(name="a", activation="relu"), SEED), Exception, r"not supported. Supported: Conv2D"),
+    (lambda: probe(S.Activation(name="a", activation="relu"), SEED), Exception, r"probe: layer .a. \(Activation\) is not supported because it is element-wise"),
     (lambda: probe(pool(), SEED, {"kernel": [1]}), ShapeError, r"has no weight\(s\) \['kernel'\]"),
     (lambda: probe("maxpool", SEED), Exception, r"expected a layerlab spec layer or a Keras layer, received str"),
     (lambda: probe(S.Conv2D(name="c", filters=1, kernel_size=2), SEED, {"kernel": np.ones((2, 2))}), ShapeError,

@@ -53,7 +53,7 @@ ERRORS = [
     ({"type": "Conv2D", "name": "c", "filters": 1, "kernel_size": 3, "dilation_rate": 2}, r"kernel_size=\(3, 3\) \(dilated span \(5, 5\)\) does not fit input \(4, 4\).*span \(k - 1\) \* d \+ 1 <= \(4, 4\)"),
     ({"type": "MaxPooling2D", "name": "p", "pool_size": 5}, r"pool_size=\(5, 5\) does not fit input \(4, 4\)"),
     ({"type": "Dense", "name": "d", "units": 3}, r"Dense needs a 1-D input, received shape \(4, 4, 1\)\. Add a Flatten layer before it"),
-    ({"type": "Conv3D", "name": "x"}, r"unknown layer type 'Conv3D'\. Supported: Conv2D, MaxPooling2D"),
+    ({"type": "Conv3D", "name": "x"}, r"unknown layer type 'Conv3D'\. Supported: Conv2D, Conv1D, DepthwiseConv2D"),
     ({"type": "Conv2D", "name": "c", "filters": 1, "kernel_size": 3, "stride": 2}, r"unknown argument\(s\) stride for Conv2D"),
     ({"type": "Conv2D", "name": "c", "filters": 1}, r"missing 1 required keyword-only argument: 'kernel_size'"),
     ({"type": "Reshape", "name": "r", "target_shape": [5, 5]}, r"target_shape=\(5, 5\) holds 25 values but the input \(4, 4, 1\) has 16"),

@@ -21,6 +21,8 @@ from layerlab import spec as S
 
 FILL = {
     "Conv2D": "Conv2D pads with zeros: a padded cell adds 0 * weight = 0 to the sum.",
+    "DepthwiseConv2D": "DepthwiseConv2D pads with zeros, and each window reads ONE input channel: output channel "
+    "c * depth_multiplier + m is input channel c convolved with kernel[:, :, c, m] (Conv2D sums over every channel).",
     "MaxPooling2D": "MaxPooling2D pads with -inf: a padded cell is never selected, so a border window "
     "returns the max of its real cells only (this is not zero padding).",
     "AveragePooling2D": "AveragePooling2D leaves padded cells out: a border window divides the sum of its "
@@ -88,6 +90,8 @@ def describe(layer: S.Layer) -> str:
     """``Type 'name': arg=value, ...`` with the arguments that shape the computation."""
     args = {
         S.Conv2D: ("filters", "kernel_size", "strides", "padding", "dilation_rate", "data_format", "use_bias", "activation"),
+        S.DepthwiseConv2D: ("kernel_size", "depth_multiplier", "strides", "padding", "dilation_rate", "data_format",
+                            "use_bias", "activation"),
         S.MaxPooling2D: ("pool_size", "strides", "padding", "data_format"),
         S.AveragePooling2D: ("pool_size", "strides", "padding", "data_format"),
         S.ZeroPadding2D: ("padding", "data_format"),
@@ -140,6 +144,14 @@ def _weight_text(layer, name: str, value: np.ndarray, precision: int) -> str:
             for c in range(value.shape[2]):
                 grid = format_grid([[fmt(v, precision) for v in row] for row in value[:, :, c, f]], "  ")
                 blocks.append(grid if value.shape[2] * value.shape[3] == 1 else f"  filter {f}, input channel {c}:\n{grid}")
+        return "\n".join(blocks)
+    if isinstance(layer, S.DepthwiseConv2D) and name == "kernel":
+        head = f"kernel: shape {value.shape} = (kernel_h, kernel_w, in_channels, depth_multiplier), as Keras"
+        blocks = [head]
+        for c in range(value.shape[2]):
+            for m in range(value.shape[3]):
+                grid = format_grid([[fmt(v, precision) for v in row] for row in value[:, :, c, m]], "  ")
+                blocks.append(f"  input channel {c} -> output channel {c * value.shape[3] + m}:\n{grid}")
         return "\n".join(blocks)
     if name == "kernel":  # Dense (in, units)
         return f"kernel: shape {value.shape} = (in_features, units)\n" + format_grid([[fmt(v, precision) for v in row] for row in value], "  ")
@@ -287,6 +299,21 @@ def _window_lines(result, w, grids, pre, post, precision: int) -> list[str]:
             body = _sum_text(terms, len(terms), None if bias is None else fmt(bias[f], precision))
             label = "" if kernel.shape[3] == 1 else f"filter {f}: "
             lines.append(f"      {label}{body}{_activated(pre[f][w.out], post[f][w.out], layer.activation, precision)}")
+        return lines
+    if isinstance(layer, S.DepthwiseConv2D):
+        kernel = result.weights["kernel"]  # (kh, kw, C, M)
+        taps = kernel.reshape(-1, *kernel.shape[2:])  # (kh * kw, C, M)
+        bias = result.weights.get("bias")
+        multiplier = kernel.shape[3]
+        lines = [reads]
+        for c, grid in enumerate(grids):
+            for m in range(multiplier):
+                o = c * multiplier + m
+                terms = [f"{_paren(fmt(taps[t, c, m], precision))}*" + ("0[pad]" if cell.padding else _paren(fmt(grid[cell.index], precision)))
+                         for t, cell in enumerate(w.cells)]
+                body = _sum_text(terms, len(terms), None if bias is None else fmt(bias[o], precision))
+                lines.append(f"      channel {o} (reads input channel {c} only): {body}"
+                             f"{_activated(pre[o][w.out], post[o][w.out], layer.activation, precision)}")
         return lines
     single = len(grids) == 1
     lines = [] if single else [reads]

@@ -21,10 +21,11 @@ from layerlab.explain import channel_grids, describe, fmt
 
 MAX_CHANNELS = 4  # channels drawn per side; the text explanation has them all
 PAD_FACE, PAD_EDGE, PAD_TEXT = "#e4e4e4", "#9a9a9a", "#6b6b6b"
-PAD_LABEL = {"Conv2D": "pad\n0", "MaxPooling2D": "pad\n-inf", "AveragePooling2D": "pad\nskip", "ZeroPadding2D": "pad\n0"}
+PAD_LABEL = {"Conv2D": "pad\n0", "DepthwiseConv2D": "pad\n0", "MaxPooling2D": "pad\n-inf", "AveragePooling2D": "pad\nskip", "ZeroPadding2D": "pad\n0"}
 DPI = 120
 FOOTNOTE = {
     "Conv2D": "hatched = padding: Conv2D pads zeros",
+    "DepthwiseConv2D": "hatched = padding (zeros); each output channel c*M+m reads input channel c ONLY",
     "MaxPooling2D": "hatched = padding: MaxPooling2D pads -inf, never selected;  bold = the value each window selected",
     "AveragePooling2D": "hatched = padding: AveragePooling2D leaves it out of the count it divides by",
     "ZeroPadding2D": "hatched = padding: real zeros",

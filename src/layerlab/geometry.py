@@ -13,6 +13,9 @@ Rules, per spatial axis of length ``n``, window ``kernel``, ``stride``, ``dilati
   goes AFTER (bottom/right): ``after = total - before``.
   # extra pad goes after, as tensorflow/lite/kernels/padding.h and
   # keras/src/ops/operation_utils.py (compute_conv_output_shape) do.
+* ``padding='causal'`` (Conv1D only): ``before = span - 1``, ``after = 0``, then 'valid', so
+  ``out = ceil(n / stride)`` and output ``t`` reads inputs up to ``t * stride`` only (Keras'
+  ``Conv1D`` pads the left side of the sequence by ``dilation_rate * (kernel_size - 1)``).
 * What fills the padding is the layer's business, not geometry's: Conv2D pads zeros;
   MaxPooling2D pads cells that can never win (as -inf); AveragePooling2D leaves padded cells out
   of the count it divides by.
@@ -24,7 +27,8 @@ from dataclasses import dataclass
 
 VALID = "valid"
 SAME = "same"
-PADDINGS = (VALID, SAME)
+CAUSAL = "causal"
+PADDINGS = (VALID, SAME)  # 2-D layers and pooling; Conv1D also takes CAUSAL
 
 
 def dilated_span(kernel: int, dilation: int = 1) -> int:
@@ -46,12 +50,12 @@ def output_length(n: int, kernel: int, stride: int, padding: str, dilation: int 
         The output length; 0 for a ``'valid'`` window that does not fit.
     """
     _check_axis(n, kernel, stride, dilation)
-    if padding == SAME:
+    if padding in (SAME, CAUSAL):
         return -(-n // stride)  # ceil(n / stride)
     if padding == VALID:
         span = dilated_span(kernel, dilation)
         return 0 if span > n else (n - span) // stride + 1
-    raise ValueError(f"padding must be one of {PADDINGS}, received {padding!r}")
+    raise ValueError(f"padding must be one of {PADDINGS + (CAUSAL,)}, received {padding!r}")
 
 
 def same_padding(n: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -67,13 +71,16 @@ def same_padding(n: int, kernel: int, stride: int, dilation: int = 1) -> tuple[i
 
 
 def axis_padding(n: int, kernel: int, stride: int, padding: str, dilation: int = 1) -> tuple[int, int]:
-    """Padding ``(before, after)`` along one axis for ``'valid'`` (always (0, 0)) or ``'same'``."""
+    """Padding ``(before, after)`` along one axis for ``'valid'`` (always (0, 0)), ``'same'`` or ``'causal'``."""
     if padding == VALID:
         _check_axis(n, kernel, stride, dilation)
         return 0, 0
     if padding == SAME:
         return same_padding(n, kernel, stride, dilation)
-    raise ValueError(f"padding must be one of {PADDINGS}, received {padding!r}")
+    if padding == CAUSAL:
+        _check_axis(n, kernel, stride, dilation)
+        return dilated_span(kernel, dilation) - 1, 0
+    raise ValueError(f"padding must be one of {PADDINGS + (CAUSAL,)}, received {padding!r}")
 
 
 @dataclass(frozen=True)

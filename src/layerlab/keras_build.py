@@ -14,6 +14,7 @@ import numpy as np
 
 from layerlab import spec as S
 from layerlab.errors import SpecError, require
+from layerlab.registry import KERAS
 
 BACKEND = "jax"
 
@@ -67,47 +68,143 @@ def _activation(keras, name: str):
     return name
 
 
+def _init(keras, layer, attr: str, default: str):
+    return _initializer(keras, getattr(layer, attr), default)
+
+
+def _conv_args(keras, layer) -> dict:
+    return dict(
+        kernel_size=layer.kernel_size, strides=layer.strides, padding=layer.padding, data_format=layer.data_format,
+        dilation_rate=layer.dilation_rate, activation=_activation(keras, layer.activation), use_bias=layer.use_bias,
+        bias_initializer=_init(keras, layer, "bias_initializer", "zeros"), name=layer.name,
+    )
+
+
+@KERAS.handles(S.Conv2D, S.Conv1D)
+def _conv(keras, layer):
+    cls = keras.layers.Conv2D if isinstance(layer, S.Conv2D) else keras.layers.Conv1D
+    return cls(filters=layer.filters, kernel_initializer=_init(keras, layer, "kernel_initializer", "glorot_uniform"),
+               **_conv_args(keras, layer))
+
+
+@KERAS.handles(S.DepthwiseConv2D)
+def _depthwise(keras, layer):
+    return keras.layers.DepthwiseConv2D(
+        depth_multiplier=layer.depth_multiplier,
+        depthwise_initializer=_init(keras, layer, "depthwise_initializer", "glorot_uniform"), **_conv_args(keras, layer),
+    )
+
+
+@KERAS.handles(S.SeparableConv2D)
+def _separable(keras, layer):
+    return keras.layers.SeparableConv2D(
+        filters=layer.filters, depth_multiplier=layer.depth_multiplier,
+        depthwise_initializer=_init(keras, layer, "depthwise_initializer", "glorot_uniform"),
+        pointwise_initializer=_init(keras, layer, "pointwise_initializer", "glorot_uniform"), **_conv_args(keras, layer),
+    )
+
+
+@KERAS.handles(S.MaxPooling2D, S.AveragePooling2D, S.MaxPooling1D, S.AveragePooling1D)
+def _pooling(keras, layer):
+    cls = getattr(keras.layers, layer.type)
+    return cls(pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding, data_format=layer.data_format,
+               name=layer.name)
+
+
+@KERAS.handles(S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D)
+def _global_pooling(keras, layer):
+    return getattr(keras.layers, layer.type)(data_format=layer.data_format, keepdims=layer.keepdims, name=layer.name)
+
+
+@KERAS.handles(S.ZeroPadding2D, S.ZeroPadding1D)
+def _zero_padding(keras, layer):
+    if isinstance(layer, S.ZeroPadding1D):
+        return keras.layers.ZeroPadding1D(padding=layer.padding, data_format=layer.data_format, name=layer.name)
+    return keras.layers.ZeroPadding2D(padding=layer.padding, data_format=layer.data_format, name=layer.name)
+
+
+@KERAS.handles(S.Cropping2D)
+def _cropping(keras, layer):
+    return keras.layers.Cropping2D(cropping=layer.cropping, data_format=layer.data_format, name=layer.name)
+
+
+@KERAS.handles(S.UpSampling2D)
+def _up_sampling(keras, layer):
+    return keras.layers.UpSampling2D(size=layer.size, data_format=layer.data_format, interpolation=layer.interpolation,
+                                     name=layer.name)
+
+
+@KERAS.handles(S.Permute)
+def _permute(keras, layer):
+    return keras.layers.Permute(dims=layer.dims, name=layer.name)
+
+
+@KERAS.handles(S.Activation)
+def _activation_layer(keras, layer):
+    return keras.layers.Activation(_activation(keras, layer.activation), name=layer.name)
+
+
+@KERAS.handles(S.ReLU)
+def _relu(keras, layer):
+    return keras.layers.ReLU(max_value=layer.max_value, negative_slope=layer.negative_slope, threshold=layer.threshold,
+                             name=layer.name)
+
+
+@KERAS.handles(S.PReLU)
+def _prelu(keras, layer):
+    return keras.layers.PReLU(alpha_initializer=_init(keras, layer, "alpha_initializer", "zeros"),
+                              shared_axes=list(layer.shared_axes) or None, name=layer.name)
+
+
+@KERAS.handles(S.Flatten)
+def _flatten(keras, layer):
+    return keras.layers.Flatten(data_format=layer.data_format, name=layer.name)
+
+
+@KERAS.handles(S.Dense)
+def _dense(keras, layer):
+    return keras.layers.Dense(
+        units=layer.units, activation=_activation(keras, layer.activation), use_bias=layer.use_bias,
+        kernel_initializer=_init(keras, layer, "kernel_initializer", "glorot_uniform"),
+        bias_initializer=_init(keras, layer, "bias_initializer", "zeros"), name=layer.name,
+    )
+
+
+@KERAS.handles(S.Dropout)
+def _dropout(keras, layer):
+    return keras.layers.Dropout(rate=layer.rate, name=layer.name)
+
+
+@KERAS.handles(S.BatchNormalization)
+def _batch_normalization(keras, layer):
+    return keras.layers.BatchNormalization(axis=layer.axis, momentum=layer.momentum, epsilon=layer.epsilon,
+                                           center=layer.center, scale=layer.scale, name=layer.name)
+
+
+@KERAS.handles(S.Reshape)
+def _reshape(keras, layer):
+    return keras.layers.Reshape(target_shape=layer.target_shape, name=layer.name)
+
+
+@KERAS.handles(S.Rescaling)
+def _rescaling(keras, layer):
+    return keras.layers.Rescaling(scale=layer.scale, offset=layer.offset, name=layer.name)
+
+
+@KERAS.handles(S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum)
+def _merge(keras, layer):
+    return getattr(keras.layers, layer.type)(name=layer.name)
+
+
+@KERAS.handles(S.Concatenate)
+def _concatenate(keras, layer):
+    return keras.layers.Concatenate(axis=layer.axis, name=layer.name)
+
+
 def keras_layer(layer: S.Layer, keras=None):
-    """The Keras layer for one spec layer, every argument written out."""
-    keras = keras or import_keras()
-    L = keras.layers
-    if isinstance(layer, S.Conv2D):
-        return L.Conv2D(
-            filters=layer.filters, kernel_size=layer.kernel_size, strides=layer.strides,
-            padding=layer.padding, data_format=layer.data_format, dilation_rate=layer.dilation_rate,
-            activation=_activation(keras, layer.activation), use_bias=layer.use_bias,
-            kernel_initializer=_initializer(keras, layer.kernel_initializer, "glorot_uniform"),
-            bias_initializer=_initializer(keras, layer.bias_initializer, "zeros"), name=layer.name,
-        )
-    if isinstance(layer, S.MaxPooling2D):
-        return L.MaxPooling2D(pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding, data_format=layer.data_format, name=layer.name)
-    if isinstance(layer, S.AveragePooling2D):
-        return L.AveragePooling2D(pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding, data_format=layer.data_format, name=layer.name)
-    if isinstance(layer, S.ZeroPadding2D):
-        return L.ZeroPadding2D(padding=layer.padding, data_format=layer.data_format, name=layer.name)
-    if isinstance(layer, S.Activation):
-        return L.Activation(_activation(keras, layer.activation), name=layer.name)
-    if isinstance(layer, S.Flatten):
-        return L.Flatten(data_format=layer.data_format, name=layer.name)
-    if isinstance(layer, S.Dense):
-        return L.Dense(
-            units=layer.units, activation=_activation(keras, layer.activation), use_bias=layer.use_bias,
-            kernel_initializer=_initializer(keras, layer.kernel_initializer, "glorot_uniform"),
-            bias_initializer=_initializer(keras, layer.bias_initializer, "zeros"), name=layer.name,
-        )
-    if isinstance(layer, S.Dropout):
-        return L.Dropout(rate=layer.rate, name=layer.name)
-    if isinstance(layer, S.BatchNormalization):
-        return L.BatchNormalization(axis=layer.axis, momentum=layer.momentum, epsilon=layer.epsilon, center=layer.center, scale=layer.scale, name=layer.name)
-    if isinstance(layer, S.Reshape):
-        return L.Reshape(target_shape=layer.target_shape, name=layer.name)
-    if isinstance(layer, S.Rescaling):
-        return L.Rescaling(scale=layer.scale, offset=layer.offset, name=layer.name)
-    if isinstance(layer, S.Add):
-        return L.Add(name=layer.name)
-    if isinstance(layer, S.Concatenate):
-        return L.Concatenate(axis=layer.axis, name=layer.name)
-    raise SpecError(f"layer '{layer.name}' ({layer.type}) has no Keras mapping")
+    """The Keras layer for one spec layer, every argument written out (the KERAS table's handler)."""
+    handler = KERAS.lookup(layer)
+    return handler(keras or import_keras(), layer)
 
 
 def build_keras(model: S.Model, weights: dict[str, dict[str, np.ndarray]] | None = None, seed: int | None = None):
@@ -136,7 +233,7 @@ def build_keras(model: S.Model, weights: dict[str, dict[str, np.ndarray]] | None
         previous = inputs
         for layer, klayer in zip(model.layers, klayers, strict=True):
             args = [tensors[n] for n in layer.inputs] if layer.inputs else [previous]
-            previous = klayer(args if isinstance(layer, (S.Add, S.Concatenate)) else args[0])
+            previous = klayer(args if layer.merge else args[0])
             tensors[layer.name] = previous
         kmodel = keras.Model(inputs, previous, name=_keras_name(model.name))
     for klayer, attr, initializer in saved:
@@ -149,7 +246,8 @@ def build_keras(model: S.Model, weights: dict[str, dict[str, np.ndarray]] | None
 def _swap_initializers(keras, klayers) -> list[tuple[object, str, object]]:
     saved = []
     for klayer in klayers:
-        for attr in ("kernel_initializer", "bias_initializer"):
+        for attr in ("kernel_initializer", "bias_initializer", "depthwise_initializer", "pointwise_initializer",
+                     "alpha_initializer"):
             if getattr(klayer, attr, None) is not None:
                 saved.append((klayer, attr, getattr(klayer, attr)))
                 setattr(klayer, attr, keras.initializers.Zeros())
@@ -208,11 +306,11 @@ def spec_from_keras(kmodel) -> S.Model:
         if type(klayer).__name__ == "InputLayer":
             continue
         layer = spec_layer_from_keras(klayer, data_format)
-        if isinstance(layer, (S.Add, S.Concatenate)):
+        if layer.merge:
             layer = dataclasses.replace(layer, inputs=tuple(_source_name(kmodel, t) for t in _node_inputs(klayer)))
         layers.append(layer)
     shape = tuple(int(d) for d in kmodel.inputs[0].shape[1:])
-    if any(isinstance(l, (S.Add, S.Concatenate)) for l in layers):
+    if any(l.merge for l in layers):
         layers = _with_explicit_inputs(kmodel, layers)
     return S.Model(name=kmodel.name, input_shape=shape, layers=tuple(layers))
 

@@ -68,7 +68,7 @@ def explain_model(model: S.Model) -> str:
         layer = info.layer
         shape_in, shape_out = info.input_shapes[0], info.output_shape
         lines.append(f"{info.index:>2} {layer.name} ({layer.type}): {shape_in} -> {shape_out}")
-        if isinstance(layer, S._Windowed):
+        if isinstance(layer, S.Windowed):
             win = layer.window(shape_in)
             size, strides, dilation = layer.window_args()
             kind = "kernel_size" if isinstance(layer, S.Conv2D) else "pool_size"

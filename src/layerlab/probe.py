@@ -26,8 +26,20 @@ from layerlab import geometry
 from layerlab import spec as S
 from layerlab.engine import run_layer
 from layerlab.errors import ShapeError, SpecError, UnsupportedLayerError
+from layerlab.registry import PROBE
 
-SUPPORTED = (S.Conv2D, S.MaxPooling2D, S.AveragePooling2D, S.ZeroPadding2D, S.Flatten, S.Dense)
+SUPPORTED = (S.Conv2D, S.DepthwiseConv2D, S.MaxPooling2D, S.AveragePooling2D, S.ZeroPadding2D, S.Flatten, S.Dense)
+PROBE.register(SUPPORTED)
+PROBE.decline((S.Conv1D, S.MaxPooling1D, S.AveragePooling1D, S.ZeroPadding1D), "probe draws 2-D windows only; "
+              "a 1-D layer is its 2-D form of height 1 (probe that)")
+PROBE.decline(S.SeparableConv2D, "it is two layers: probe its DepthwiseConv2D and its 1x1 Conv2D one at a time")
+PROBE.decline((S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D),
+              "every output reads a whole channel; there is no window to show")
+PROBE.decline((S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Concatenate),
+              "probe runs one layer on one input; a merge reads several")
+PROBE.decline((S.Activation, S.ReLU, S.PReLU, S.Rescaling, S.Dropout, S.BatchNormalization),
+              "it is element-wise: each output reads the one input cell at its own index")
+PROBE.decline((S.Reshape, S.Permute, S.Cropping2D, S.UpSampling2D), "no window explanation is written for it yet")
 
 
 class Padding(NamedTuple):
@@ -161,10 +173,7 @@ def probe(layer: Any, array: Any, weights: dict[str, Any] | None = None, *, seed
     klayer = None
     if not isinstance(layer, S.Layer):
         klayer, layer = layer, spec_from_keras_layer(layer)
-    if not isinstance(layer, SUPPORTED):
-        raise UnsupportedLayerError(
-            f"probe: layer '{layer.name}' ({layer.type}) is not supported. Supported: {', '.join(c.type for c in SUPPORTED)}"
-        )
+    PROBE.lookup(layer)
     x = as_input(array, layer)  # (1, ...) float32
     try:  # validates the layer against the input: a 'valid' kernel bigger than the input fails here
         info = S.Model(name="probe", input_shape=x.shape[1:], layers=(layer,)).infos[0]
@@ -273,7 +282,7 @@ def _run_engine(layer: S.Layer, x: np.ndarray, weights: dict[str, np.ndarray]) -
 
 def _geometry(layer: S.Layer, x: np.ndarray, output: np.ndarray):
     """(Window2D or None, Padding, windows) of ``layer`` on ``x``; windows from geometry.window."""
-    if isinstance(layer, (S.Conv2D, S.MaxPooling2D, S.AveragePooling2D)):
+    if isinstance(layer, (S.Conv2D, S.DepthwiseConv2D, S.MaxPooling2D, S.AveragePooling2D)):
         win = layer.window(x.shape[1:])
         windows = tuple(
             Window((out_y, out_x), tuple(Cell(c, win.is_padding(*c)) for c in win.window(out_y, out_x)))
@@ -315,8 +324,7 @@ def spec_from_keras_layer(klayer: Any) -> S.Layer:
     from layerlab.keras_build import spec_layer_from_keras
 
     layer = spec_layer_from_keras(klayer)
-    if not isinstance(layer, SUPPORTED):
-        raise UnsupportedLayerError(f"probe: Keras layer '{klayer.name}' ({type(klayer).__name__}) is not supported. Supported: {', '.join(c.type for c in SUPPORTED)}")
+    PROBE.lookup(layer, what="Keras layer")
     return layer
 
 

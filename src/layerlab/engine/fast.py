@@ -34,6 +34,9 @@ import numpy as np
 from layerlab import geometry
 from layerlab import spec as S
 from layerlab.engine.banded import BandConv, Pool, activate, pad_hw, plan_conv
+from layerlab.layers import LAYER_TYPES
+from layerlab.layers.normalization import layer_scale_shift
+from layerlab.registry import ENGINE_FAST
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +51,15 @@ CHUNK = 128  # images per plan call at most; fewer where a BLAS call would pass 
 
 class Unsupported(Exception):
     """The fast plan does not cover this spec; use the plain path."""
+
+
+# The layer types a plan covers (in chains); every other type runs on the plain path.
+ENGINE_FAST.register((
+    S.Conv2D, S.MaxPooling2D, S.AveragePooling2D, S.ZeroPadding2D, S.Activation, S.Dense, S.Flatten, S.Dropout,
+    S.Rescaling, S.BatchNormalization,
+), note="in chains of one data_format")
+ENGINE_FAST.decline(tuple(cls for cls in LAYER_TYPES.values() if cls not in ENGINE_FAST.handlers),
+                    "the engine runs it on its plain path (same results, per-layer NumPy calls)")
 
 
 def _dense_step(layer: S.Dense) -> Step:
@@ -68,14 +80,7 @@ def _batchnorm_step(layer: S.BatchNormalization, shape: tuple[int, ...], channel
         raise Unsupported("BatchNormalization over a non-channel axis")
 
     def batchnorm(x: np.ndarray, weights: Weights) -> np.ndarray:
-        p = weights[layer.name]
-        # Keras' order: inv = gamma * rsqrt(var + eps); y = x * inv + (beta - mean * inv).
-        inv = np.float32(1) / np.sqrt(p["moving_variance"] + np.float32(layer.epsilon))
-        if layer.scale:
-            inv = inv * p["gamma"]
-        shift = -p["moving_mean"] * inv
-        if layer.center:
-            shift = shift + p["beta"]
+        inv, shift = layer_scale_shift(layer, weights[layer.name])
         return x * inv[:, None] + shift[:, None]  # channels are the axis before the batch
 
     return batchnorm
@@ -128,7 +133,7 @@ def _hwc(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 def _plan_for(spec: S.Model) -> Plan:
     """Build the steps of ``spec``, or raise Unsupported."""
-    formats = {l.data_format for l in spec.layers if isinstance(l, (S._Windowed, S.ZeroPadding2D))}
+    formats = {l.data_format for l in spec.layers if isinstance(l, (S.Windowed, S.ZeroPadding2D))}
     if len(formats) > 1:
         raise Unsupported("mixed data formats")
     channels_first = formats == {S.CHANNELS_FIRST}
@@ -148,6 +153,8 @@ def _plan_for(spec: S.Model) -> Plan:
     for index, layer in enumerate(spec.layers):
         if layer.inputs:
             raise Unsupported("named inputs (graph)")
+        if not ENGINE_FAST.supports(type(layer)):
+            raise Unsupported(layer.type)
         image = len(shape) == 3
         softmax_axis = 0 if not image else (1 if channels_first else 2)  # the spec's last axis
         if isinstance(layer, S.Conv2D):

@@ -24,6 +24,7 @@ import numpy as np
 
 from layerlab import geometry
 from layerlab.errors import ShapeError
+from layerlab.layers.normalization import scale_shift
 
 CHANNELS_FIRST = "channels_first"
 
@@ -267,12 +268,7 @@ def batch_normalization(
                          f"{tuple(x.shape)} does not fit. Check axis and data_format")
     shape = [1] * x.ndim
     shape[axis] = -1
-    inv = np.float32(1) / np.sqrt(moving_variance.astype(np.float32) + np.float32(epsilon))
-    if gamma is not None:
-        inv = inv * gamma
-    shift = -moving_mean * inv
-    if beta is not None:
-        shift = shift + beta
+    inv, shift = scale_shift(moving_mean, moving_variance, gamma, beta, epsilon=epsilon)
     return x * inv.reshape(shape) + shift.reshape(shape)
 
 

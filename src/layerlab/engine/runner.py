@@ -12,9 +12,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from layerlab import spec as S
+from layerlab.engine import elementwise as E
 from layerlab.engine import layers as L
+from layerlab.engine import windows as W
 from layerlab.engine.activations import activation
 from layerlab.errors import ModelFileError, ShapeError, SpecError
+from layerlab.layers.merge import ELEMENTWISE as ELEMENTWISE_MERGES
+from layerlab.registry import ENGINE
 
 MODEL_INPUT = "input"
 
@@ -32,54 +36,147 @@ def _bias(layer, weights: Mapping[str, np.ndarray]) -> np.ndarray | None:
     return _weight(layer, weights, "bias") if layer.use_bias else None
 
 
-def _apply(layer: S.Layer, inputs: list[np.ndarray], weights: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The layer's forward pass on already-checked float32 inputs."""
-    x = inputs[0]
-    if isinstance(layer, S.Conv2D):
-        out = L.conv2d(
-            x, _weight(layer, weights, "kernel"), _bias(layer, weights), strides=layer.strides,
-            padding=layer.padding, data_format=layer.data_format, dilation_rate=layer.dilation_rate,
-        )
-        return activation(out, layer.activation)
-    if isinstance(layer, S.MaxPooling2D):
-        return L.max_pooling2d(x, pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding,
-                               data_format=layer.data_format)
-    if isinstance(layer, S.AveragePooling2D):
-        return L.average_pooling2d(x, pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding,
-                                   data_format=layer.data_format)
-    if isinstance(layer, S.ZeroPadding2D):
-        return L.zero_padding2d(x, padding=layer.padding, data_format=layer.data_format)
-    if isinstance(layer, S.Activation):
-        return activation(x, layer.activation)
-    if isinstance(layer, S.Flatten):
-        return L.flatten(x, data_format=layer.data_format)
-    if isinstance(layer, S.Dense):
-        out = L.dense(x, _weight(layer, weights, "kernel"), _bias(layer, weights))
-        return activation(out, layer.activation)
-    if isinstance(layer, S.Dropout):
-        return L.dropout(x)
-    if isinstance(layer, S.BatchNormalization):
-        return L.batch_normalization(
-            x,
-            moving_mean=_weight(layer, weights, "moving_mean"),
-            moving_variance=_weight(layer, weights, "moving_variance"),
-            gamma=_weight(layer, weights, "gamma") if layer.scale else None,
-            beta=_weight(layer, weights, "beta") if layer.center else None,
-            axis=layer.axis,
-            epsilon=layer.epsilon,
-        )
-    if isinstance(layer, S.Reshape):
-        return L.reshape(x, target_shape=layer.target_shape)
-    if isinstance(layer, S.Rescaling):
-        return L.rescaling(x, scale=layer.scale, offset=layer.offset)
-    if isinstance(layer, S.Add):
-        return L.add(inputs)
-    if isinstance(layer, S.Concatenate):
-        return L.concatenate(inputs, axis=layer.axis)
-    raise SpecError(
-        f"layer '{layer.name}': type {type(layer).__name__} is not supported by the engine. "
-        f"Supported: {', '.join(S.LAYER_TYPES)}"
+def _act(layer, out: np.ndarray) -> np.ndarray:
+    return activation(out, layer.activation)
+
+
+@ENGINE.handles(S.Conv2D)
+def _conv2d(layer: S.Conv2D, inputs, weights):
+    return _act(layer, L.conv2d(inputs[0], _weight(layer, weights, "kernel"), _bias(layer, weights), strides=layer.strides,
+                                padding=layer.padding, data_format=layer.data_format, dilation_rate=layer.dilation_rate))
+
+
+@ENGINE.handles(S.Conv1D)
+def _conv1d(layer: S.Conv1D, inputs, weights):
+    return _act(layer, W.conv1d(inputs[0], _weight(layer, weights, "kernel"), _bias(layer, weights), strides=layer.strides,
+                                padding=layer.padding, data_format=layer.data_format, dilation_rate=layer.dilation_rate))
+
+
+@ENGINE.handles(S.DepthwiseConv2D)
+def _depthwise(layer: S.DepthwiseConv2D, inputs, weights):
+    out = W.depthwise_conv2d(inputs[0], _weight(layer, weights, "kernel"), _bias(layer, weights), strides=layer.strides,
+                             padding=layer.padding, data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+    return _act(layer, out)
+
+
+@ENGINE.handles(S.SeparableConv2D)
+def _separable(layer: S.SeparableConv2D, inputs, weights):
+    out = W.separable_conv2d(
+        inputs[0], _weight(layer, weights, "depthwise_kernel"), _weight(layer, weights, "pointwise_kernel"),
+        _bias(layer, weights), strides=layer.strides, padding=layer.padding, data_format=layer.data_format,
+        dilation_rate=layer.dilation_rate,
     )
+    return _act(layer, out)
+
+
+@ENGINE.handles(S.MaxPooling2D, S.AveragePooling2D)
+def _pooling2d(layer, inputs, weights):
+    pool = L.max_pooling2d if layer.reduce == "max" else L.average_pooling2d
+    return pool(inputs[0], pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding, data_format=layer.data_format)
+
+
+@ENGINE.handles(S.MaxPooling1D, S.AveragePooling1D)
+def _pooling1d(layer, inputs, weights):
+    return W.pooling1d(inputs[0], reduce=layer.reduce, pool_size=layer.pool_size, strides=layer.strides,
+                       padding=layer.padding, data_format=layer.data_format)
+
+
+@ENGINE.handles(S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D)
+def _global_pooling(layer, inputs, weights):
+    return E.global_pooling(inputs[0], reduce=layer.reduce, axes=layer.spatial_axes(), keepdims=layer.keepdims)
+
+
+@ENGINE.handles(S.ZeroPadding2D)
+def _zero_padding2d(layer, inputs, weights):
+    return L.zero_padding2d(inputs[0], padding=layer.padding, data_format=layer.data_format)
+
+
+@ENGINE.handles(S.ZeroPadding1D)
+def _zero_padding1d(layer, inputs, weights):
+    return E.zero_padding1d(inputs[0], padding=layer.padding, data_format=layer.data_format)
+
+
+@ENGINE.handles(S.Cropping2D)
+def _cropping2d(layer, inputs, weights):
+    return E.cropping2d(inputs[0], cropping=layer.cropping, data_format=layer.data_format)
+
+
+@ENGINE.handles(S.UpSampling2D)
+def _up_sampling2d(layer, inputs, weights):
+    return E.up_sampling2d(inputs[0], size=layer.size, data_format=layer.data_format)
+
+
+@ENGINE.handles(S.Permute)
+def _permute(layer, inputs, weights):
+    return E.permute(inputs[0], dims=layer.dims)
+
+
+@ENGINE.handles(S.Activation)
+def _activation(layer, inputs, weights):
+    return activation(inputs[0], layer.activation)
+
+
+@ENGINE.handles(S.ReLU)
+def _relu(layer, inputs, weights):
+    return E.relu(inputs[0], max_value=layer.max_value, negative_slope=layer.negative_slope, threshold=layer.threshold)
+
+
+@ENGINE.handles(S.PReLU)
+def _prelu(layer, inputs, weights):
+    return E.prelu(inputs[0], _weight(layer, weights, "alpha"))
+
+
+@ENGINE.handles(S.Flatten)
+def _flatten(layer, inputs, weights):
+    return L.flatten(inputs[0], data_format=layer.data_format)
+
+
+@ENGINE.handles(S.Dense)
+def _dense(layer, inputs, weights):
+    return _act(layer, L.dense(inputs[0], _weight(layer, weights, "kernel"), _bias(layer, weights)))
+
+
+@ENGINE.handles(S.Dropout)
+def _dropout(layer, inputs, weights):
+    return L.dropout(inputs[0])
+
+
+@ENGINE.handles(S.BatchNormalization)
+def _batch_normalization(layer, inputs, weights):
+    return L.batch_normalization(
+        inputs[0],
+        moving_mean=_weight(layer, weights, "moving_mean"),
+        moving_variance=_weight(layer, weights, "moving_variance"),
+        gamma=_weight(layer, weights, "gamma") if layer.scale else None,
+        beta=_weight(layer, weights, "beta") if layer.center else None,
+        axis=layer.axis,
+        epsilon=layer.epsilon,
+    )
+
+
+@ENGINE.handles(S.Reshape)
+def _reshape(layer, inputs, weights):
+    return L.reshape(inputs[0], target_shape=layer.target_shape)
+
+
+@ENGINE.handles(S.Rescaling)
+def _rescaling(layer, inputs, weights):
+    return L.rescaling(inputs[0], scale=layer.scale, offset=layer.offset)
+
+
+@ENGINE.handles(*ELEMENTWISE_MERGES)
+def _merge(layer, inputs, weights):
+    return E.merge(inputs, operation=layer.operation)
+
+
+@ENGINE.handles(S.Concatenate)
+def _concatenate(layer, inputs, weights):
+    return L.concatenate(inputs, axis=layer.axis)
+
+
+def _apply(layer: S.Layer, inputs: list[np.ndarray], weights: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The layer's forward pass on already-checked float32 inputs (the ENGINE table's handler)."""
+    return ENGINE.lookup(layer)(layer, inputs, weights)
 
 
 def run_layer(layer: S.Layer, inputs: Sequence[np.ndarray], weights: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -87,7 +184,7 @@ def run_layer(layer: S.Layer, inputs: Sequence[np.ndarray], weights: Mapping[str
 
     Args:
         layer: a spec layer (``layerlab.spec.Conv2D`` ...).
-        inputs: one array per input of the layer (one, except for Add / Concatenate), each
+        inputs: one array per input of the layer (one, except for merges: Add, Concatenate, ...), each
             ``(batch, *shape)`` in the layer's data_format; converted to float32.
         weights: this layer's weights by Keras name (``{'kernel': ..., 'bias': ...}``), Keras
             layouts; empty for layers without weights.
@@ -105,7 +202,8 @@ def run_layer(layer: S.Layer, inputs: Sequence[np.ndarray], weights: Mapping[str
     if any(a.ndim < 2 for a in arrays):
         raise ShapeError(f"layer '{layer.name}' ({layer.type}): input shapes {[a.shape for a in arrays]} have no "
                          "batch axis. Add one: x[None]")
-    if not isinstance(layer, (S.Add, S.Concatenate)):
+    ENGINE.lookup(layer)  # an unsupported type says so before anything runs
+    if not layer.merge:
         if len(arrays) != 1:
             raise ShapeError(f"layer '{layer.name}' ({layer.type}) takes one input, received {len(arrays)}")
         try:

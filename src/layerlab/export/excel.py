@@ -26,6 +26,8 @@ from layerlab.errors import ExportError
 from layerlab.export import excel_common as X
 from layerlab.export.tables import tensors, weight_layout
 from layerlab.io import atomic_path
+from layerlab.layers import LAYER_TYPES
+from layerlab.registry import EXCEL_VALUES
 
 SUMMARY = "summary"
 TENSORS_TITLE = "tensors"
@@ -222,3 +224,7 @@ def _read_tensor(ws, shape: tuple[int, ...], row: int, col: int, path: Path) -> 
     if len(shape) == 2:
         return grid(row, col, *shape)
     return grid(row, col, math.prod(shape), 1).reshape(shape)
+
+
+# The weights workbook writes every layer's weights as tables, whatever the layer computes.
+EXCEL_VALUES.register(tuple(LAYER_TYPES.values()))

@@ -37,16 +37,13 @@ from layerlab.export import excel_common as X
 from layerlab.export.excel_layers import LayerWriter, weights_title
 from layerlab.export.excel_layout import Block, a1, call, cells_ref
 from layerlab.io import atomic_path
+from layerlab.registry import EXCEL_FORMULAS
 
 INPUT = "input"
 PREDICTION = "prediction"
 LAYOUT = "layout"
 LAYOUT_COLUMNS = ("kind", "name", "type", "sheet", "shape", "first cell", "channel axis")
 PREDICTED_CELL = (3, 2)  # on the prediction sheet
-SUPPORTED_TYPES = (
-    S.Conv2D, S.MaxPooling2D, S.AveragePooling2D, S.ZeroPadding2D, S.Activation, S.Flatten,
-    S.Dense, S.Dropout, S.BatchNormalization, S.Reshape, S.Rescaling,
-)
 
 
 def export_xlsx_formulas(network, out_file: str | Path, image: np.ndarray, *, label: int | None = None) -> Path:
@@ -81,17 +78,18 @@ def export_xlsx_formulas(network, out_file: str | Path, image: np.ndarray, *, la
 
 def check_supported(spec: S.Model) -> None:
     """Raise one ExportError naming the first layer that cannot become formulas."""
-    names = ", ".join(cls.type for cls in SUPPORTED_TYPES)
     if len(spec.input_shape) > 3:
         raise ExportError(f"xlsx-formulas: model '{spec.name}': input shape {spec.input_shape} has rank {len(spec.input_shape)}; sheets hold rank 1 to 3")
     for info in spec.infos:
         layer = info.layer
         where = f"xlsx-formulas: layer {info.index} '{layer.name}' ({layer.type})"
-        if layer.inputs or not isinstance(layer, SUPPORTED_TYPES):
-            raise ExportError(
-                f"{where} is not supported: a workbook of live formulas holds a chain of layers of the types "
-                f"{names}. Export --to xlsx for the weights instead"
-            )
+        if not EXCEL_FORMULAS.supports(type(layer)):
+            raise ExportError(f"{EXCEL_FORMULAS.error(layer, info.index)}. Export --to xlsx for the weights instead")
+        if layer.inputs:
+            raise ExportError(f"{where} reads named inputs: a workbook of live formulas holds a chain of layers, "
+                              "not a graph. Export --to xlsx for the weights instead")
+        if isinstance(layer, S.ReLU) and layer.as_activation() is None:
+            raise ExportError(f"{where}: only ReLU() and ReLU(max_value=6) have formulas. Export --to xlsx for the weights instead")
         if len(info.output_shape) > 3:
             raise ExportError(f"{where}: output shape {info.output_shape} has rank {len(info.output_shape)}; sheets hold rank 1 to 3")
 

@@ -15,6 +15,7 @@ from layerlab import spec as S
 from layerlab.export import excel_common as X
 from layerlab.export import excel_ops as ops
 from layerlab.export.excel_layout import Block, a1, call, cells_ref, check_fits, check_formula, rect_ref
+from layerlab.registry import EXCEL_FORMULAS
 
 VALUE_FORMAT = "0.00"
 WEIGHT_FORMAT = "0.0000"
@@ -107,13 +108,7 @@ class LayerWriter:
         """Write ``info.layer`` reading ``src``; return the block of its output."""
         layer = info.layer
         self.where = f"layer {info.index} '{layer.name}' ({layer.type})"
-        handler = {
-            S.Conv2D: self._conv2d, S.MaxPooling2D: self._pooling, S.AveragePooling2D: self._pooling,
-            S.ZeroPadding2D: self._zero_padding, S.Activation: self._activation, S.Flatten: self._flatten,
-            S.Dense: self._dense, S.Dropout: self._identity, S.BatchNormalization: self._batch_norm,
-            S.Reshape: self._reshape, S.Rescaling: self._rescaling,
-        }[type(layer)]
-        out = handler(info, src, out_axis)
+        out = getattr(self, EXCEL_FORMULAS.lookup(layer))(info, src, out_axis)
         self.widths()
         return out
 
@@ -269,7 +264,8 @@ class LayerWriter:
         return out
 
     def _activation(self, info, src: Block, out_axis: int) -> Block:
-        activation = info.layer.activation
+        layer = info.layer
+        activation = layer.as_activation() if isinstance(layer, S.ReLU) else layer.activation
         out = self.alloc(info.output_shape, "output", src.channel_axis)
         self._apply(activation, src, out)
         how = "EXP(x - MAX(x)) / SUM(EXP(x - MAX(x))) along the last axis, as Keras" if activation == ops.SOFTMAX else ops.elementwise(activation, "x")
@@ -376,3 +372,20 @@ class LayerWriter:
                        f"weights on '{wt}'")
         self.format(out, X.heat_rule)
         return out
+
+
+# What a workbook of live formulas computes: spec class -> LayerWriter method.
+for _cls, _method in {
+    S.Conv2D: "_conv2d", S.MaxPooling2D: "_pooling", S.AveragePooling2D: "_pooling", S.ZeroPadding2D: "_zero_padding",
+    S.Activation: "_activation", S.Flatten: "_flatten", S.Dense: "_dense", S.Dropout: "_identity",
+    S.BatchNormalization: "_batch_norm", S.Reshape: "_reshape", S.Rescaling: "_rescaling",
+}.items():
+    EXCEL_FORMULAS.register(_cls, _method)
+EXCEL_FORMULAS.register(S.ReLU, "_activation", note="ReLU() and ReLU(max_value=6) only")
+EXCEL_FORMULAS.decline((S.Conv1D, S.MaxPooling1D, S.AveragePooling1D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D,
+                        S.ZeroPadding1D), "1-D layers have no sheet layout yet")
+EXCEL_FORMULAS.decline((S.DepthwiseConv2D, S.SeparableConv2D), "depthwise convolutions have no formula writer yet")
+EXCEL_FORMULAS.decline((S.GlobalAveragePooling2D, S.GlobalMaxPooling2D), "global pooling has no formula writer yet")
+EXCEL_FORMULAS.decline((S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Concatenate),
+                       "a workbook of formulas holds a chain of layers, not a graph")
+EXCEL_FORMULAS.decline((S.PReLU, S.Cropping2D, S.UpSampling2D, S.Permute), "this layer has no formula writer yet")

@@ -50,13 +50,7 @@ Weights = dict[str, dict[str, np.ndarray]]
 
 def weight_layout(layer: S.Layer, weight: str, ndim: int) -> str:
     """The axes of one weight tensor in words, e.g. ``'HWIO (kernel_h, kernel_w, in_channels, filters)'``."""
-    if isinstance(layer, S.Conv2D):
-        return "HWIO (kernel_h, kernel_w, in_channels, filters)" if weight == "kernel" else "(filters,)"
-    if isinstance(layer, S.Dense):
-        return "(in_features, units)" if weight == "kernel" else "(units,)"
-    if isinstance(layer, S.BatchNormalization):
-        return "(channels,)"
-    return f"{ndim}-D"
+    return layer.layouts.get(weight, f"{ndim}-D")
 
 
 def tensors(network) -> list[tuple[S.Layer, str, np.ndarray]]:

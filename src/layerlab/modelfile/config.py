@@ -25,7 +25,7 @@ from typing import Any
 
 from layerlab import spec as S
 from layerlab.errors import ModelFileError, SpecError, UnsupportedLayerError
-from layerlab.modelfile.layers import INPUT_LAYER, MERGE_LAYERS, MODEL_CLASSES, Context, convert
+from layerlab.modelfile.layers import INPUT_LAYER, MODEL_CLASSES, Context, convert
 
 MODEL_INPUT = "input"
 
@@ -294,11 +294,11 @@ def _spec_layers(records, order, entries, source, generation, model_class) -> li
         except SpecError as exc:
             raise ModelFileError(f"{where}: {exc}") from None
         sources = tuple(MODEL_INPUT if s in input_names else s for s in record.sources)
-        if record.class_name in MERGE_LAYERS:
+        if layer.merge:
             layer = dataclasses.replace(layer, inputs=sources)
         elif model_class == "Functional":
             if len(sources) != 1:
-                raise UnsupportedLayerError(f"{where}: it reads {len(sources)} tensors; only Add and Concatenate merge")
+                raise UnsupportedLayerError(f"{where}: it reads {len(sources)} tensors; only merge layers (Add, Concatenate, ...) read several")
             if sources[0] != previous:
                 layer = dataclasses.replace(layer, inputs=sources)
         out.append(layer)

@@ -23,6 +23,7 @@ from typing import Any
 
 from layerlab import spec as S
 from layerlab.errors import UnsupportedLayerError
+from layerlab.registry import LOADER
 
 KERAS2_HARD_SIGMOID = "hard_sigmoid_keras2"
 
@@ -142,67 +143,182 @@ def _pair(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+CONVERTERS: dict[str, Callable[[dict, Context], S.Layer]] = {}
+
+
+def _keras(cls: type[S.Layer], *class_names: str, note: str = ""):
+    """Register a converter from these Keras class names to spec class ``cls`` (LOADER table)."""
+    def register(converter):
+        for name in class_names or (cls.type,):
+            CONVERTERS[name] = converter
+        if cls not in LOADER.handlers:
+            LOADER.register(cls, converter, note=note)
+        return converter
+
+    return register
+
+
+# Keras 1 wrote its own argument names (``nb_filter``, ``border_mode``, ``subsample``,
+# ``dim_ordering``...) and 'th' / 'tf' for data formats.
+_KERAS1_FORMATS = {"th": S.CHANNELS_FIRST, "tf": S.CHANNELS_LAST, "default": None}
+
+
 def _data_format(cfg: dict, ctx: Context) -> str:
-    return cfg.get("data_format") or ctx.data_format
+    value = cfg.get("data_format")
+    if value is None and "dim_ordering" in cfg:
+        value = _KERAS1_FORMATS.get(cfg["dim_ordering"], cfg["dim_ordering"])
+    return value or ctx.data_format
 
 
-def _conv2d(cfg: dict, ctx: Context) -> S.Layer:
+def _conv_common(cfg: dict, ctx: Context, rank: int) -> dict:
     if cfg.get("groups", 1) not in (1, None):
         raise _unsupported(ctx, f"groups={cfg['groups']} (grouped convolution) is not supported", "Use groups=1")
     if cfg.get("lora_rank"):
         raise _unsupported(ctx, f"lora_rank={cfg['lora_rank']} is not supported", "Merge the LoRA weights first")
-    return S.Conv2D(
-        name=ctx.name, filters=cfg["filters"], kernel_size=_pair(cfg["kernel_size"]),
-        strides=_pair(cfg.get("strides", (1, 1))), padding=cfg.get("padding", "valid"),
-        data_format=_data_format(cfg, ctx), dilation_rate=_pair(cfg.get("dilation_rate", (1, 1))),
-        activation=activation_name(cfg.get("activation"), ctx), use_bias=bool(cfg.get("use_bias", True)),
-        kernel_initializer=initializer_name(cfg.get("kernel_initializer")),
+    if "kernel_size" in cfg:
+        kernel_size = _pair(cfg["kernel_size"])
+    elif rank == 2:  # Keras 1
+        kernel_size = (cfg["nb_row"], cfg["nb_col"])
+    else:
+        kernel_size = (cfg["filter_length"],)
+    ones = (1,) * rank
+    strides = cfg.get("strides", cfg.get("subsample", cfg.get("subsample_length", ones)))
+    dilation = cfg.get("dilation_rate", cfg.get("atrous_rate", ones))
+    return dict(
+        name=ctx.name, kernel_size=kernel_size, strides=_pair(strides), padding=cfg.get("padding", cfg.get("border_mode", "valid")),
+        data_format=_data_format(cfg, ctx), dilation_rate=_pair(dilation),
+        activation=activation_name(cfg.get("activation"), ctx), use_bias=bool(cfg.get("use_bias", cfg.get("bias", True))),
         bias_initializer=initializer_name(cfg.get("bias_initializer")),
     )
 
 
-def _pooling(kind: type[S.Layer]) -> Callable[[dict, Context], S.Layer]:
+@_keras(S.Conv2D, "Conv2D", "Convolution2D")
+def _conv2d(cfg: dict, ctx: Context) -> S.Layer:
+    return S.Conv2D(filters=cfg["filters"] if "filters" in cfg else cfg["nb_filter"], **_conv_common(cfg, ctx, 2),
+                    kernel_initializer=initializer_name(cfg.get("kernel_initializer", cfg.get("init"))))
+
+
+@_keras(S.Conv1D, "Conv1D", "Convolution1D")
+def _conv1d(cfg: dict, ctx: Context) -> S.Layer:
+    return S.Conv1D(filters=cfg["filters"] if "filters" in cfg else cfg["nb_filter"], **_conv_common(cfg, ctx, 1),
+                    kernel_initializer=initializer_name(cfg.get("kernel_initializer", cfg.get("init"))))
+
+
+@_keras(S.DepthwiseConv2D)
+def _depthwise_conv2d(cfg: dict, ctx: Context) -> S.Layer:
+    return S.DepthwiseConv2D(depth_multiplier=int(cfg.get("depth_multiplier", 1)), **_conv_common(cfg, ctx, 2),
+                             depthwise_initializer=initializer_name(cfg.get("depthwise_initializer")))
+
+
+@_keras(S.SeparableConv2D, "SeparableConv2D", "SeparableConvolution2D")
+def _separable_conv2d(cfg: dict, ctx: Context) -> S.Layer:
+    return S.SeparableConv2D(
+        filters=cfg["filters"], depth_multiplier=int(cfg.get("depth_multiplier", 1)), **_conv_common(cfg, ctx, 2),
+        depthwise_initializer=initializer_name(cfg.get("depthwise_initializer")),
+        pointwise_initializer=initializer_name(cfg.get("pointwise_initializer")),
+    )
+
+
+def _pooling(kind: type[S.Layer], *names: str):
+    rank = kind.rank
+
+    @_keras(kind, *names)
     def convert(cfg: dict, ctx: Context) -> S.Layer:
+        default = (2,) * rank
+        size = cfg.get("pool_size", cfg.get("pool_length", default))
+        strides = cfg.get("strides", cfg.get("stride"))
         return kind(
-            name=ctx.name, pool_size=_pair(cfg.get("pool_size", (2, 2))), strides=_pair(cfg.get("strides")),
-            padding=cfg.get("padding", "valid"), data_format=_data_format(cfg, ctx),
+            name=ctx.name, pool_size=_pair(size), strides=_pair(strides),
+            padding=cfg.get("padding", cfg.get("border_mode", "valid")), data_format=_data_format(cfg, ctx),
         )
 
     return convert
 
 
+_pooling(S.MaxPooling2D, "MaxPooling2D", "MaxPool2D")
+_pooling(S.AveragePooling2D, "AveragePooling2D", "AvgPool2D")
+_pooling(S.MaxPooling1D, "MaxPooling1D", "MaxPool1D")
+_pooling(S.AveragePooling1D, "AveragePooling1D", "AvgPool1D")
+
+
+def _global_pooling(kind: type[S.Layer], *names: str):
+    @_keras(kind, *names)
+    def convert(cfg: dict, ctx: Context) -> S.Layer:
+        return kind(name=ctx.name, data_format=_data_format(cfg, ctx), keepdims=bool(cfg.get("keepdims", False)))
+
+    return convert
+
+
+_global_pooling(S.GlobalAveragePooling2D, "GlobalAveragePooling2D", "GlobalAvgPool2D")
+_global_pooling(S.GlobalMaxPooling2D, "GlobalMaxPooling2D", "GlobalMaxPool2D")
+_global_pooling(S.GlobalAveragePooling1D, "GlobalAveragePooling1D", "GlobalAvgPool1D")
+_global_pooling(S.GlobalMaxPooling1D, "GlobalMaxPooling1D", "GlobalMaxPool1D")
+
+
+def _sides(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_pair(p) for p in value)
+    return value
+
+
+@_keras(S.ZeroPadding2D)
 def _zero_padding2d(cfg: dict, ctx: Context) -> S.Layer:
-    padding = cfg.get("padding", ((1, 1), (1, 1)))
-    if isinstance(padding, list):
-        padding = tuple(_pair(p) for p in padding)
-    return S.ZeroPadding2D(name=ctx.name, padding=padding, data_format=_data_format(cfg, ctx))
+    return S.ZeroPadding2D(name=ctx.name, padding=_sides(cfg.get("padding", ((1, 1), (1, 1)))), data_format=_data_format(cfg, ctx))
 
 
+@_keras(S.ZeroPadding1D)
+def _zero_padding1d(cfg: dict, ctx: Context) -> S.Layer:
+    return S.ZeroPadding1D(name=ctx.name, padding=_sides(cfg.get("padding", 1)), data_format=_data_format(cfg, ctx))
+
+
+@_keras(S.Cropping2D)
+def _cropping2d(cfg: dict, ctx: Context) -> S.Layer:
+    return S.Cropping2D(name=ctx.name, cropping=_sides(cfg.get("cropping", ((0, 0), (0, 0)))), data_format=_data_format(cfg, ctx))
+
+
+@_keras(S.UpSampling2D)
+def _up_sampling2d(cfg: dict, ctx: Context) -> S.Layer:
+    interpolation = cfg.get("interpolation", "nearest")
+    if interpolation != "nearest":
+        raise _unsupported(ctx, f"UpSampling2D(interpolation={interpolation!r}) is not supported",
+                           "Use interpolation='nearest'")
+    return S.UpSampling2D(name=ctx.name, size=_pair(cfg.get("size", (2, 2))), data_format=_data_format(cfg, ctx))
+
+
+@_keras(S.Permute)
+def _permute(cfg: dict, ctx: Context) -> S.Layer:
+    return S.Permute(name=ctx.name, dims=tuple(cfg["dims"]))
+
+
+@_keras(S.Activation)
 def _activation(cfg: dict, ctx: Context) -> S.Layer:
     return S.Activation(name=ctx.name, activation=activation_name(cfg.get("activation"), ctx))
 
 
+@_keras(S.ReLU)
 def _relu(cfg: dict, ctx: Context) -> S.Layer:
-    max_value = _number(cfg.get("max_value"))
-    slope = _number(cfg.get("negative_slope", 0.0)) or 0.0
-    threshold = _number(cfg.get("threshold", 0.0)) or 0.0
-    if slope == 0.0 and threshold == 0.0 and max_value in (None, 6.0):
-        return S.Activation(name=ctx.name, activation="relu" if max_value is None else "relu6")
-    raise _unsupported(
-        ctx, f"ReLU(max_value={max_value}, negative_slope={slope}, threshold={threshold}) has no spec equivalent",
-        "Only ReLU() and ReLU(max_value=6) are supported",
-    )
+    return S.ReLU(name=ctx.name, max_value=_number(cfg.get("max_value")),
+                  negative_slope=_number(cfg.get("negative_slope", 0.0)) or 0.0,
+                  threshold=_number(cfg.get("threshold", 0.0)) or 0.0)
 
 
+@_keras(S.ReLU, "LeakyReLU")
 def _leaky_relu(cfg: dict, ctx: Context) -> S.Layer:
     slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
-    # The spec's 'leaky_relu' is keras.activations.leaky_relu, whose slope is fixed at 0.2.
+    # The spec's 'leaky_relu' is keras.activations.leaky_relu, whose slope is fixed at 0.2;
+    # any other slope is ReLU(negative_slope=slope), the same function.
     if _close(slope, 0.2):
         return S.Activation(name=ctx.name, activation="leaky_relu")
-    raise _unsupported(ctx, f"LeakyReLU with slope {slope} is not supported (the spec's 'leaky_relu' has slope 0.2)",
-                       "Use LeakyReLU(negative_slope=0.2)")
+    return S.ReLU(name=ctx.name, negative_slope=_number(slope))
 
 
+@_keras(S.PReLU)
+def _prelu(cfg: dict, ctx: Context) -> S.Layer:
+    return S.PReLU(name=ctx.name, shared_axes=tuple(cfg.get("shared_axes") or ()),
+                   alpha_initializer=initializer_name(cfg.get("alpha_initializer")))
+
+
+@_keras(S.Activation, "Softmax")
 def _softmax(cfg: dict, ctx: Context) -> S.Layer:
     axis = cfg.get("axis", -1)
     if axis not in (-1, [-1]):
@@ -210,31 +326,37 @@ def _softmax(cfg: dict, ctx: Context) -> S.Layer:
     return S.Activation(name=ctx.name, activation="softmax")
 
 
+@_keras(S.Activation, "ELU")
 def _elu(cfg: dict, ctx: Context) -> S.Layer:
     if not _close(cfg.get("alpha", 1.0), 1.0):
         raise _unsupported(ctx, f"ELU(alpha={cfg.get('alpha')}) is not supported", "Use alpha=1.0")
     return S.Activation(name=ctx.name, activation="elu")
 
 
+@_keras(S.Flatten)
 def _flatten(cfg: dict, ctx: Context) -> S.Layer:
     return S.Flatten(name=ctx.name, data_format=_data_format(cfg, ctx))
 
 
+@_keras(S.Dense)
 def _dense(cfg: dict, ctx: Context) -> S.Layer:
     if cfg.get("lora_rank"):
         raise _unsupported(ctx, f"lora_rank={cfg['lora_rank']} is not supported", "Merge the LoRA weights first")
     return S.Dense(
-        name=ctx.name, units=cfg["units"], activation=activation_name(cfg.get("activation"), ctx),
-        use_bias=bool(cfg.get("use_bias", True)),
-        kernel_initializer=initializer_name(cfg.get("kernel_initializer")),
+        name=ctx.name, units=cfg["units"] if "units" in cfg else cfg["output_dim"],
+        activation=activation_name(cfg.get("activation"), ctx),
+        use_bias=bool(cfg.get("use_bias", cfg.get("bias", True))),
+        kernel_initializer=initializer_name(cfg.get("kernel_initializer", cfg.get("init"))),
         bias_initializer=initializer_name(cfg.get("bias_initializer")),
     )
 
 
+@_keras(S.Dropout, "Dropout", "SpatialDropout1D", "SpatialDropout2D")
 def _dropout(cfg: dict, ctx: Context) -> S.Layer:
-    return S.Dropout(name=ctx.name, rate=float(cfg.get("rate", 0.5)))
+    return S.Dropout(name=ctx.name, rate=float(cfg.get("rate", cfg.get("p", 0.5))))
 
 
+@_keras(S.BatchNormalization)
 def _batch_normalization(cfg: dict, ctx: Context) -> S.Layer:
     axis = cfg.get("axis", -1)
     if isinstance(axis, list):
@@ -243,6 +365,8 @@ def _batch_normalization(cfg: dict, ctx: Context) -> S.Layer:
         axis = axis[0]
     if cfg.get("renorm"):
         raise _unsupported(ctx, "BatchNormalization(renorm=True) is not supported", "Use renorm=False")
+    if cfg.get("mode", 0) not in (0, None):
+        raise _unsupported(ctx, f"Keras 1 BatchNormalization(mode={cfg['mode']}) is not supported", "Use mode=0")
     return S.BatchNormalization(
         name=ctx.name, axis=int(axis), epsilon=float(cfg.get("epsilon", 1e-3)),
         momentum=float(cfg.get("momentum", 0.99)), center=bool(cfg.get("center", True)),
@@ -250,6 +374,7 @@ def _batch_normalization(cfg: dict, ctx: Context) -> S.Layer:
     )
 
 
+@_keras(S.Reshape)
 def _reshape(cfg: dict, ctx: Context) -> S.Layer:
     return S.Reshape(name=ctx.name, target_shape=tuple(cfg["target_shape"]))
 
@@ -263,43 +388,30 @@ def _scalar(value: Any, arg: str, ctx: Context) -> float:
     return number
 
 
+@_keras(S.Rescaling)
 def _rescaling(cfg: dict, ctx: Context) -> S.Layer:
     return S.Rescaling(name=ctx.name, scale=_scalar(cfg.get("scale", 1.0), "scale", ctx),
                        offset=_scalar(cfg.get("offset", 0.0), "offset", ctx))
 
 
-def _add(cfg: dict, ctx: Context) -> S.Layer:
-    return S.Add(name=ctx.name)
+def _merge(kind: type[S.Layer]):
+    @_keras(kind)
+    def convert(cfg: dict, ctx: Context) -> S.Layer:
+        return kind(name=ctx.name)
+
+    return convert
 
 
+for _kind in (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum):
+    _merge(_kind)
+
+
+@_keras(S.Concatenate)
 def _concatenate(cfg: dict, ctx: Context) -> S.Layer:
     return S.Concatenate(name=ctx.name, axis=int(cfg.get("axis", -1)))
 
 
-CONVERTERS: dict[str, Callable[[dict, Context], S.Layer]] = {
-    "Conv2D": _conv2d,
-    "MaxPooling2D": _pooling(S.MaxPooling2D),
-    "MaxPool2D": _pooling(S.MaxPooling2D),
-    "AveragePooling2D": _pooling(S.AveragePooling2D),
-    "AvgPool2D": _pooling(S.AveragePooling2D),
-    "ZeroPadding2D": _zero_padding2d,
-    "Activation": _activation,
-    "ReLU": _relu,
-    "LeakyReLU": _leaky_relu,
-    "Softmax": _softmax,
-    "ELU": _elu,
-    "Flatten": _flatten,
-    "Dense": _dense,
-    "Dropout": _dropout,
-    "SpatialDropout2D": _dropout,
-    "BatchNormalization": _batch_normalization,
-    "Reshape": _reshape,
-    "Rescaling": _rescaling,
-    "Add": _add,
-    "Concatenate": _concatenate,
-}
 INPUT_LAYER = "InputLayer"
-MERGE_LAYERS = ("Add", "Concatenate")
 SUPPORTED = (INPUT_LAYER, *CONVERTERS)
 # Layers that hold Python code (Lambda) or traced TensorFlow calls: never run from a file.
 CODE_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")

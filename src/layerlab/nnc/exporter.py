@@ -22,6 +22,7 @@ from layerlab.errors import NNCError
 from layerlab.network import Network
 from layerlab.nnc import files, schema, windows
 from layerlab.nnc.functions import flatten_perm
+from layerlab.registry import NNC_EXPORT
 
 _ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax"}
 _INITIALIZERS = {"zeros": ("Constant", 0.0), "ones": ("Constant", 1.0)}
@@ -173,50 +174,68 @@ class _Writer:
             executor.parameter_variable.add(variable_name=name)
 
     def layer(self, layer: S.Layer, sources: list[_Out], info: S.LayerInfo, nxt: S.Layer | None, extra_consumers: int):
-        x = sources[0]
+        """The NNC functions of one layer (the NNC_EXPORT table's method)."""
+        method = NNC_EXPORT.lookup(layer)
         shape_out = _nnc_shape(info.output_shape, self.df)
+        return getattr(self, method)(layer, sources, info, nxt, extra_consumers, shape_out)
+
+    def _zero_padding(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        x = sources[0]
+        (top, bottom), (left, right) = layer.padding
+        if (isinstance(nxt, S.Conv2D) and nxt.padding == "valid" and not nxt.inputs and not extra_consumers
+                and top == bottom and left == right):
+            self.pending_pad = (top, left)
+            return _Out(x.var, x.shape), [], f"folded into the next Convolution as pad ({top}, {left})"
+        var = self.function(layer.name, "Pad", [x.var], shape_out, pad_param={"pad_width": (top, bottom, left, right), "mode": "constant", "constant_value": 0.0})
+        return _Out(var, shape_out), [var], ""
+
+    def _conv(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        return self.conv(layer, sources[0], info, shape_out)
+
+    def _pool(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        return self.pool(layer, sources[0], info, shape_out)
+
+    def _flatten(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        x = sources[0]
+        perm = flatten_perm(x.shape, self.df, layer.data_format)
+        return _Out(x.var, x.shape, True, perm), [], "no function: NNC's Affine flattens C-H-W itself; the Dense rows are reordered"
+
+    def _dense(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        return self.dense(layer, sources[0])
+
+    def _activation(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        activation = layer.as_activation() if isinstance(layer, S.ReLU) else layer.activation
+        if activation is None:
+            raise NNCError(f"layer '{layer.name}' (ReLU): only ReLU() and ReLU(max_value=6) have an NNC export")
+        return self.activation(activation, layer.name, sources[0])
+
+    def _dropout(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        return sources[0], [], "no function: Dropout is the identity at inference (NNC's runtime network omits it)"
+
+    def _rescaling(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        x, name = sources[0], layer.name
+        funcs, var = [], x.var
+        if layer.scale != 1.0:
+            var = self.function(name, "MulScalar", [var], x.shape, mul_scalar_param={"val": float(layer.scale)})
+            funcs.append(var)
+        if layer.offset != 0.0:
+            var = self.function(f"{name}_offset" if funcs else name, "AddScalar", [var], x.shape, add_scalar_param={"val": float(layer.offset)})
+            funcs.append(var)
+        return _Out(var, x.shape, x.flat, x.perm), funcs, ""
+
+    def _batchnorm(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        return self.batch_norm(layer, sources[0], info)
+
+    def _reshape(self, layer, sources, info, nxt, extra_consumers, shape_out):
         name = layer.name
-        if isinstance(layer, S.ZeroPadding2D):
-            (top, bottom), (left, right) = layer.padding
-            if (isinstance(nxt, S.Conv2D) and nxt.padding == "valid" and not nxt.inputs and not extra_consumers
-                    and top == bottom and left == right):
-                self.pending_pad = (top, left)
-                return _Out(x.var, x.shape), [], f"folded into the next Convolution as pad ({top}, {left})"
-            var = self.function(name, "Pad", [x.var], shape_out, pad_param={"pad_width": (top, bottom, left, right), "mode": "constant", "constant_value": 0.0})
-            return _Out(var, shape_out), [var], ""
-        if isinstance(layer, S.Conv2D):
-            return self.conv(layer, x, info, shape_out)
-        if isinstance(layer, (S.MaxPooling2D, S.AveragePooling2D)):
-            return self.pool(layer, x, info, shape_out)
-        if isinstance(layer, S.Flatten):
-            perm = flatten_perm(x.shape, self.df, layer.data_format)
-            return _Out(x.var, x.shape, True, perm), [], "no function: NNC's Affine flattens C-H-W itself; the Dense rows are reordered"
-        if isinstance(layer, S.Dense):
-            return self.dense(layer, x)
-        if isinstance(layer, S.Activation):
-            return self.activation(layer.activation, name, x)
-        if isinstance(layer, S.Dropout):
-            return x, [], "no function: Dropout is the identity at inference (NNC's runtime network omits it)"
-        if isinstance(layer, S.Rescaling):
-            funcs, var = [], x.var
-            if layer.scale != 1.0:
-                var = self.function(name, "MulScalar", [var], x.shape, mul_scalar_param={"val": float(layer.scale)})
-                funcs.append(var)
-            if layer.offset != 0.0:
-                var = self.function(f"{name}_offset" if funcs else name, "AddScalar", [var], x.shape, add_scalar_param={"val": float(layer.offset)})
-                funcs.append(var)
-            return _Out(var, x.shape, x.flat, x.perm), funcs, ""
-        if isinstance(layer, S.BatchNormalization):
-            return self.batch_norm(layer, x, info)
-        if isinstance(layer, S.Reshape):
-            x = self.materialize(x, name)
-            if x.perm is not None or (self.df == S.CHANNELS_LAST and not all(len(s) == 1 or (len(s) == 3 and s[0] == 1) for s in (x.shape, shape_out))):
-                raise NNCError(f"layer '{name}' (Reshape): {x.shape} -> {shape_out} in {self.df} has no exact NNC equivalent. Use channels_first")
-            var = self.function(name, "Reshape", [x.var], shape_out, reshape_param={"shape": (-1, *shape_out)})
-            return _Out(var, shape_out), [var], ""
-        if isinstance(layer, (S.Add, S.Concatenate)):
-            return self.merge(layer, sources, shape_out)
-        raise NNCError(f"layer '{name}' ({layer.type}) has no NNC export. Supported: Conv2D, pooling, Dense, Flatten, Activation, ...")
+        x = self.materialize(sources[0], name)
+        if x.perm is not None or (self.df == S.CHANNELS_LAST and not all(len(s) == 1 or (len(s) == 3 and s[0] == 1) for s in (x.shape, shape_out))):
+            raise NNCError(f"layer '{name}' (Reshape): {x.shape} -> {shape_out} in {self.df} has no exact NNC equivalent. Use channels_first")
+        var = self.function(name, "Reshape", [x.var], shape_out, reshape_param={"shape": (-1, *shape_out)})
+        return _Out(var, shape_out), [var], ""
+
+    def _merge(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        return self.merge(layer, sources, shape_out)
 
     def conv(self, layer: S.Conv2D, x: _Out, info: S.LayerInfo, shape_out):
         win = layer.window(info.input_shapes[0])
@@ -377,3 +396,18 @@ def rows_table(rows: list[ExportRow]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(head[3]))
     return "\n".join(line.rstrip() for line in lines)
 
+
+
+for _cls, _method in {
+    S.ZeroPadding2D: "_zero_padding", S.Conv2D: "_conv", S.MaxPooling2D: "_pool", S.AveragePooling2D: "_pool",
+    S.Flatten: "_flatten", S.Dense: "_dense", S.Activation: "_activation", S.Dropout: "_dropout",
+    S.Rescaling: "_rescaling", S.BatchNormalization: "_batchnorm", S.Reshape: "_reshape", S.Add: "_merge",
+    S.Concatenate: "_merge",
+}.items():
+    NNC_EXPORT.register(_cls, _method)
+NNC_EXPORT.register(S.ReLU, "_activation", note="ReLU() and ReLU(max_value=6) only")
+NNC_EXPORT.decline((S.Conv1D, S.MaxPooling1D, S.AveragePooling1D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D,
+                    S.ZeroPadding1D), "1-D layers have no NNC export yet")
+NNC_EXPORT.decline((S.DepthwiseConv2D, S.SeparableConv2D, S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.PReLU,
+                    S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Cropping2D, S.UpSampling2D, S.Permute),
+                   "no NNC function is mapped to it yet")

@@ -17,7 +17,9 @@ import numpy as np
 from layerlab import geometry
 from layerlab import spec as S
 from layerlab.errors import NNCError
+from layerlab.layers import LAYER_TYPES
 from layerlab.nnc import windows
+from layerlab.registry import NNC_IMPORT
 
 SUPPORTED = (
     "Convolution", "MaxPooling", "AveragePooling", "Affine", "Tanh", "ReLU", "Sigmoid", "Softmax",
@@ -416,3 +418,14 @@ _CONVERTERS: dict[str, Callable[[_Call], Converted]] = {
     "Pad": _pad,
 }
 assert set(_CONVERTERS) == set(SUPPORTED)
+
+# The spec layers an NNC network imports as, with the NNC functions that become each.
+for _cls, _functions in {
+    S.Conv2D: "Convolution", S.MaxPooling2D: "MaxPooling", S.AveragePooling2D: "AveragePooling",
+    S.Dense: "Affine", S.Flatten: "Affine (its implicit flatten)", S.Activation: "Tanh, ReLU, Sigmoid, Softmax",
+    S.BatchNormalization: "BatchNormalization", S.Dropout: "Dropout", S.Reshape: "Reshape",
+    S.Rescaling: "MulScalar, AddScalar", S.Add: "Add2", S.Concatenate: "Concatenate", S.ZeroPadding2D: "Pad",
+}.items():
+    NNC_IMPORT.register(_cls, _functions, note=f"from NNC {_functions}")
+NNC_IMPORT.decline(tuple(cls for cls in LAYER_TYPES.values() if cls not in NNC_IMPORT.handlers),
+                   "no NNC function imports as it yet")

@@ -202,7 +202,7 @@ def choose_trainer(train_spec: S.Model) -> tuple[str, str]:
     if importlib.util.find_spec("torch") is None:
         why = "torch is not installed"
     else:
-        from layerlab.train.torch_train import unsupported
+        from layerlab.train.torch_forms import unsupported
 
         why = unsupported(train_spec)
         if why is None:

@@ -5,7 +5,7 @@ Keras 3 on its torch backend runs seed650's training step in 130-140 us per imag
 (benchmarks/TRAINING_LOG.md). The difference is Keras' layer machinery: every call transposes
 the kernels, pads 'same' max pooling by replicating the border, and runs its optimizer and
 metrics in Python one variable at a time. So when torch is installed and every layer of the
-network is one of ``SUPPORTED``, ``layerlab train`` builds the network here, from the spec and
+network is in the trainer's table (``torch_forms``), ``layerlab train`` builds the network here, from the spec and
 layerlab's own geometry, and trains it with torch's Adam; anything else trains with Keras' fit.
 
 Keras stays the oracle and the product: the initial weights come from the Keras model built from
@@ -34,11 +34,7 @@ from layerlab import spec as S
 from layerlab.errors import ModelFileError
 from layerlab.train.recipes import Recipe, effective_ema_momentum, learning_rate_at, run_steps
 from layerlab.train.sampling import ImportanceSampler
-
-SUPPORTED = (
-    S.Conv2D, S.MaxPooling2D, S.AveragePooling2D, S.ZeroPadding2D, S.Activation, S.Flatten, S.Dense, S.Dropout,
-    S.Reshape, S.Rescaling,
-)
+from layerlab.train.torch_forms import unsupported
 
 # Keras' activation functions (keras.activations, the names the spec accepts).
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -62,14 +58,19 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def unsupported(model: S.Model) -> str | None:
-    """None when ``model`` trains here, else why it trains with Keras' fit instead."""
-    for layer in model.layers:
-        if layer.inputs:
-            return f"layer '{layer.name}' reads named inputs {list(layer.inputs)} (a graph, not a chain)"
-        if not isinstance(layer, SUPPORTED):
-            return f"layer '{layer.name}' is a {layer.type}"
-    return None
+def _relu(layer: S.ReLU) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Keras' relu(x, negative_slope, max_value, threshold), in its order of operations."""
+    max_value, slope, threshold = layer.max_value, float(layer.negative_slope), float(layer.threshold)
+
+    def relu(x):
+        positive = x * (x > threshold).to(x.dtype) if threshold else torch.relu(x)
+        if max_value is not None:
+            positive = torch.clamp(positive, 0.0, float(max_value))
+        if slope:
+            positive = positive - slope * torch.relu(threshold - x)
+        return positive
+
+    return relu
 
 
 def _nchw(x: torch.Tensor, data_format: str) -> torch.Tensor:
@@ -134,6 +135,8 @@ class TorchNetwork(torch.nn.Module):
             return lambda x: _back(F.pad(_nchw(x, fmt), (left, right, top, bottom)), fmt)
         if isinstance(layer, S.Activation):
             return ACTIVATIONS[layer.activation]
+        if isinstance(layer, S.ReLU):
+            return _relu(layer)
         if isinstance(layer, S.Flatten):
             if layer.data_format == S.CHANNELS_FIRST and len(in_shape) > 1:
                 return lambda x: torch.movedim(x, 1, -1).reshape(len(x), -1)  # Keras: channels to the end first

@@ -52,6 +52,8 @@ from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep
     ordered,
     planar_order,
 )
+from layerlab.layers.normalization import layer_scale_shift
+from layerlab.registry import C_FLOAT, C_INT8
 
 CHANNELS_FIRST = S.CHANNELS_FIRST
 # Activations C and int8 code can apply one value at a time (softmax needs a whole axis).
@@ -59,22 +61,42 @@ ELEMENTWISE = tuple(a for a in S.ACTIVATIONS if a != "softmax")
 
 
 def _unsupported(info: S.LayerInfo, why: str) -> ExportError:
-    return ExportError(
-        f"C export: layer {info.index} '{info.layer.name}' ({info.layer.type}) {why}. Supported: Conv2D, "
-        "MaxPooling2D, AveragePooling2D, ZeroPadding2D, Activation, Flatten, Dense, Dropout, "
-        "BatchNormalization, Reshape, Rescaling in a Sequential chain"
-    )
+    return ExportError(f"C export: layer {info.index} '{info.layer.name}' ({info.layer.type}) {why}")
+
+
+# What the C export lowers (both float32 and int8): spec class -> the _Lowering method.
+_HANDLERS = {
+    S.Conv2D: "_conv", S.Dense: "_dense", S.MaxPooling2D: "_pool", S.AveragePooling2D: "_pool",
+    S.ZeroPadding2D: "_pad", S.Flatten: "_flatten", S.Reshape: "_reshape", S.BatchNormalization: "_batchnorm",
+    S.Activation: "_activation", S.Rescaling: "_activation", S.Dropout: "_dropout",
+}
+_NOTES = {
+    S.Conv2D: "Sequential chains; strides or dilation, any padding",
+    S.Activation: "every activation; softmax only as the last layer's axis",
+    S.ReLU: "as Activation: ReLU() and ReLU(max_value=6) only",
+}
+_DECLINED = {
+    (S.Conv1D,): "1-D convolutions have no C kernel yet",
+    (S.DepthwiseConv2D, S.SeparableConv2D): "depthwise convolutions have no C kernel yet",
+    (S.MaxPooling1D, S.AveragePooling1D): "1-D pooling has no C kernel yet",
+    (S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D):
+        "global pooling has no C kernel yet",
+    (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Concatenate):
+        "graphs (merges, named inputs) are not lowered to C yet; only Sequential chains export",
+    (S.PReLU,): "PReLU has no C kernel yet",
+    (S.ZeroPadding1D, S.Cropping2D, S.UpSampling2D, S.Permute): "this data-movement layer has no C step yet",
+}
+for _backend in (C_FLOAT, C_INT8):
+    for _cls, _method in _HANDLERS.items():
+        _backend.register(_cls, _method, note=_NOTES.get(_cls, ""))
+    _backend.register(S.ReLU, "_activation", note=_NOTES[S.ReLU])
+    for _classes, _reason in _DECLINED.items():
+        _backend.decline(_classes, _reason)
 
 
 def _bn_inv(layer: S.BatchNormalization, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature (scale, shift) of an inference BatchNormalization, in float64."""
-    inv = 1.0 / np.sqrt(w["moving_variance"].astype(np.float64) + float(layer.epsilon))
-    if layer.scale:
-        inv = inv * w["gamma"]
-    shift = -w["moving_mean"].astype(np.float64) * inv
-    if layer.center:
-        shift = shift + w["beta"]
-    return inv, shift
+    """Per-feature (scale, shift) of an inference BatchNormalization, in float64 (folded into float32 weights)."""
+    return layer_scale_shift(layer, w, dtype=np.float64)
 
 
 class _Lowering:
@@ -102,6 +124,8 @@ class _Lowering:
         layer = self._layer(i)
         if isinstance(layer, S.Activation) and layer.activation in ELEMENTWISE:
             return Op(layer.name, layer.activation)
+        if isinstance(layer, S.ReLU) and layer.as_activation() is not None:
+            return Op(layer.name, layer.as_activation())
         if isinstance(layer, S.Rescaling):
             return Op(layer.name, scale=float(layer.scale), offset=float(layer.offset))
         return None
@@ -127,7 +151,7 @@ class _Lowering:
                 return ordered(dims, _flatten_order(len(dims), layer.data_format))
             if isinstance(layer, S.Reshape):
                 return c_order(dims)
-            if not isinstance(layer, (S.Dropout, S.Activation, S.Rescaling, S.BatchNormalization)):
+            if not isinstance(layer, (S.Dropout, S.Activation, S.ReLU, S.Rescaling, S.BatchNormalization)):
                 return planar_order(dims, data_format)
             i += 1
         return c_order(dims)
@@ -137,20 +161,13 @@ class _Lowering:
         while self.i < len(self.infos):
             info = self.infos[self.i]
             layer = info.layer
-            if layer.inputs or isinstance(layer, (S.Add, S.Concatenate)):
-                raise _unsupported(info, "is part of a graph (Add / Concatenate or named inputs); only Sequential chains export to C")
-            handler = {
-                S.Conv2D: self._conv, S.Dense: self._dense, S.MaxPooling2D: self._pool,
-                S.AveragePooling2D: self._pool, S.ZeroPadding2D: self._pad, S.Flatten: self._flatten,
-                S.Reshape: self._reshape, S.BatchNormalization: self._batchnorm,
-                S.Activation: self._activation, S.Rescaling: self._activation,
-            }.get(type(layer))
-            if isinstance(layer, S.Dropout):
-                self.i += 1
-                continue
-            if handler is None:
-                raise _unsupported(info, "has no C implementation")
-            handler(info)
+            method = C_FLOAT.lookup(layer, info.index)
+            if layer.inputs:
+                raise _unsupported(info, "is part of a graph (named inputs); only Sequential chains export to C")
+            if isinstance(layer, S.ReLU) and layer.as_activation() is None:
+                raise _unsupported(info, f"is ReLU(max_value={layer.max_value}, negative_slope={layer.negative_slope}, "
+                                   f"threshold={layer.threshold}); C has ReLU() and ReLU(max_value=6) only")
+            getattr(self, method)(info)
         if not self.layout.same_memory(c_order(self.layout.dims)):
             self._copy(c_order(self.layout.dims), ())
         if not self.steps:  # e.g. a model of Dropout and Flatten only: the output is the input
@@ -312,6 +329,9 @@ class _Lowering:
         self._add(AffineStep(layers=((layer.name, layer.type),), input=self.layout, output=self.layout,
                              taps={"in": self.tap, "out": layer.name}, scale=scale.astype(np.float32),
                              shift=shift.astype(np.float32), axis=layer.feature_axis(info.input_shapes[0])))
+
+    def _dropout(self, info: S.LayerInfo) -> None:
+        self.i += 1  # the identity at inference
 
     def _activation(self, info: S.LayerInfo) -> None:
         layer = info.layer
