@@ -42,7 +42,7 @@ def _input_image(args: argparse.Namespace, network) -> tuple[np.ndarray, int | N
 def _export(args: argparse.Namespace) -> int:
     from layerlab.modelfile import load
 
-    network = load(args.model)
+    network = load(args.model, architecture=args.architecture)
     out = Path(args.out)
     if args.to == "c":
         from layerlab.export.c import export_c
@@ -72,6 +72,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="export trained weights: C, CSV/JSON/NPZ, Excel")
     p.add_argument("model", metavar="MODEL", help="a Keras model file (.h5, .keras)")
     p.add_argument("--to", required=True, choices=FORMATS, help="output format")
+    from layerlab.commands.spec import add_architecture
+
+    add_architecture(p)
     p.add_argument("--out", required=True, help="output folder (c, csv, json, npz) or file (xlsx)")
     p.add_argument("--name", help="C: library and function prefix (sanitised)")
     p.add_argument("--int8", action="store_true", help="C: int8 quantised code")

@@ -1,13 +1,16 @@
 """``layerlab predict | evaluate | trace MODEL``: run a Keras model file with the NumPy engine.
 
     layerlab predict model.h5 --image 7                 # top-3 classes of MNIST test image 7
-    layerlab evaluate model.h5 --scale 1                # test accuracy, raw 0-255 pixels
+    layerlab predict resnet.h5 --input x.npy            # any model: inputs from .npy/.npz or an image
+    layerlab evaluate model.h5 --scale 1                # MNIST test accuracy, raw 0-255 pixels
+    layerlab evaluate kws.h5 --data test.npz            # accuracy on a labelled .npz (x, y)
     layerlab trace model.keras --image 0 --out trace/   # every layer: table, CSV, feature-map PNGs
     ... --compare-keras                                 # also run real Keras, max |diff| per layer
 
-``--scale 255`` (the default) divides pixels by 255, ``--scale 1`` feeds them raw (0-255), as the
-model was trained. Images are reshaped to the model's input: (1, 28, 28) channels_first,
-(28, 28, 1) channels_last, (28, 28) or (784,) alike (one channel, so the pixel order is the same).
+``--scale D`` divides the inputs by D: 255 by default for pixels (MNIST, image files), 1 for
+.npy/.npz arrays; ``--scale 1`` feeds raw 0-255 pixels, as such a model was trained. MNIST images
+are reshaped to the model's input: (1, 28, 28) channels_first, (28, 28, 1) channels_last,
+(28, 28) or (784,) alike (one channel, so the pixel order is the same).
 """
 
 from __future__ import annotations
@@ -34,30 +37,50 @@ def register(subparsers) -> None:
     common.add_argument("--architecture", metavar="FILE",
                         help="architecture for a weights-only file: model.to_json() JSON, .keras, or a layerlab spec")
     common.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST .gz files (default: $LAYERLAB_DATA, cache)")
-    common.add_argument("--scale", type=int, choices=(255, 1), default=255,
-                        help="255: pixels / 255 (default); 1: raw pixels 0-255. Use what the model was trained on")
+    common.add_argument("--scale", type=_positive_float, default=None, metavar="D",
+                        help="divide the inputs by D: default 255 for pixels (MNIST, image files), 1 for .npy/.npz. "
+                        "Use what the model was trained on (--scale 1: raw pixels 0-255)")
     common.add_argument("--compare-keras", action="store_true",
                         help="also run the model in Keras 3 (JAX) and print the max abs difference per layer")
 
-    p = subparsers.add_parser("predict", parents=[common], help="top classes of one MNIST test image",
-                              description="Run MNIST test image N through the model with the NumPy engine.")
-    p.add_argument("--image", type=int, required=True, metavar="N", help="index of the MNIST test image (0-9999)")
+    p = subparsers.add_parser("predict", parents=[common], help="top classes (or outputs) for an MNIST image or an input file",
+                              description="Run MNIST test image N, or the inputs of a .npy/.npz/image file, through the "
+                              "model with the NumPy engine.")
+    _source_args(p)
     p.add_argument("--top", type=int, default=3, metavar="K", help="how many classes to show (default 3)")
     p.set_defaults(func=predict_command)
 
     p = subparsers.add_parser("evaluate", parents=[common], help="MNIST test accuracy with the NumPy engine",
                               description="Accuracy on the MNIST test set, computed by the NumPy engine.")
+    p.add_argument("--data", metavar="FILE.npz", help="labelled inputs x, y (class indices or one-hot) instead of MNIST")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test images (default: all 10000)")
     p.add_argument("--batch-size", type=int, default=1000, metavar="N", help="images per engine call (default 1000)")
     p.set_defaults(func=evaluate_command)
 
-    p = subparsers.add_parser("trace", parents=[common], help="every layer's output for one MNIST test image",
+    p = subparsers.add_parser("trace", parents=[common], help="every layer's output for one input",
                               description="Shape, min, max and mean of every layer's output (printed and written as "
-                              "trace.csv) and a PNG of its feature maps, for MNIST test image N.")
-    p.add_argument("--image", type=int, required=True, metavar="N", help="index of the MNIST test image (0-9999)")
+                              "trace.csv) and a PNG of its feature maps, for MNIST test image N or the first input of a file.")
+    _source_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for trace.csv and the PNGs")
     p.add_argument("--no-png", action="store_true", help="write only trace.csv")
     p.set_defaults(func=trace_command)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", type=int, metavar="N", help="index of the MNIST test image (0-9999)")
+    source.add_argument("--input", metavar="FILE", help="a .npy/.npz array of any input shape (one sample or a batch), "
+                        "or an image file resized and converted to the model's input")
 
 
 # Inputs -----------------------------------------------------------------------------------------------
@@ -75,8 +98,8 @@ def _mnist_test(args):
     return data.x_test, data.y_test
 
 
-def mnist_input(images: np.ndarray, spec: S.Model, scale: int) -> np.ndarray:
-    """MNIST images (N, 28, 28) uint8 -> (N, *spec.input_shape) float32, / 255 when scale is 255.
+def mnist_input(images: np.ndarray, spec: S.Model, scale: float | None) -> np.ndarray:
+    """MNIST images (N, 28, 28) uint8 -> (N, *spec.input_shape) float32, divided by ``scale`` (default 255).
 
     Raises:
         ShapeError: the model's input does not hold one 28x28 grey image.
@@ -87,8 +110,9 @@ def mnist_input(images: np.ndarray, spec: S.Model, scale: int) -> np.ndarray:
             "(784 values, e.g. (1, 28, 28), (28, 28, 1) or (784,)). Use a model trained on MNIST"
         )
     x = images.astype(np.float32)
-    if scale == 255:
-        x /= np.float32(255.0)  # as the usual x.astype('float32') / 255
+    scale = 255.0 if scale is None else scale
+    if scale != 1:
+        x /= np.float32(scale)  # as the usual x.astype('float32') / 255
     return x.reshape(len(images), *spec.input_shape)  # one channel: any layout keeps the pixel order
 
 
@@ -100,8 +124,21 @@ def _image_index(args, count: int) -> int:
 
 def _describe(loaded, args) -> str:
     version = f", Keras {loaded.keras_version}" if loaded.keras_version else ""
-    pixels = "pixels / 255" if args.scale == 255 else "raw pixels 0-255"
-    return f"model {args.model} ({loaded.kind}{version}), input {loaded.network.spec.input_shape}, {pixels}"
+    from_file = getattr(args, "input", None) or getattr(args, "data", None)
+    default = 1.0 if from_file and Path(from_file).suffix.lower() in (".npy", ".npz") else 255.0
+    scale = default if args.scale is None else args.scale
+    if default == 1.0:  # arrays
+        how = f"inputs from {printable(str(from_file))} " + ("as stored" if scale == 1 else f"/ {scale:g}")
+    else:  # pixels
+        how = "raw pixels 0-255" if scale == 1 else f"pixels / {scale:g}"
+        how = f"{how} of {printable(str(from_file))}" if from_file else how
+    return f"model {printable(str(args.model))} ({loaded.kind}{version}), input {loaded.network.spec.input_shape}, {how}"
+
+
+def _file_input(args, spec: S.Model):
+    from layerlab.inputs import read_input
+
+    return read_input(args.input, spec, args.scale)
 
 
 # Keras comparison -----------------------------------------------------------------------------------
@@ -152,19 +189,41 @@ def _is_softmax(spec: S.Model) -> bool:
     return getattr(spec.layers[-1], "activation", None) == "softmax"
 
 
+def _print_scores(spec: S.Model, scores: np.ndarray, top: int) -> None:
+    """Top-k classes of a classifier's output, or the output's shape and range otherwise."""
+    if top > 0 and scores.ndim == 1 and (_is_softmax(spec) or len(scores) <= 100):
+        header = "probability" if _is_softmax(spec) else "output"
+        print(f"  class  {header}")
+        for k in np.argsort(-scores, kind="stable")[:top]:
+            print(f"  {int(k):>5}  {scores[k]:.6f}")
+    else:
+        print(f"  output shape {scores.shape}: min {scores.min():.6g}, max {scores.max():.6g}, mean {scores.mean():.6g}")
+
+
 def predict_command(args) -> int:
     loaded = _load(args)
     net = loaded.network
+    if args.input:
+        x, labels = _file_input(args, net.spec)
+        y = net.predict(x)
+        print(_describe(loaded, args))
+        shown = min(len(x), 10)
+        for i in range(shown):
+            label = f", label {int(labels[i])}" if labels is not None else ""
+            print(f"input {i}{label}")
+            _print_scores(net.spec, y[i].reshape(-1) if y[i].ndim <= 1 else y[i], max(0, args.top))
+        if len(x) > shown:
+            print(f"... {len(x) - shown} more inputs not shown")
+        if args.compare_keras:
+            _print_diffs(net.spec, compare_keras(net, x)[0])
+        return 0
     x_test, y_test = _mnist_test(args)
     index = _image_index(args, len(x_test))
     x = mnist_input(x_test[index : index + 1], net.spec, args.scale)
     scores = net.predict(x)[0].reshape(-1)
     print(_describe(loaded, args))
     print(f"MNIST test image {index}, label {int(y_test[index])}")
-    header = "probability" if _is_softmax(net.spec) else "output"
-    print(f"  class  {header}")
-    for k in np.argsort(-scores, kind="stable")[: max(1, args.top)]:
-        print(f"  {int(k):>5}  {scores[k]:.6f}")
+    _print_scores(net.spec, scores, max(1, args.top))
     best = int(np.argmax(scores))
     print(f"predicted {best} ({'correct' if best == int(y_test[index]) else 'wrong'})")
     if args.compare_keras:
@@ -176,14 +235,25 @@ def predict_command(args) -> int:
 def evaluate_command(args) -> int:
     loaded = _load(args)
     net = loaded.network
-    x_test, y_test = _mnist_test(args)
-    if args.limit is not None:
-        x_test, y_test = x_test[: max(0, args.limit)], y_test[: max(0, args.limit)]
-    x = mnist_input(x_test, net.spec, args.scale)
+    if args.data:
+        from layerlab.inputs import read_input
+
+        x, y_test = read_input(args.data, net.spec, args.scale)
+        if y_test is None:
+            raise ShapeError(f"--data {printable(args.data)}: holds no labels 'y'. Save it with np.savez(path, x=..., y=...)")
+        if args.limit is not None:
+            x, y_test = x[: max(0, args.limit)], y_test[: max(0, args.limit)]
+        what = f"inputs of {printable(args.data)}"
+    else:
+        x_test, y_test = _mnist_test(args)
+        if args.limit is not None:
+            x_test, y_test = x_test[: max(0, args.limit)], y_test[: max(0, args.limit)]
+        x = mnist_input(x_test, net.spec, args.scale)
+        what = "MNIST test images"
     predicted = net.predict(x, batch_size=max(1, args.batch_size)).reshape(len(x), -1).argmax(axis=1)
     correct = int(np.count_nonzero(predicted == y_test))
     print(_describe(loaded, args))
-    print(f"accuracy {correct / max(1, len(y_test)):.4f} ({correct} of {len(y_test)} MNIST test images)")
+    print(f"accuracy {correct / max(1, len(y_test)):.4f} ({correct} of {len(y_test)} {what})")
     if args.compare_keras:
         diffs, keras_out = compare_keras(net, x)
         keras_correct = int(np.count_nonzero(keras_out.reshape(len(x), -1).argmax(axis=1) == y_test))
@@ -225,9 +295,15 @@ def safe_filename(text: str) -> str:
 def trace_command(args) -> int:
     loaded = _load(args)
     net = loaded.network
-    x_test, y_test = _mnist_test(args)
-    index = _image_index(args, len(x_test))
-    x = mnist_input(x_test[index : index + 1], net.spec, args.scale)
+    if args.input:
+        x, labels = _file_input(args, net.spec)
+        x = x[:1]
+        heading = f"input 0 of {printable(args.input)}" + (f", label {int(labels[0])}" if labels is not None else "")
+    else:
+        x_test, y_test = _mnist_test(args)
+        index = _image_index(args, len(x_test))
+        x = mnist_input(x_test[index : index + 1], net.spec, args.scale)
+        heading = f"MNIST test image {index}, label {int(y_test[index])}"
     outputs = {"input": x, **net.trace(x)}
     types = {"input": "Input", **{l.name: l.type for l in net.spec.layers}}
     diffs = compare_keras(net, x)[0] if args.compare_keras else None
@@ -241,7 +317,7 @@ def trace_command(args) -> int:
             row["keras_max_abs_diff"] = diffs[name][0] if name in diffs else 0.0
         rows.append(row)
     print(_describe(loaded, args))
-    print(f"MNIST test image {index}, label {int(y_test[index])}, predicted {int(np.argmax(outputs[net.spec.layers[-1].name]))}")
+    print(f"{heading}, predicted {int(np.argmax(outputs[net.spec.layers[-1].name]))}")
     width = max(len(printable(r["layer"])) for r in rows)
     extra = "  keras diff" if diffs is not None else ""
     print(f"  {'#':>2}  {'layer':<{width}}  {'type':<18}  {'shape':<10}  {'min':>10}  {'max':>10}  {'mean':>10}{extra}")

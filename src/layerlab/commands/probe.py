@@ -57,6 +57,9 @@ def register(subparsers) -> None:
         "Network Console's MaxPooling IgnoreBorder=False would differ from Keras 'same'.",
     )
     e.add_argument("source", metavar="MODEL_OR_SPEC", help="built-in spec name (seed650), spec file (.json/.yaml) or model file (.h5/.keras)")
+    from layerlab.commands.spec import add_architecture
+
+    add_architecture(e)
     e.set_defaults(func=_explain)
 
 
@@ -90,7 +93,7 @@ def _explain(args: argparse.Namespace) -> int:
     from layerlab.commands.spec import load_model_or_spec
     from layerlab.padding_plan import explain_model
 
-    sys.stdout.write(explain_model(load_model_or_spec(args.source)))
+    sys.stdout.write(explain_model(load_model_or_spec(args.source, args.architecture)))
     return 0
 
 

@@ -12,20 +12,27 @@ from layerlab.spec import Model, load_spec
 MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
-def load_model_or_spec(source: str) -> Model:
-    """A spec from a built-in name, a spec file (.json/.yaml) or a Keras model file (h5py only)."""
+def load_model_or_spec(source: str, architecture: str | None = None) -> Model:
+    """A spec from a built-in name, a spec file (.json/.yaml) or a Keras model file (h5py only);
+    ``architecture`` gives the architecture of a weights-only file (JSON, .keras or a spec)."""
     path = Path(source)
-    if path.suffix.lower() in MODEL_SUFFIXES:
+    if path.suffix.lower() in MODEL_SUFFIXES or architecture:
         if not path.is_file():
             raise SpecError(f"{source}: no such model file")
         from layerlab.modelfile import load
 
-        return load(path).spec
+        return load(path, architecture=architecture).spec
     return load_spec(source)
 
 
+def add_architecture(parser: argparse.ArgumentParser) -> None:
+    """The --architecture option every command that reads a model file takes."""
+    parser.add_argument("--architecture", metavar="FILE",
+                        help="architecture for a weights-only file: model.to_json() JSON, .keras, or a layerlab spec")
+
+
 def _show(args: argparse.Namespace) -> int:
-    model = load_model_or_spec(args.source)
+    model = load_model_or_spec(args.source, args.architecture)
     if args.format == "yaml":
         from layerlab.spec import _yaml
 
@@ -41,7 +48,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    model = load_model_or_spec(args.source)
+    model = load_model_or_spec(args.source, args.architecture)
     print(f"{args.source}: valid - {len(model.layers)} layers, {model.param_count:,} parameters, output {model.output_shape}")
     return 0
 
@@ -49,7 +56,7 @@ def _check(args: argparse.Namespace) -> int:
 def _summary(args: argparse.Namespace) -> int:
     from layerlab.summary import summary_text
 
-    sys.stdout.write(summary_text(load_model_or_spec(args.source)))
+    sys.stdout.write(summary_text(load_model_or_spec(args.source, args.architecture)))
     return 0
 
 
@@ -58,13 +65,16 @@ def register(subparsers) -> None:
     spec_sub = spec.add_subparsers(dest="spec_command", metavar="ACTION", required=True)
     show = spec_sub.add_parser("show", help="print a spec (built-in name, spec file or model file) as JSON or YAML")
     show.add_argument("source", help="seed650, a .json/.yaml spec file, or a .h5/.keras model file")
+    add_architecture(show)
     show.add_argument("--format", choices=("json", "yaml"), default="json")
     show.add_argument("--out", help="write the spec to this .json/.yaml file instead of printing it")
     show.set_defaults(func=_show)
     check = spec_sub.add_parser("check", help="validate a spec and print its size")
     check.add_argument("source")
+    add_architecture(check)
     check.set_defaults(func=_check)
 
     summary = subparsers.add_parser("summary", help="per-layer shapes, parameters, MACs and activation sizes")
     summary.add_argument("source", metavar="MODEL_OR_SPEC", help="seed650, a spec file, or a .h5/.keras model file")
+    add_architecture(summary)
     summary.set_defaults(func=_summary)
