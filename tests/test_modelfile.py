@@ -503,3 +503,80 @@ def test_architecture_as_dict_or_spec(shared_dir):
     from_spec = layerlab.load(shared_dir / REAL_231_WEIGHTS, architecture=from_dict.spec)
     assert from_dict.spec == from_spec.spec
     assert_same_weights(from_spec.weights, from_dict.weights)
+
+
+def _keras1_files(tmp_path, rng):
+    """A Keras 1 Sequential as Keras 1 wrote it: to_json with Keras 1 argument names, and
+    save_weights with (filters, in, h, w) kernels, '<layer>_W:0' names and no version attributes."""
+    import json
+
+    import h5py
+
+    arch = {"class_name": "Sequential", "config": [
+        {"class_name": "Convolution2D", "config": {
+            "name": "convolution2d_1", "nb_filter": 3, "nb_row": 3, "nb_col": 2, "border_mode": "same",
+            "subsample": [2, 1], "dim_ordering": "th", "activation": "relu", "init": "glorot_uniform", "bias": True,
+            "batch_input_shape": [None, 2, 7, 6]}},
+        {"class_name": "Flatten", "config": {"name": "flatten_1"}},
+        {"class_name": "Dense", "config": {"name": "dense_1", "output_dim": 4, "activation": "softmax",
+                                           "init": "glorot_uniform", "bias": True}},
+    ]}
+    (tmp_path / "k1.json").write_text(json.dumps(arch))
+    weights = {
+        "convolution2d_1": [("convolution2d_1_W:0", rng.normal(0, 0.5, (3, 2, 3, 2))), ("convolution2d_1_b:0", rng.normal(0, 0.5, (3,)))],
+        "dense_1": [("dense_1_W:0", rng.normal(0, 0.3, (3 * 4 * 6, 4))), ("dense_1_b:0", rng.normal(0, 0.3, (4,)))],
+    }
+    with h5py.File(tmp_path / "k1_weights.h5", "w") as h5:
+        h5.attrs["layer_names"] = np.array([b"convolution2d_1", b"flatten_1", b"dense_1"])
+        for layer in ("convolution2d_1", "flatten_1", "dense_1"):
+            group = h5.create_group(layer)
+            group.attrs["weight_names"] = np.array([n.encode() for n, _ in weights.get(layer, [])], dtype="S")
+            for name, value in weights.get(layer, []):
+                group.create_dataset(name, data=value.astype(np.float32))
+    return tmp_path / "k1_weights.h5", tmp_path / "k1.json"
+
+
+@pytest.mark.tfkeras
+def test_keras1_weights_with_json_load_as_tf_keras_loads_them(tmp_path, keras):
+    """tf_keras' own Keras 1 conversion is the oracle for the weights; Keras 3 for the outputs."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tf_keras
+
+    weights_file, json_file = _keras1_files(tmp_path, np.random.default_rng(11))
+    net = layerlab.load(weights_file, architecture=json_file)
+    conv = net.spec.layers[0]
+    assert conv == S.Conv2D(name="convolution2d_1", filters=3, kernel_size=(3, 2), strides=(2, 1), padding="same",
+                            data_format=S.CHANNELS_FIRST, activation="relu", kernel_initializer="glorot_uniform",
+                            bias_initializer=None)
+    reference = tf_keras.Sequential([
+        tf_keras.Input((2, 7, 6)),
+        tf_keras.layers.Conv2D(3, (3, 2), strides=(2, 1), padding="same", data_format="channels_first", activation="relu"),
+        tf_keras.layers.Flatten(), tf_keras.layers.Dense(4, activation="softmax"),
+    ])
+    reference.load_weights(weights_file)  # no keras_version attribute: tf_keras converts from Keras 1
+    expected = reference.get_weights()
+    ours = [net.weights["convolution2d_1"]["kernel"], net.weights["convolution2d_1"]["bias"],
+            net.weights["dense_1"]["kernel"], net.weights["dense_1"]["bias"]]
+    assert all(np.array_equal(a, b) for a, b in zip(ours, expected, strict=True))
+    from layerlab.keras_build import build_keras
+
+    x = np.random.default_rng(12).normal(0, 1, (4, 2, 7, 6)).astype(np.float32)
+    keras_out = np.asarray(build_keras(net.spec, net.weights)(x, training=False))
+    assert np.max(np.abs(net.predict(x) - keras_out)) <= TOLERANCE
+
+
+def test_keras1_conv1d_kernels_are_converted():
+    """Keras 1.1 stored Conv1D kernels (filters, in, k, 1); later Keras 1 (k, 1, in, filters)."""
+    from layerlab.modelfile.config import ParsedModel
+    from layerlab.modelfile.weights import _from_keras1
+
+    spec = S.Model(name="m", input_shape=(9, 2), layers=(S.Conv1D(name="c", filters=4, kernel_size=3),))
+    parsed = ParsedModel(spec=spec, model_class="Sequential", layers=(), generation=1)
+    kernel = np.random.default_rng(0).normal(size=(3, 2, 4)).astype(np.float32)
+    old = {"c": {"kernel": kernel.transpose(2, 1, 0)[..., None]}}  # (filters, in, k, 1)
+    new = {"c": {"kernel": kernel[:, None]}}  # (k, 1, in, filters)
+    _from_keras1(old, parsed)
+    _from_keras1(new, parsed)
+    assert np.array_equal(old["c"]["kernel"], kernel) and np.array_equal(new["c"]["kernel"], kernel)

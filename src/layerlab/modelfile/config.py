@@ -54,7 +54,7 @@ class ParsedModel:
         model_class: 'Sequential' or 'Functional'.
         layers: every layer entry of the config in order (``model.layers`` order), InputLayers
             included.
-        generation: the major Keras version that wrote it (2 or 3; 1 is treated as 2).
+        generation: the major Keras version that wrote it (1, 2 or 3).
     """
 
     spec: S.Model
@@ -76,8 +76,10 @@ def generation_of(document: Any, keras_version: str | None) -> int:
     if keras_version:
         head = str(keras_version).strip().split(".")[0]
         if head.isdigit():
-            return max(2, int(head))
+            return max(1, int(head))
     text = repr(document)
+    if any(f"'{key}'" in text for key in ("nb_filter", "border_mode", "dim_ordering", "output_dim")):
+        return 1  # Keras 1 argument names
     if "'batch_shape'" in text or "'DTypePolicy'" in text:
         return 3
     if "'batch_input_shape'" in text or "'keras_version'" in text:

@@ -21,6 +21,13 @@ Two store layouts exist:
 Variables are in Keras order (trainable, then non-trainable): Conv2D/Dense kernel, bias;
 BatchNormalization gamma, beta, moving_mean, moving_variance.
 
+Keras 1: a legacy store without a ``keras_version`` attribute was written by Keras 1 (tf_keras'
+``load_weights`` reads it so too, ``saving/legacy/hdf5_format.py``). Keras 1 kept channels_first
+(``dim_ordering='th'``) Conv2D kernels as ``(filters, in_channels, kernel_h, kernel_w)`` and Conv1D
+kernels 4-D; as tf_keras' ``preprocess_weights_for_loading`` does, layerlab transposes a
+channels_first Conv2D kernel ``(2, 3, 1, 0)`` to HWIO and a Conv1D kernel to
+``(kernel_size, in_channels, filters)``.
+
 Theano: Keras 2 files written with ``backend: theano`` hold true-convolution kernels. Keras'
 loader (``keras/engine/saving.py``, ``preprocess_weights_for_loading`` with
 ``conv_utils.convert_kernel``) reverses every spatial axis of a conv kernel when the backend that
@@ -87,6 +94,8 @@ def read_weights(root, parsed: ParsedModel, source: str, backend: str | None = N
     """
     if is_legacy_store(root):
         weights = _legacy(root, parsed, source)
+        if "keras_version" not in root.attrs and "keras_version" not in root.file.attrs:
+            _from_keras1(weights, parsed)
     elif is_keras3_store(root):
         weights = _keras3(root, parsed, source)
     else:
@@ -98,6 +107,20 @@ def read_weights(root, parsed: ParsedModel, source: str, backend: str | None = N
                 if kernel.ndim == 4:
                     weights[layer.name]["kernel"] = np.ascontiguousarray(kernel[::-1, ::-1, :, :])  # HWIO, H and W reversed
     return weights
+
+
+def _from_keras1(weights: Weights, parsed: ParsedModel) -> None:
+    """Keras 1 kernel layouts -> Keras 2+, as tf_keras' preprocess_weights_for_loading converts them."""
+    for layer in parsed.spec.layers:
+        kernel = weights.get(layer.name, {}).get("kernel")
+        if kernel is None:
+            continue
+        if isinstance(layer, S.Conv2D) and layer.data_format == S.CHANNELS_FIRST and kernel.ndim == 4:
+            weights[layer.name]["kernel"] = np.ascontiguousarray(kernel.transpose(2, 3, 1, 0))  # (F, C, kh, kw) -> HWIO
+        elif isinstance(layer, S.Conv1D) and kernel.ndim == 4:
+            if kernel.shape[:2] != (layer.kernel_size[0], 1) or kernel.shape[3] != layer.filters:
+                kernel = kernel.transpose(2, 3, 1, 0)  # Keras 1.1: (filters, in, k, 1) -> (k, 1, in, filters)
+            weights[layer.name]["kernel"] = np.ascontiguousarray(kernel[:, 0])  # (k, in, filters)
 
 
 def _assign(layer: str, names: list[str], stored: list[str], values: list[np.ndarray], where: str) -> dict[str, np.ndarray]:
