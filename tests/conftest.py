@@ -14,6 +14,12 @@ from pathlib import Path
 
 import pytest
 
+# Tests that load tf_keras in-process import TensorFlow, which imports Keras 3 on its default
+# (TensorFlow) backend unless told otherwise; layerlab's import_keras chooses JAX only when it is
+# the first to import Keras. Choose JAX here, before any test file imports anything.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LAYERLAB_SHARED", REPO.parent / "shared"))
 STRICT = os.environ.get("LAYERLAB_REQUIRE_TOOLS") == "1"

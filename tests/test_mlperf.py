@@ -86,3 +86,30 @@ def test_loads_with_h5py_alone(mlperf_dir, name):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.tfkeras
+def test_a_mobilenet_saved_by_tf_keras_matches(tf_keras, tmp_path):
+    """A network not in the repository: tf_keras' MobileNet (depthwise-separable, ReLU6, asymmetric
+    ZeroPadding2D, GlobalAveragePooling2D with keepdims, Reshape), random weights, saved as .h5."""
+    model = tf_keras.applications.MobileNet(input_shape=(64, 64, 3), alpha=0.25, weights=None, classes=7)
+    rng = np.random.default_rng(3)
+    values = []
+    for w in model.weights:  # BN variances positive; everything else of order 1 after each layer
+        name = w.name
+        if "moving_variance" in name or "gamma" in name:
+            values.append(rng.uniform(0.5, 1.5, w.shape))
+        elif "kernel" in name:
+            values.append(rng.normal(0, 1, w.shape) / np.sqrt(np.prod(w.shape[:-1])))
+        else:
+            values.append(rng.normal(0, 0.2, w.shape))
+    model.set_weights([v.astype(np.float32) for v in values])
+    model.save(tmp_path / "mobilenet.h5")
+    net = layerlab.load(tmp_path / "mobilenet.h5")
+    assert net.spec.param_count == model.count_params()
+    assert {"DepthwiseConv2D", "ReLU", "GlobalAveragePooling2D", "ZeroPadding2D"} <= {l.type for l in net.spec.layers}
+    x = seeded_inputs((64, 64, 3), -1.0, 1.0, seed=4, n=16)
+    ref = model.predict(x, verbose=0)
+    got = net.predict(x)
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+    assert np.array_equal(got.argmax(1), ref.argmax(1))
