@@ -53,38 +53,15 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"wrote {out} (architecture only; write .keras or .h5 to keep the weights)")
         return 0
     from layerlab.io import atomic_path
+    from layerlab.keras_build import build_keras
 
-    kmodel = _keras_with_weights(spec, result.network.weights)
+    # build_keras builds with zeros when weights are given (no random kernels compiled only to
+    # be overwritten) and gives the layers the spec's initializers back, so the file retrains with NNC's.
+    kmodel = build_keras(spec, result.network.weights)
     with atomic_path(out) as tmp:
         kmodel.save(tmp)
     print(f"wrote {out}")
     return 0
-
-
-def _keras_with_weights(spec, weights):
-    """``build_keras(spec, weights)`` without drawing initial weights that are overwritten anyway.
-
-    On the JAX backend every random initializer compiles a kernel per weight shape (seconds
-    each), so the model is built with zeros, the weights are set, and then the layers get the
-    spec's initializers back, so the saved file retrains with NNC's (``nnc_glorot_normal``, zeros).
-    """
-    import dataclasses
-
-    from layerlab import spec as S
-    from layerlab.keras_build import build_keras, import_keras, keras_layer
-
-    keras = import_keras()
-    fast = tuple(
-        dataclasses.replace(l, kernel_initializer="zeros", bias_initializer="zeros") if isinstance(l, (S.Conv2D, S.Dense)) else l
-        for l in spec.layers
-    )
-    kmodel = build_keras(dataclasses.replace(spec, layers=fast), weights)
-    for layer in spec.layers:
-        if isinstance(layer, (S.Conv2D, S.Dense)):
-            fresh = keras_layer(layer, keras)  # unbuilt: no weights drawn
-            built = kmodel.get_layer(layer.name)
-            built.kernel_initializer, built.bias_initializer = fresh.kernel_initializer, fresh.bias_initializer
-    return kmodel
 
 
 def run_export(args: argparse.Namespace) -> int:
