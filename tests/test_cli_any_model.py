@@ -134,3 +134,36 @@ def test_bad_input_files_are_one_line_errors(shared_dir, tmp_path, capsys):
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and re.search(message, err), (argv, err)
+
+
+def test_a_vector_input_takes_samples_of_its_size_flattened_row_major(shared_dir, tmp_path, capsys):
+    model = str(shared_dir / MLPERF / "ad01.h5")
+    x = np.random.default_rng(8).uniform(-85, 15, (2, 640)).astype(np.float32)
+    np.save(tmp_path / "flat.npy", x)
+    np.save(tmp_path / "grid.npy", x.reshape(2, 32, 20))  # e.g. frames x mel bins, as the features were made
+    assert main(["predict", model, "--input", str(tmp_path / "flat.npy")]) == 0
+    flat = capsys.readouterr().out.split("\n", 1)[1]
+    assert main(["predict", model, "--input", str(tmp_path / "grid.npy")]) == 0
+    assert capsys.readouterr().out.split("\n", 1)[1] == flat
+
+
+@pytest.mark.mnist
+def test_xlsx_formulas_input_file_is_read_as_predict_reads_it(shared_dir, mnist_dir, tmp_path):
+    """export --to xlsx-formulas --input digit.png fills the input sheet with the same values as --image N."""
+    import openpyxl
+    from PIL import Image
+
+    from layerlab.data import load_mnist
+
+    model = str(shared_dir / "models/keras2/keras224_sequential_mnist.h5")
+    Image.fromarray(load_mnist(mnist_dir, download=False).x_test[5]).save(tmp_path / "digit.png")
+    common = ["export", model, "--to", "xlsx-formulas", "--scale", "1", "--data-dir", str(mnist_dir)]
+    assert main([*common, "--input", str(tmp_path / "digit.png"), "--out", str(tmp_path / "file.xlsx")]) == 0
+    assert main([*common, "--image", "5", "--out", str(tmp_path / "mnist.xlsx")]) == 0
+
+    def input_values(path):
+        sheet = openpyxl.load_workbook(path)["input"]
+        return [[c.value for c in row if isinstance(c.value, (int, float))] for row in sheet.iter_rows()]
+
+    values = input_values(tmp_path / "file.xlsx")
+    assert sum(len(r) for r in values) >= 784 and values == input_values(tmp_path / "mnist.xlsx")

@@ -4,8 +4,10 @@
 ``scale``:
 
 * ``.npy``: one array. ``(N, *input_shape)`` is a batch, ``input_shape`` one sample; a shape
-  that differs from those only by axes of size 1 (``(28, 28)`` for ``(28, 28, 1)``) is reshaped.
-  Anything else is refused: reordering axes silently would be a wrong answer.
+  that differs from those only by axes of size 1 (``(28, 28)`` for ``(28, 28, 1)``) is reshaped,
+  and a model with a 1-D input takes samples of any shape of that size, flattened in row-major
+  order (``x.reshape(n, -1)``, what an MNIST MLP is fed). Anything else is refused: reordering
+  axes silently would be a wrong answer.
 * ``.npz``: the array ``x`` (or the only array), with optional labels ``y`` (class indices, or
   one-hot rows) for ``evaluate``.
 * ``.png`` / ``.jpg`` / ... (Pillow, which matplotlib brings): converted to grey or RGB as the
@@ -75,6 +77,11 @@ def _load_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"{path}: cannot read the arrays ({exc}). Save them with np.savez") from None
 
 
+def default_scale(path: str | Path) -> float:
+    """What ``read_input`` divides by when no scale is given: 1 for arrays, 255 for image pixels."""
+    return 1.0 if Path(path).suffix.lower() in ARRAY_SUFFIXES else 255.0
+
+
 def fit_to_model(x: np.ndarray, spec: S.Model, where: str) -> np.ndarray:
     """``x`` as ``(N, *spec.input_shape)``: a batch, one sample, or either with extra axes of size 1."""
     x = np.asarray(x)
@@ -90,6 +97,11 @@ def fit_to_model(x: np.ndarray, spec: S.Model, where: str) -> np.ndarray:
         return x.reshape(1, *expected)  # one sample; only axes of size 1 differ
     if x.ndim >= 1 and tuple(d for d in x.shape[1:] if d != 1) == squeezed:
         return x.reshape(len(x), *expected)
+    if len(expected) == 1 and x.ndim >= 1:  # a vector input: row-major flattening is the only reading
+        if x.size == expected[0]:
+            return x.reshape(1, expected[0])
+        if x.ndim >= 2 and math.prod(x.shape[1:]) == expected[0]:
+            return x.reshape(len(x), expected[0])
     raise ShapeError(
         f"{where}: array shape {tuple(x.shape)} does not fit the model input {expected} (as one sample or a batch "
         f"(N, {', '.join(map(str, expected))})). Save the array in the model's layout"
@@ -154,13 +166,12 @@ def read_input(path: str | Path, spec: S.Model, scale: float | None = None) -> t
     if suffix in ARRAY_SUFFIXES:
         raw, labels = _load_array(path)
         x = fit_to_model(raw, spec, str(path))
-        scale = 1.0 if scale is None else scale
     elif suffix in IMAGE_SUFFIXES:
         x, labels = read_image(path, spec), None
-        scale = 255.0 if scale is None else scale
     else:
         raise DataError(f"--input {path}: unknown file type '{suffix}'. Give a .npy, .npz or an image "
                         f"({', '.join(IMAGE_SUFFIXES)})")
+    scale = default_scale(path) if scale is None else scale
     if not scale > 0 or not math.isfinite(scale):
         raise ShapeError(f"--scale {scale}: must be a positive number (inputs are divided by it)")
     x = x.astype(np.float32)

@@ -94,13 +94,6 @@ class Backend:
             raise self.error(layer, index, what)
         return handler
 
-    def first_unsupported(self, layers) -> tuple[Any, str] | None:
-        """The first layer of ``layers`` this backend does not handle, with the reason; or None."""
-        for layer in layers:
-            if type(layer) not in self.handlers:
-                return layer, self.reason(type(layer))
-        return None
-
 
 LOADER = Backend("loader", "Keras file loader", "loader", "layerlab.modelfile.layers")
 ENGINE = Backend("engine", "NumPy engine", "engine", "layerlab.engine.runner")

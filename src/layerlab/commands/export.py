@@ -13,29 +13,19 @@ FORMATS = ("c", "csv", "json", "npz", "xlsx", "xlsx-formulas")
 
 
 def _input_image(args: argparse.Namespace, network) -> tuple[np.ndarray, int | None]:
-    """One input in the model's input_shape: MNIST test image N, or --input FILE (.npy/.png)."""
-    from layerlab.data import input_for_model
-
+    """One input in the model's input_shape: MNIST test image N, or the first input of --input FILE
+    (read as ``predict --input`` reads it; pixels and arrays alike divided by --scale)."""
     if args.input:
-        path = Path(args.input)
-        if path.suffix.lower() == ".npy":
-            pixels = np.load(path, allow_pickle=False)
-        elif path.suffix.lower() == ".png":
-            from layerlab.errors import require
+        from layerlab.inputs import read_input
 
-            image = require("matplotlib.image", "plot", "Reading a PNG input").imread(str(path))
-            pixels = image[..., :3].mean(axis=-1) if image.ndim == 3 else image
-            pixels = pixels * 255.0 if pixels.max() <= 1.0 else pixels
-        else:
-            raise ShapeError(f"--input {path}: expected a .npy or .png file")
-        label = None
-    else:
-        from layerlab.data import load_mnist
+        x, labels = read_input(args.input, network.spec, args.scale)
+        return x[0], None if labels is None else int(labels[0])
+    from layerlab.data import input_for_model, load_mnist
 
-        data = load_mnist(args.data_dir)
-        if not 0 <= args.image < len(data.x_test):
-            raise ShapeError(f"--image {args.image}: MNIST has test images 0..{len(data.x_test) - 1}")
-        pixels, label = data.x_test[args.image], int(data.y_test[args.image])
+    data = load_mnist(args.data_dir)
+    if not 0 <= args.image < len(data.x_test):
+        raise ShapeError(f"--image {args.image}: MNIST has test images 0..{len(data.x_test) - 1}")
+    pixels, label = data.x_test[args.image], int(data.y_test[args.image])
     return input_for_model(pixels, network.spec, scale=args.scale), label
 
 
@@ -82,7 +72,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-verify", action="store_true", help="C: skip compiling and checking against the engine")
     p.add_argument("--verify-images", type=int, default=1000, metavar="N", help="C: MNIST test images to verify on")
     p.add_argument("--image", type=int, default=0, metavar="N", help="xlsx-formulas: MNIST test image N as the input")
-    p.add_argument("--input", metavar="FILE", help="xlsx-formulas: a .npy or .png input instead of --image")
+    p.add_argument("--input", metavar="FILE", help="xlsx-formulas: a .npy/.npz array or an image file instead of --image")
     p.add_argument("--scale", type=float, default=255.0, help="divide pixels by this (255: pixels/255, 1: raw)")
     p.add_argument("--data-dir", help="folder with the MNIST files")
     p.set_defaults(func=_export)

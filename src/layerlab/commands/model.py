@@ -124,10 +124,11 @@ def _image_index(args, count: int) -> int:
 
 def _describe(loaded, args) -> str:
     version = f", Keras {loaded.keras_version}" if loaded.keras_version else ""
+    from layerlab.inputs import ARRAY_SUFFIXES, default_scale
+
     from_file = getattr(args, "input", None) or getattr(args, "data", None)
-    default = 1.0 if from_file and Path(from_file).suffix.lower() in (".npy", ".npz") else 255.0
-    scale = default if args.scale is None else args.scale
-    if default == 1.0:  # arrays
+    scale = (default_scale(from_file) if from_file else 255.0) if args.scale is None else args.scale
+    if from_file and Path(from_file).suffix.lower() in ARRAY_SUFFIXES:
         how = f"inputs from {printable(str(from_file))} " + ("as stored" if scale == 1 else f"/ {scale:g}")
     else:  # pixels
         how = "raw pixels 0-255" if scale == 1 else f"pixels / {scale:g}"

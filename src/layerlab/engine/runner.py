@@ -174,11 +174,6 @@ def _concatenate(layer, inputs, weights):
     return L.concatenate(inputs, axis=layer.axis)
 
 
-def _apply(layer: S.Layer, inputs: list[np.ndarray], weights: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The layer's forward pass on already-checked float32 inputs (the ENGINE table's handler)."""
-    return ENGINE.lookup(layer)(layer, inputs, weights)
-
-
 def run_layer(layer: S.Layer, inputs: Sequence[np.ndarray], weights: Mapping[str, np.ndarray]) -> np.ndarray:
     """Run one layer on batch-first arrays with the plain reference functions.
 
@@ -202,7 +197,7 @@ def run_layer(layer: S.Layer, inputs: Sequence[np.ndarray], weights: Mapping[str
     if any(a.ndim < 2 for a in arrays):
         raise ShapeError(f"layer '{layer.name}' ({layer.type}): input shapes {[a.shape for a in arrays]} have no "
                          "batch axis. Add one: x[None]")
-    ENGINE.lookup(layer)  # an unsupported type says so before anything runs
+    forward = ENGINE.lookup(layer)  # the layer's forward pass; an unsupported type says so before anything runs
     if not layer.merge:
         if len(arrays) != 1:
             raise ShapeError(f"layer '{layer.name}' ({layer.type}) takes one input, received {len(arrays)}")
@@ -214,7 +209,7 @@ def run_layer(layer: S.Layer, inputs: Sequence[np.ndarray], weights: Mapping[str
     else:
         expected = None
     try:
-        out = _apply(layer, arrays, weights)
+        out = forward(layer, arrays, weights)
     except ShapeError as exc:
         raise ShapeError(f"layer '{layer.name}': {exc}") from None
     if expected is not None and tuple(out.shape[1:]) != tuple(expected):

@@ -264,8 +264,7 @@ class LayerWriter:
         return out
 
     def _activation(self, info, src: Block, out_axis: int) -> Block:
-        layer = info.layer
-        activation = layer.as_activation() if isinstance(layer, S.ReLU) else layer.activation
+        activation = info.layer.as_activation()  # Activation, or a ReLU equal to relu / relu6
         out = self.alloc(info.output_shape, "output", src.channel_axis)
         self._apply(activation, src, out)
         how = "EXP(x - MAX(x)) / SUM(EXP(x - MAX(x))) along the last axis, as Keras" if activation == ops.SOFTMAX else ops.elementwise(activation, "x")

@@ -29,6 +29,10 @@ class Activation(Layer):
     def validate(self) -> None:
         set_field(self, "activation", choice(self.activation, "activation", ACTIVATIONS))
 
+    def as_activation(self) -> str:
+        """The spec activation this layer applies (ReLU has the same method)."""
+        return self.activation
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReLU(Layer):
@@ -46,7 +50,8 @@ class ReLU(Layer):
         set_field(self, "threshold", number(self.threshold, "threshold", low=0.0))  # Keras refuses < 0
 
     def as_activation(self) -> str | None:
-        """The spec activation computing the same function ('relu', 'relu6'), or None."""
+        """The spec activation computing the same function ('relu', 'relu6'), or None: backends
+        that know only activations by name run a ReLU through this."""
         if self.negative_slope == 0.0 and self.threshold == 0.0:
             if self.max_value is None:
                 return "relu"

@@ -203,8 +203,3 @@ def steps_channels(shape: Shape, data_format: str, where: str) -> tuple[int, int
 
 def sequence(steps: int, channels: int, data_format: str) -> Shape:
     return (channels, steps) if data_format == CHANNELS_FIRST else (steps, channels)
-
-
-def channel_axis(rank: int, data_format: str) -> int:
-    """Index of the channel axis in a shape of ``rank`` (no batch axis)."""
-    return 0 if data_format == CHANNELS_FIRST else rank - 1

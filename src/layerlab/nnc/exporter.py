@@ -204,7 +204,7 @@ class _Writer:
         return self.dense(layer, sources[0])
 
     def _activation(self, layer, sources, info, nxt, extra_consumers, shape_out):
-        activation = layer.as_activation() if isinstance(layer, S.ReLU) else layer.activation
+        activation = layer.as_activation()  # Activation, or a ReLU equal to relu / relu6
         if activation is None:
             raise NNCError(f"layer '{layer.name}' (ReLU): only ReLU() and ReLU(max_value=6) have an NNC export")
         return self.activation(activation, layer.name, sources[0])

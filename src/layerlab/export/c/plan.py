@@ -122,9 +122,7 @@ class _Lowering:
 
     def _elementwise_op(self, i: int) -> Op | None:
         layer = self._layer(i)
-        if isinstance(layer, S.Activation) and layer.activation in ELEMENTWISE:
-            return Op(layer.name, layer.activation)
-        if isinstance(layer, S.ReLU) and layer.as_activation() is not None:
+        if isinstance(layer, (S.Activation, S.ReLU)) and layer.as_activation() in ELEMENTWISE:
             return Op(layer.name, layer.as_activation())
         if isinstance(layer, S.Rescaling):
             return Op(layer.name, scale=float(layer.scale), offset=float(layer.offset))
