@@ -108,8 +108,9 @@ def export_onnx(spec_path: str, weights_path: str, onnx_path: str) -> None:
     import tf_keras as K
 
     from layerlab import spec as S
+    from layerlab.specfile import load_spec
 
-    spec = S.load_spec(spec_path)
+    spec = load_spec(spec_path)
     stored = np.load(weights_path, allow_pickle=False)
     model = K.Sequential([K.layers.InputLayer(input_shape=spec.input_shape)])
     for layer in spec.layers:

@@ -25,6 +25,7 @@ from layerlab.network import Network
 from layerlab.nnc import files, schema, windows
 from layerlab.nnc.exporter import export_file, export_network, nnc_init
 from layerlab.nnc.importer import import_file, import_network
+from layerlab.specfile import load_spec
 from nnc_helpers import NNCNet, run_oracle
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -144,7 +145,7 @@ def test_cli_export_keras_file_runs_in_nnabla(blog_keras_file, shared_dir, tmp_p
 def test_cli_import_spec_json(shared_dir, tmp_path, capsys):
     out = tmp_path / "lenet.json"
     assert cli(["nnc", "import", str(shared_dir / "nnc" / "lenet_010000.nnp"), "--data-format", "channels_last", "--out", str(out)]) == 0
-    spec = S.load_spec(out)
+    spec = load_spec(out)
     assert spec.input_shape == (28, 28, 1) and spec.output_shape == (10,)
     assert isinstance(spec.layers[0], S.Rescaling) and spec.layers[0].scale == pytest.approx(1 / 255)
     assert "MulScalar: Rescaling" in capsys.readouterr().out

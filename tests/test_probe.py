@@ -16,7 +16,7 @@ from conftest import require_module
 from layerlab import spec as S
 from layerlab.cli import main
 from layerlab.errors import ShapeError, SpecError
-from layerlab.probe import probe
+from layerlab.probing import probe
 
 GOLDEN = Path(__file__).parent / "golden"
 SEED = [[-1, -2, 3, -4, -5], [-6, -7, -8, -9, -10], [-11, -12, 13, -14, -15]]  # SEED_NETWORK.md
@@ -237,7 +237,7 @@ def test_cli_check_keras_prints_agreement(capsys, argv):
 
 @pytest.mark.keras
 def test_cli_check_keras_reports_a_difference(capsys, monkeypatch):
-    probe_module = importlib.import_module("layerlab.probe")  # the module; layerlab.probe is the function
+    probe_module = importlib.import_module("layerlab.probing")
 
     real = probe_module.run_layer
     monkeypatch.setattr(probe_module, "run_layer", lambda layer, inputs, weights: real(layer, inputs, weights) + 0.5)

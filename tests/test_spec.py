@@ -7,8 +7,9 @@ import json
 import pytest
 
 from layerlab import spec as S
-from layerlab.errors import SpecError
+from layerlab.errors import LimitError, SpecError
 from layerlab.presets import seed650
+from layerlab.specfile import load_spec
 
 SEED650_SHAPES = [(5, 25, 25), (5, 13, 13), (5, 13, 13), (3, 11, 11), (3, 6, 6), (3, 6, 6), (3, 3, 3), (3, 3, 3), (27,), (10,), (10,)]
 
@@ -33,8 +34,8 @@ def test_spec_file_round_trip(tmp_path, suffix):
     model = seed650()
     path = tmp_path / f"seed{suffix}"
     model.save(path)
-    assert S.load_spec(path) == model
-    assert S.load_spec("seed650") == model
+    assert load_spec(path) == model
+    assert load_spec("seed650") == model
 
 
 def _one(layer: dict, input_shape=(4, 4, 1)) -> S.Model:
@@ -72,21 +73,21 @@ def test_error_names_the_spec_file(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"name": "m", "input_shape": [4, 4, 1], "layers": [{"type": "Conv2D", "name": "conv_b", "filters": 2, "kernel_size": [5, 5]}]}))
     with pytest.raises(SpecError, match=r"bad\.json: layer 0 'conv_b'"):
-        S.load_spec(path)
+        load_spec(path)
 
 
 def test_malformed_files(tmp_path):
     (tmp_path / "a.json").write_text("{not json")
     with pytest.raises(SpecError, match=r"a\.json: not valid JSON \(line 1, column 2"):
-        S.load_spec(tmp_path / "a.json")
+        load_spec(tmp_path / "a.json")
     (tmp_path / "b.yaml").write_text("layers: [unclosed")
     with pytest.raises(SpecError, match=r"b\.yaml: not valid YAML"):
-        S.load_spec(tmp_path / "b.yaml")
+        load_spec(tmp_path / "b.yaml")
     with pytest.raises(SpecError, match=r"no such file and no built-in spec of that name\. Built-in: seed650"):
-        S.load_spec("seed651")
+        load_spec("seed651")
     (tmp_path / "c.json").write_text("[1, 2]")
     with pytest.raises(SpecError, match="must be a mapping"):
-        S.load_spec(tmp_path / "c.json")
+        load_spec(tmp_path / "c.json")
 
 
 def test_duplicate_names_and_bad_graph_inputs():
@@ -112,3 +113,48 @@ def test_graph_shapes():
         S.Concatenate(name="cat", inputs=("sum", "a")),
     ))
     assert model.output_shape == (8, 8, 6)
+
+
+def test_strict_reading_duplicate_and_unknown_keys(tmp_path):
+    layer = '{"type": "Flatten", "name": "f"}'
+    (tmp_path / "dup.json").write_text('{"name": "m", "input_shape": [2, 2], "input_shape": [3, 3], "layers": [%s]}' % layer)
+    with pytest.raises(SpecError, match=r"dup\.json: the key 'input_shape' appears twice in one object"):
+        load_spec(tmp_path / "dup.json")
+    (tmp_path / "dup.yaml").write_text("name: m\ninput_shape: [2, 2]\nlayers:\n- {type: Flatten, name: f, name: g}\n")
+    with pytest.raises(SpecError, match=r"dup\.yaml: line 4: the key 'name' appears twice"):
+        load_spec(tmp_path / "dup.yaml")
+    (tmp_path / "typo.json").write_text('{"name": "m", "input_shap": [2, 2], "input_shape": [2, 2], "layers": [%s]}' % layer)
+    with pytest.raises(SpecError, match=r"typo\.json: unknown top-level key\(s\) 'input_shap'"):
+        load_spec(tmp_path / "typo.json")
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"layers": ' + "[" * 80 + "]" * 80 + "}"])
+def test_deep_nesting_is_one_error(tmp_path, text):
+    (tmp_path / "deep.json").write_text(text)
+    with pytest.raises(LimitError, match=r"deep\.json: nested more than"):
+        load_spec(tmp_path / "deep.json")
+
+
+def test_a_spec_too_large_to_allocate_is_refused_before_anything_runs(monkeypatch):
+    # 44e9 parameters (the hostile case of issue 15): refused as the spec is built.
+    layers = [{"type": "Flatten", "name": "f"}, {"type": "Dense", "name": "d", "units": 44_000}]
+    with pytest.raises(LimitError, match=r"model 'big': 44,000,044,000 parameters \(float32\) declares 164 GiB, more than "
+                                         r"the limit of 256 MiB\. If the file is trusted, raise the limit: LAYERLAB_MAX_BYTES=164G"):
+        S.Model.from_dict({"name": "big", "input_shape": [1000, 1000], "layers": layers})
+    with pytest.raises(LimitError, match=r"a tensor of 4,000,000,000 values per sample"):
+        S.Model.from_dict({"name": "wide", "input_shape": [2000, 2000, 1000], "layers": layers[:1]})
+    monkeypatch.setenv("LAYERLAB_MAX_BYTES", "200G")
+    assert S.Model.from_dict({"name": "big", "input_shape": [1000, 1000], "layers": layers}).param_count == 44_000_044_000
+    monkeypatch.setenv("LAYERLAB_MAX_BYTES", "lots")
+    with pytest.raises(LimitError, match=r"LAYERLAB_MAX_BYTES='lots' is not a size"):
+        S.Model.from_dict({"name": "big", "input_shape": [1000, 1000], "layers": layers})
+
+
+def test_import_layerlab_imports_no_numpy():
+    # `import layerlab` stays cheap (the version, the lazy probe); numpy comes with the first real use.
+    import subprocess
+    import sys
+
+    code = "import sys, layerlab; print('numpy' in sys.modules, callable(layerlab.probe), 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True"]

@@ -11,7 +11,9 @@ imports TensorFlow or Keras; Keras is imported lazily by the features that need 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from layerlab._version import __version__
+
+__all__ = ["ProbeResult", "__version__", "load", "probe"]
 
 
 def load(path, architecture=None):
@@ -24,8 +26,12 @@ def load(path, architecture=None):
     return _load(path, architecture=architecture)
 
 
-# Imported eagerly: a lazy wrapper named ``probe`` would be replaced by the submodule
-# ``layerlab.probe`` the first time it is imported. probe.py imports only numpy and the core.
-from layerlab.probe import ProbeResult, probe  # noqa: E402
+def __getattr__(name: str):
+    # ``probe`` and ``ProbeResult`` load on first use (PEP 562): ``import layerlab`` then costs
+    # no numpy. They live in ``layerlab.probing``, so that importing that module never replaces
+    # the function ``layerlab.probe`` with a submodule of the same name.
+    if name in ("probe", "ProbeResult"):
+        from layerlab import probing
 
-__all__ = ["ProbeResult", "__version__", "load", "probe"]
+        return getattr(probing, name)
+    raise AttributeError(f"module 'layerlab' has no attribute {name!r}")

@@ -15,7 +15,7 @@ import importlib
 import pkgutil
 import sys
 
-from layerlab import __version__
+from layerlab._version import __version__
 from layerlab.errors import LayerlabError
 
 

@@ -8,6 +8,8 @@
     ├── DataError (OSError)             dataset files missing, corrupt or not downloadable
     ├── ExportError                     an export that cannot be produced or verified
     ├── NNCError (ValueError)           an NNC network that cannot be converted
+    ├── LimitError (ValueError)         a file declares more than layerlab's limits (limits.py)
+    ├── OutputError (OSError)           an output that would clobber something, or cannot be written
     └── MissingExtraError (ImportError) an optional dependency (an "extra") is not installed
 
 Messages follow one template: where, what, expected, received, fix. The CLI prints the message
@@ -47,6 +49,14 @@ class ExportError(LayerlabError):
 
 class NNCError(LayerlabError, ValueError):
     """A Neural Network Console (nnabla) network cannot be read or converted."""
+
+
+class LimitError(LayerlabError, ValueError):
+    """A file declares more data (bytes, nesting) than the limits of ``layerlab.limits`` allow."""
+
+
+class OutputError(LayerlabError, OSError):
+    """An output path that would overwrite an input or a user's file, or that cannot be written."""
 
 
 class MissingExtraError(LayerlabError, ImportError):

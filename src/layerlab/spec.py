@@ -4,7 +4,7 @@ The layer types themselves are declared once each, by family, in ``layerlab.laye
 module re-exports them (``spec.Conv2D``...) and holds the model. A spec is the architecture only, every Keras argument explicit. Weights live beside it (see
 ``layerlab.network``). Shapes exclude the batch axis and are in each layer's own data_format.
 
-Spec files are JSON or YAML documents::
+Spec files (read by ``layerlab.specfile.load_spec``) are JSON or YAML documents::
 
     {"name": "seed650", "input_shape": [1, 28, 28],
      "layers": [{"type": "Conv2D", "name": "conv1", "filters": 5, "kernel_size": [4, 4], ...}]}
@@ -58,7 +58,7 @@ __all__ = [
     "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Layer", "LayerInfo", "MaxPooling1D",
     "MaxPooling2D", "Maximum", "Minimum", "Model", "Multiply", "PReLU", "Permute", "ReLU", "Reshape", "Rescaling",
     "SeparableConv2D", "Shape", "Subtract", "UpSampling2D", "Windowed", "ZeroPadding1D", "ZeroPadding2D",
-    "layer_from_dict", "load_spec",
+    "layer_from_dict",
 ]
 
 
@@ -113,6 +113,17 @@ class Model:
         if not self.layers:
             raise SpecError(f"model '{self.name}' has no layers. Add at least one layer")
         object.__setattr__(self, "infos", self._infer())
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Refuse a network whose weights or one sample's largest tensor pass the byte limit
+        (``layerlab.limits``), before anything allocates them."""
+        from layerlab import limits
+
+        where = f"model '{self.name}'"
+        limits.check_bytes(4 * self.param_count, where, f"{self.param_count:,} parameters (float32)")
+        largest = max([math.prod(self.input_shape), *(info.activation_size for info in self.infos)])
+        limits.check_bytes(4 * largest, where, f"a tensor of {largest:,} values per sample")
 
     def _infer(self) -> tuple[LayerInfo, ...]:
         shapes: dict[str, Shape] = {}
@@ -166,6 +177,9 @@ class Model:
         """Build and validate a model from a parsed JSON/YAML document."""
         if not isinstance(data, dict):
             raise SpecError(f"{source}: the document must be a mapping with 'name', 'input_shape' and 'layers'")
+        unknown = sorted(set(data) - {"name", "input_shape", "layers"}, key=str)
+        if unknown:
+            raise SpecError(f"{source}: unknown top-level key(s) {', '.join(map(repr, unknown))}. A spec has 'name', 'input_shape' and 'layers'")
         layers_data = list(data.get("layers") or [])
         input_shape = data.get("input_shape")
         if layers_data and isinstance(layers_data[0], dict) and layers_data[0].get("type") in ("Input", "InputLayer"):
@@ -195,11 +209,12 @@ class Model:
 
     def save(self, path: str | Path) -> None:
         """Write the spec as JSON (or YAML for .yaml/.yml), atomically."""
+        from layerlab.errors import require
         from layerlab.io import atomic_write_text
 
         path = Path(path)
         if path.suffix.lower() in (".yaml", ".yml"):
-            yaml = _yaml()
+            yaml = require("yaml", "yaml", "YAML spec files")
             atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
         else:
             atomic_write_text(path, self.to_json())
@@ -230,32 +245,3 @@ def _tupled(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tupled(v) for v in value)
     return value
-
-
-def _yaml():
-    from layerlab.errors import require
-
-    return require("yaml", "yaml", "YAML spec files")
-
-
-def load_spec(source: str | Path) -> Model:
-    """Load a spec by built-in name (``seed650``) or from a .json / .yaml / .yml file."""
-    from layerlab.presets import PRESETS
-
-    if isinstance(source, str) and source in PRESETS:
-        return PRESETS[source]()
-    path = Path(source)
-    if not path.is_file():
-        raise SpecError(f"spec {str(source)!r}: no such file and no built-in spec of that name. Built-in: {', '.join(PRESETS)}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = _yaml().safe_load(text)
-        except Exception as exc:  # yaml.YAMLError and its many subclasses
-            raise SpecError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    return Model.from_dict(data, source=str(path))

@@ -19,7 +19,6 @@ import argparse
 import csv
 import io
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from layerlab import spec as S
 from layerlab.errors import ShapeError
 from layerlab.io import atomic_path, atomic_write_text
+from layerlab.text import csv_text, file_stem, printable
 
 MNIST_PIXELS = 28 * 28
 
@@ -276,23 +276,6 @@ def layouts(spec: S.Model) -> dict[str, str]:
     return out
 
 
-def printable(text: str) -> str:
-    """A name from a model file, safe to print: control characters (terminal escapes) become '?'."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def csv_cell(text: str) -> str:
-    """A name from a model file, safe in a CSV opened by a spreadsheet: a leading = + - @ would
-    make it a formula, so it gets a leading apostrophe (OWASP's CSV injection advice)."""
-    text = printable(text)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
-
-
-def safe_filename(text: str) -> str:
-    """A layer name made safe as part of a file name (names come from the model file)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip(".")[:60] or "layer"
-
-
 def trace_command(args) -> int:
     loaded = _load(args)
     net = loaded.network
@@ -330,13 +313,13 @@ def trace_command(args) -> int:
     writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({**{k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()}, "layer": csv_cell(r["layer"])})
+        writer.writerow({**{k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()}, "layer": csv_text(printable(r["layer"]))})
     atomic_write_text(out / "trace.csv", text.getvalue())
     written = [out / "trace.csv"]
     if not args.no_png:
         layout = layouts(net.spec)
         for r in rows:
-            path = out / f"{r['index']:02d}_{safe_filename(r['layer'])}.png"
+            path = out / f"{r['index']:02d}_{file_stem(r['layer'])}.png"
             plot_feature_maps(outputs[r["layer"]][0], layout[r["layer"]], f"{printable(r['layer'])} ({r['type']}) {r['shape']}", path)
             written.append(path)
     print(f"wrote {written[0]}" + (f" and {len(written) - 1} PNG files" if len(written) > 1 else "") + f" to {out}")

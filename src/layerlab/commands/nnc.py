@@ -79,7 +79,7 @@ def run_export(args: argparse.Namespace) -> int:
 
         net = layerlab.load(source)
     else:
-        from layerlab.spec import load_spec
+        from layerlab.specfile import load_spec
 
         spec = load_spec(args.source)
         net = Network(spec, nnc_init(spec, seed=args.seed), source=str(args.source))

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from layerlab.probe import probe
+    from layerlab.probing import probe
 
     if args.figure:
         from layerlab.figures import figure_format
@@ -104,7 +104,7 @@ def parse_array(text: str, where: str, rng: np.random.Generator | None = None) -
         ShapeError: not a list of numbers, ragged, or a bad random shape.
         DataError: a .npy file that cannot be read.
     """
-    from layerlab.probe import to_array
+    from layerlab.probing import to_array
 
     text = text.strip()
     if text.lower().endswith(".npy"):

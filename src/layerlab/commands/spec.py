@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from layerlab.errors import SpecError
-from layerlab.spec import Model, load_spec
+from layerlab.spec import Model
+from layerlab.specfile import load_spec
 
 MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
 
@@ -34,9 +35,9 @@ def add_architecture(parser: argparse.ArgumentParser) -> None:
 def _show(args: argparse.Namespace) -> int:
     model = load_model_or_spec(args.source, args.architecture)
     if args.format == "yaml":
-        from layerlab.spec import _yaml
+        from layerlab.errors import require
 
-        text = _yaml().safe_dump(model.to_dict(), sort_keys=False)
+        text = require("yaml", "yaml", "YAML spec files").safe_dump(model.to_dict(), sort_keys=False)
     else:
         text = model.to_json()
     if args.out:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import zipfile
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 from layerlab import spec as S
 from layerlab.errors import ExportError
 from layerlab.io import atomic_path, atomic_write_text
+from layerlab.text import csv_text, csv_untext, file_stem
 
 FORMATS = ("csv", "json", "npz")
 INDEX_CSV = "index.csv"
@@ -40,10 +40,6 @@ WEIGHTS_NPZ = "weights.npz"
 JSON_FORMAT = "layerlab-weights"
 JSON_VERSION = 1
 INDEX_COLUMNS = ("layer", "layer_type", "weight", "shape", "layout", "dtype", "file")
-
-# First characters that make Excel / LibreOffice run a CSV cell as a formula (OWASP's list);
-# "'" is escaped too so that un-escaping is exact.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 Weights = dict[str, dict[str, np.ndarray]]
 
@@ -121,19 +117,8 @@ def read_tables(path: str | Path) -> Weights:
 
 # --- CSV ---------------------------------------------------------------------------------------
 
-def csv_text(text: str) -> str:
-    """``text`` made safe for a CSV cell that a spreadsheet may open (see the module docstring)."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-def _csv_untext(text: str) -> str:
-    return text[1:] if text.startswith("'") else text
-
-
 def _file_stem(index: int, layer: str, weight: str) -> str:
-    # File names never carry a model's text raw: keep a safe subset, prefixed by the layer index.
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", layer).strip("._")[:40] or "layer"
-    return f"{index:02d}_{safe}_{weight}"
+    return f"{index:02d}_{file_stem(layer)}_{weight}"  # prefixed by the layer index: names may repeat once made safe
 
 
 def _fmt(value: float) -> str:
@@ -195,7 +180,7 @@ def _read_csv(index: Path) -> Weights:
             continue
         if len(row) < len(INDEX_COLUMNS):
             raise ExportError(f"{index}:{line}: expected {len(INDEX_COLUMNS)} columns, received {len(row)}")
-        layer, weight, shape_text, file = _csv_untext(row[0]), row[2], row[3], row[6]
+        layer, weight, shape_text, file = csv_untext(row[0]), row[2], row[3], row[6]
         try:
             shape = tuple(int(v) for v in shape_text.split("x")) if shape_text else ()
         except ValueError:

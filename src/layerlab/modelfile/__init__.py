@@ -172,7 +172,9 @@ def read_architecture(architecture: Any) -> ParsedModel:
             return parse_config(parse_json(text(h5.attrs["model_config"]), source), source, _attr(h5, "keras_version"))
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
-            return _from_spec(S.load_spec(path))
+            from layerlab.specfile import load_spec
+
+            return _from_spec(load_spec(path))
         except SpecError as exc:
             raise ModelFileError(f"{source}: not a layerlab spec ({exc})") from None
     if kind != "json":

@@ -57,11 +57,12 @@ def resolve_spec(spec: str | S.Model = "seed650", data_format: str | None = None
             (untruncated Glorot normal kernels, zero biases) for every Conv2D and Dense.
     """
     from layerlab.presets import PRESETS
+    from layerlab.specfile import load_spec
 
     if isinstance(spec, str) and spec in PRESETS and data_format:
         model = PRESETS[spec](data_format=data_format)
     else:
-        model = spec if isinstance(spec, S.Model) else S.load_spec(spec)
+        model = spec if isinstance(spec, S.Model) else load_spec(spec)
         formats = {l.data_format for l in model.layers if getattr(l, "data_format", None)}
         if data_format and formats and formats != {data_format}:
             raise SpecError(
