@@ -90,7 +90,7 @@ def test_trace_table_csv_and_pngs(cf_args, shared_dir, mnist_test, tmp_path, cap
 
 def test_trace_no_png(cf_args, tmp_path, capsys):
     assert main(["trace", *cf_args, "--image", "0", "--out", str(tmp_path), "--no-png"]) == 0
-    assert [p.name for p in tmp_path.iterdir()] == ["trace.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layerlab-manifest.json", "trace.csv"]
 
 
 @pytest.mark.keras
@@ -163,5 +163,5 @@ def test_trace_sanitises_names_from_the_file(tmp_path, mnist_dir, capsys):
         layers = [row["layer"] for row in csv.DictReader(fh)]
     assert layers == ["input", "'" + hostile_flatten, "d", "\\x1b[31mred/../../escape"]
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "00_input.png", "01_HYPERLINK_http_x.png", "02_d.png", "03_31mred_.._.._escape.png", "trace.csv"]
+        "00_input.png", "01_HYPERLINK_http_x.png", "02_d.png", "03_31mred_.._.._escape.png", "layerlab-manifest.json", "trace.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "spec.json", "w.h5"]

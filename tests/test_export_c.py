@@ -17,7 +17,7 @@ import pytest
 
 from conftest import random_weights, require_tool
 from layerlab import spec as S
-from layerlab.errors import ExportError
+from layerlab.errors import ExportError, OutputError
 from layerlab.export.c import export_c
 from layerlab.export.c import verify as V
 from layerlab.export.c.codegen import generate
@@ -94,7 +94,7 @@ def test_seed650_export_verifies_on_mnist(tmp_path, cc, mnist_dir):
     report = export_c(Network(spec, random_weights(spec, 9)), tmp_path / "out", name="seed650", verify_images=300, data_dir=mnist_dir)
     text = report.read_text()
     assert "float32 on 300 MNIST test images" in text and ": PASS" in text
-    assert sorted(p.name for p in report.parent.iterdir()) == ["Makefile", "cortex-m", "main.c", "report.txt", "seed650.c", "seed650.h"]
+    assert sorted(p.name for p in report.parent.iterdir()) == ["Makefile", "cortex-m", "layerlab-manifest.json", "main.c", "report.txt", "seed650.c", "seed650.h"]
     source = (report.parent / "seed650.c").read_text()
     assert "malloc" not in source and "static float buffer_a[845];" in source  # conv1 + pool + tanh fused: 5x13x13
 
@@ -271,8 +271,8 @@ def test_two_exports_are_byte_identical(tmp_path):
     a = export_c(network, tmp_path / "a", name="seed650", verify=False).parent
     b = export_c(network, tmp_path / "b", name="seed650", verify=False).parent
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert [str(f) for f in files] == ["Makefile", "cortex-m/mps2-an386.ld", "cortex-m/startup.c", "main.c", "report.txt",
-                                       "seed650.c", "seed650.h"]
+    assert [str(f) for f in files] == ["Makefile", "cortex-m/mps2-an386.ld", "cortex-m/startup.c", "layerlab-manifest.json",
+                                       "main.c", "report.txt", "seed650.c", "seed650.h"]
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
@@ -327,11 +327,13 @@ def test_bad_arguments_and_targets(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(ExportError, match="is not empty and is not an earlier layerlab C export"):
+    (foreign / "Makefile").write_text("all: mine")  # the user's, of a name the export writes
+    with pytest.raises(OutputError, match=r"mine: would replace Makefile \(not written by layerlab\); nothing was changed"):
         export_c(network, foreign, verify=False)
-    assert (foreign / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in foreign.iterdir()) == ["Makefile", "notes.txt"]
+    assert (foreign / "Makefile").read_text() == "all: mine"
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ExportError, match="exists and is not a folder"):
+    with pytest.raises(OutputError, match="is a file; this output is a folder"):
         export_c(network, tmp_path / "file", verify=False)
     again = export_c(network, tmp_path / "re", verify=False)
     assert export_c(network, tmp_path / "re", verify=False) == again  # an earlier export is replaced

@@ -20,7 +20,7 @@ import pytest
 from conftest import require_env
 from layerlab import spec as S
 from layerlab.cli import main as cli
-from layerlab.errors import NNCError
+from layerlab.errors import LimitError, NNCError
 from layerlab.network import Network
 from layerlab.nnc import files, schema, windows
 from layerlab.nnc.exporter import export_file, export_network, nnc_init
@@ -702,8 +702,8 @@ def test_corrupt_archives(tmp_path, monkeypatch):
         archive.writestr("../evil.nntxt", "network {}")
     with pytest.raises(NNCError, match="unsafe path"):
         files.read(slip)
-    monkeypatch.setattr(files, "MAX_MEMBER_BYTES", 100)
-    with pytest.raises(NNCError, match=r"inflates to \d+ bytes, over the 100-byte limit"):
+    monkeypatch.setenv("LAYERLAB_MAX_BYTES", "100")
+    with pytest.raises(LimitError, match=r"good\.nnp: the archive's members would take [\d.]+ KiB, more than the limit of 100 bytes"):
         files.read(tmp_path / "good.nnp")
 
 

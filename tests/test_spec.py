@@ -117,13 +117,13 @@ def test_graph_shapes():
 
 def test_strict_reading_duplicate_and_unknown_keys(tmp_path):
     layer = '{"type": "Flatten", "name": "f"}'
-    (tmp_path / "dup.json").write_text('{"name": "m", "input_shape": [2, 2], "input_shape": [3, 3], "layers": [%s]}' % layer)
+    (tmp_path / "dup.json").write_text(f'{{"name": "m", "input_shape": [2, 2], "input_shape": [3, 3], "layers": [{layer}]}}')
     with pytest.raises(SpecError, match=r"dup\.json: the key 'input_shape' appears twice in one object"):
         load_spec(tmp_path / "dup.json")
     (tmp_path / "dup.yaml").write_text("name: m\ninput_shape: [2, 2]\nlayers:\n- {type: Flatten, name: f, name: g}\n")
     with pytest.raises(SpecError, match=r"dup\.yaml: line 4: the key 'name' appears twice"):
         load_spec(tmp_path / "dup.yaml")
-    (tmp_path / "typo.json").write_text('{"name": "m", "input_shap": [2, 2], "input_shape": [2, 2], "layers": [%s]}' % layer)
+    (tmp_path / "typo.json").write_text(f'{{"name": "m", "input_shap": [2, 2], "input_shape": [2, 2], "layers": [{layer}]}}')
     with pytest.raises(SpecError, match=r"typo\.json: unknown top-level key\(s\) 'input_shap'"):
         load_spec(tmp_path / "typo.json")
 
@@ -138,7 +138,7 @@ def test_deep_nesting_is_one_error(tmp_path, text):
 def test_a_spec_too_large_to_allocate_is_refused_before_anything_runs(monkeypatch):
     # 44e9 parameters (the hostile case of issue 15): refused as the spec is built.
     layers = [{"type": "Flatten", "name": "f"}, {"type": "Dense", "name": "d", "units": 44_000}]
-    with pytest.raises(LimitError, match=r"model 'big': 44,000,044,000 parameters \(float32\) declares 164 GiB, more than "
+    with pytest.raises(LimitError, match=r"model 'big': 44,000,044,000 parameters \(float32\) would take 164 GiB, more than "
                                          r"the limit of 256 MiB\. If the file is trusted, raise the limit: LAYERLAB_MAX_BYTES=164G"):
         S.Model.from_dict({"name": "big", "input_shape": [1000, 1000], "layers": layers})
     with pytest.raises(LimitError, match=r"a tensor of 4,000,000,000 values per sample"):

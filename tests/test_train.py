@@ -391,10 +391,11 @@ def test_cli_passes_every_option_to_train(monkeypatch, tmp_path):
     code = main([
         "train", "--spec", "seed650", "--recipe", "fast", "--epochs", "3", "--batch-size", "32", "--runs", "2", "--seed", "5",
         "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--data-format", "channels_last", "--init", "nnc",
-        "--train-limit", "100", "--quiet",
+        "--train-limit", "100", "--quiet", "--force",
     ])
     assert code == 0
     assert seen == {
         "spec": "seed650", "recipe": "fast", "epochs": 3, "batch_size": 32, "runs": 2, "seed": 5, "data_dir": str(tmp_path),
         "out": str(tmp_path / "o"), "data_format": "channels_last", "init": "nnc", "train_limit": 100, "verbose": 0,
+        "force": True,
     }

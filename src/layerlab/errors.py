@@ -8,6 +8,7 @@
     ├── DataError (OSError)             dataset files missing, corrupt or not downloadable
     ├── ExportError                     an export that cannot be produced or verified
     ├── NNCError (ValueError)           an NNC network that cannot be converted
+    ├── NonFiniteError (ValueError)     a result computed from NaN or infinity, where it means nothing
     ├── LimitError (ValueError)         a file declares more than layerlab's limits (limits.py)
     ├── OutputError (OSError)           an output that would clobber something, or cannot be written
     └── MissingExtraError (ImportError) an optional dependency (an "extra") is not installed
@@ -51,6 +52,10 @@ class NNCError(LayerlabError, ValueError):
     """A Neural Network Console (nnabla) network cannot be read or converted."""
 
 
+class NonFiniteError(LayerlabError, ValueError):
+    """Weights or outputs hold NaN or infinity where a result (an accuracy, a workbook) would be meaningless."""
+
+
 class LimitError(LayerlabError, ValueError):
     """A file declares more data (bytes, nesting) than the limits of ``layerlab.limits`` allow."""
 
@@ -61,6 +66,10 @@ class OutputError(LayerlabError, OSError):
 
 class MissingExtraError(LayerlabError, ImportError):
     """An optional dependency is needed for this feature but is not installed."""
+
+
+class LayerlabWarning(UserWarning):
+    """Something that makes a result doubtful but not impossible (NaN weights, a skipped check)."""
 
 
 def require(module: str, extra: str, feature: str):

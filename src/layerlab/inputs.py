@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from layerlab import limits
 from layerlab import spec as S
 from layerlab.errors import DataError, ShapeError
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-MAX_INPUT_BYTES = 1 << 30  # what an input file may declare (1 GiB of values)
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 
 
 def _data_format(spec: S.Model) -> str:
@@ -47,9 +46,7 @@ def _declared_npy(path: Path) -> None:
             shape, _, dtype = read_header(handle)  # the header only: nothing allocated yet
         except ValueError as exc:
             raise DataError(f"{path}: not a .npy file ({exc}). Save the input with np.save") from None
-    if math.prod(shape) * dtype.itemsize > MAX_INPUT_BYTES:
-        raise DataError(f"{path}: declares an array of shape {shape} ({dtype}), more than {MAX_INPUT_BYTES >> 20} MiB. "
-                        "Pass a smaller batch")
+    limits.check_bytes(math.prod(shape) * dtype.itemsize, str(path), f"an array of shape {shape} ({dtype})")
 
 
 def _load_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -64,8 +61,7 @@ def _load_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"{path}: not a .npz archive ({exc}). Save it with np.savez(path, x=..., y=...)") from None
     with archive:
-        if sum(info.file_size for info in archive.infolist()) > MAX_INPUT_BYTES:
-            raise DataError(f"{path}: holds more than {MAX_INPUT_BYTES >> 20} MiB. Pass a smaller batch")
+        limits.check_bytes(sum(info.file_size for info in archive.infolist()), str(path), "the archive's arrays")
     try:
         with np.load(path, allow_pickle=False) as data:
             names = list(data.files)
@@ -128,12 +124,11 @@ def read_image(path: Path, spec: S.Model) -> np.ndarray:
                          "Pass a .npy array instead")
     try:
         with Image.open(path) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise DataError(f"{path}: {image.width}x{image.height} pixels is more than {MAX_IMAGE_PIXELS} "
-                                "(limit). Resize it first")
+            # decoding takes up to 4 bytes a pixel (RGBA): checked before PIL decodes anything
+            limits.check_bytes(4 * image.width * image.height, str(path), f"a {image.width}x{image.height} image")
             image = image.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32)  # (h, w) or (h, w, 3)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not an image file layerlab can read ({exc})") from None
     if c == 1:
         pixels = pixels[..., None]

@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+TMP_MARK = "layerlab-tmp-"  # temporary files are ".<name>.layerlab-tmp-XXXX<suffix>" beside the target
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
@@ -22,7 +24,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{TMP_MARK}", suffix=suffix if suffix is not None else path.suffix)
     os.close(fd)
     # mkstemp creates 0600; give the file the permissions a plain open() would.
     umask = os.umask(0)

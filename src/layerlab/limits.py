@@ -53,7 +53,7 @@ def check_bytes(nbytes: int | float, where: str, what: str) -> None:
     limit = max_bytes()
     if nbytes > limit:
         raise LimitError(
-            f"{where}: {what} declares {size_text(nbytes)}, more than the limit of {size_text(limit)}. "
+            f"{where}: {what} would take {size_text(nbytes)}, more than the limit of {size_text(limit)}. "
             f"If the file is trusted, raise the limit: {ENV_MAX_BYTES}={_next_unit(nbytes)} layerlab ..."
         )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from layerlab.errors import ModelFileError, ShapeError
+from layerlab.errors import ModelFileError, NonFiniteError, ShapeError
 from layerlab.spec import Model
 
 
@@ -66,6 +66,37 @@ class Network:
         if unknown:
             raise ModelFileError(f"{self.source}: weights for layers not in the model: {unknown}")
         object.__setattr__(self, "weights", checked)
+
+    def nonfinite_weights(self) -> list[str]:
+        """'layer/weight' for every weight tensor that holds NaN or infinity (empty when all are finite)."""
+        return [f"{layer}/{name}" for layer, arrays in self.weights.items() for name, array in arrays.items()
+                if not np.isfinite(array).all()]
+
+    def refuse_nonfinite(self, what: str) -> None:
+        """Refuse to write weights with NaN or infinity to ``what``, a format that cannot hold them.
+
+        Raises:
+            NonFiniteError: naming the tensors.
+        """
+        bad = self.nonfinite_weights()
+        if bad:
+            raise NonFiniteError(f"{what}: {self.source}: the weights hold NaN or infinity in {', '.join(bad[:4])}"
+                                 f"{' ...' if len(bad) > 4 else ''}, which {what} cannot hold; nothing was written. "
+                                 "Fix the weights, or export --to npz or json, which keep NaN as it is")
+
+    def require_finite(self, outputs: np.ndarray, what: str) -> None:
+        """Refuse to report ``what`` (an accuracy, a prediction) computed from NaN or infinite outputs.
+
+        Raises:
+            NonFiniteError: names how many outputs are bad and the weights that hold NaN/inf.
+        """
+        bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1) if len(outputs) else np.zeros(0, bool)
+        if bad.any():
+            weights = self.nonfinite_weights()
+            cause = (f"the weights hold NaN or infinity in {', '.join(weights[:4])}" + (" ..." if len(weights) > 4 else "")
+                     if weights else "the inputs or the arithmetic overflowed")
+            raise NonFiniteError(f"{self.source}: the outputs for {int(bad.sum())} of {len(outputs)} inputs are NaN or infinite "
+                                 f"({cause}); no {what} is reported. Fix or retrain the model")
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
         """Return ``x`` as float32 with a batch axis; raise ShapeError when it does not fit."""

@@ -207,17 +207,22 @@ class Model:
             "}\n"
         )
 
-    def save(self, path: str | Path) -> None:
-        """Write the spec as JSON (or YAML for .yaml/.yml), atomically."""
+    def save(self, path: str | Path, *, force: bool = False, inputs=()) -> None:
+        """Write the spec as JSON (or YAML for .yaml/.yml), atomically.
+
+        An existing file is replaced only with ``force``; one of ``inputs`` never (see
+        ``layerlab.publish.publish_file``).
+        """
         from layerlab.errors import require
-        from layerlab.io import atomic_write_text
+        from layerlab.publish import publish_file
 
         path = Path(path)
         if path.suffix.lower() in (".yaml", ".yml"):
-            yaml = require("yaml", "yaml", "YAML spec files")
-            atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+            text = require("yaml", "yaml", "YAML spec files").safe_dump(self.to_dict(), sort_keys=False)
         else:
-            atomic_write_text(path, self.to_json())
+            text = self.to_json()
+        with publish_file(path, inputs=inputs, force=force) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
 
 def layer_from_dict(item: Any, where: str = "layer") -> Layer:

@@ -6,6 +6,7 @@ Needs no Keras and no weights, so it works on a spec name, a spec file or a save
 from __future__ import annotations
 
 from layerlab.spec import Model
+from layerlab.text import printable
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -37,7 +38,7 @@ def summary_text(model: Model) -> str:
     rows = summary_rows(model)
     header = ("#", "layer", "type", "output shape", "params", "MACs", "activations")
     table = [header] + [
-        (str(r["index"]), r["name"], r["type"], _shape(r["output_shape"]), f"{r['params']:,}", f"{r['macs']:,}", f"{r['activations']:,}")
+        (str(r["index"]), printable(r["name"]), r["type"], _shape(r["output_shape"]), f"{r['params']:,}", f"{r['macs']:,}", f"{r['activations']:,}")
         for r in rows
     ]
     peak = max(r["activations"] for r in rows)
@@ -51,7 +52,7 @@ def summary_text(model: Model) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     lines = [
-        f"model '{model.name}': input {_shape(model.input_shape)}, output {_shape(model.output_shape)}",
+        f"model '{printable(model.name)}': input {_shape(model.input_shape)}, output {_shape(model.output_shape)}",
         fmt(header), rule, *[fmt(r) for r in table[1:-1]], rule, fmt(total),
         f"parameters: {model.param_count:,} ({model.param_count * 4:,} bytes as float32); "
         f"multiply-accumulates per image: {model.macs:,}",

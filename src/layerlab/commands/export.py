@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from layerlab.commands import non_negative_int, positive_int
 from layerlab.errors import ShapeError
+from layerlab.publish import refuse_inputs
 
 FORMATS = ("c", "csv", "json", "npz", "xlsx", "xlsx-formulas")
 
@@ -34,27 +36,30 @@ def _export(args: argparse.Namespace) -> int:
 
     network = load(args.model, architecture=args.architecture)
     out = Path(args.out)
+    inputs = [args.model, args.architecture, args.input]
+    refuse_inputs(out, inputs)  # before a long export, not after it
     if args.to == "c":
         from layerlab.export.c import export_c
 
         report = export_c(
             network, out, name=args.name or network.spec.name, int8=args.int8, calibration=args.calibration,
             verify=not args.no_verify, verify_images=args.verify_images, data_dir=args.data_dir,
+            force=args.force, inputs=inputs,
         )
         print(Path(report).read_text(encoding="utf-8"), end="")
     elif args.to in ("csv", "json", "npz"):
         from layerlab.export.tables import export_tables
 
-        print(f"wrote {export_tables(network, out, args.to)}")
+        print(f"wrote {export_tables(network, out, args.to, force=args.force, inputs=inputs)}")
     elif args.to == "xlsx":
         from layerlab.export.excel import export_xlsx
 
-        print(f"wrote {export_xlsx(network, out)}")
+        print(f"wrote {export_xlsx(network, out, force=args.force, inputs=inputs)}")
     else:
         from layerlab.export.excel_formulas import export_xlsx_formulas
 
         image, label = _input_image(args, network)
-        print(f"wrote {export_xlsx_formulas(network, out, image, label=label)}")
+        print(f"wrote {export_xlsx_formulas(network, out, image, label=label, force=args.force, inputs=inputs)}")
     return 0
 
 
@@ -66,12 +71,15 @@ def register(subparsers) -> None:
 
     add_architecture(p)
     p.add_argument("--out", required=True, help="output folder (c, csv, json, npz) or file (xlsx)")
+    from layerlab.commands.spec import add_force
+
+    add_force(p)
     p.add_argument("--name", help="C: library and function prefix (sanitised)")
     p.add_argument("--int8", action="store_true", help="C: int8 quantised code")
-    p.add_argument("--calibration", type=int, default=1000, metavar="N", help="C int8: training images to calibrate on")
+    p.add_argument("--calibration", type=positive_int, default=1000, metavar="N", help="C int8: training images to calibrate on")
     p.add_argument("--no-verify", action="store_true", help="C: skip compiling and checking against the engine")
-    p.add_argument("--verify-images", type=int, default=1000, metavar="N", help="C: MNIST test images to verify on")
-    p.add_argument("--image", type=int, default=0, metavar="N", help="xlsx-formulas: MNIST test image N as the input")
+    p.add_argument("--verify-images", type=positive_int, default=1000, metavar="N", help="C: MNIST test images to verify on")
+    p.add_argument("--image", type=non_negative_int, default=0, metavar="N", help="xlsx-formulas: MNIST test image N as the input")
     p.add_argument("--input", metavar="FILE", help="xlsx-formulas: a .npy/.npz array or an image file instead of --image")
     p.add_argument("--scale", type=float, default=255.0, help="divide pixels by this (255: pixels/255, 1: raw)")
     p.add_argument("--data-dir", help="folder with the MNIST files")

@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from layerlab import spec as S
+from layerlab.commands import non_negative_int, positive_int
 from layerlab.errors import ShapeError
 from layerlab.io import atomic_path, atomic_write_text
+from layerlab.publish import publish_folder
 from layerlab.text import csv_text, file_stem, printable
 
 MNIST_PIXELS = 28 * 28
@@ -47,14 +49,14 @@ def register(subparsers) -> None:
                               description="Run MNIST test image N, or the inputs of a .npy/.npz/image file, through the "
                               "model with the NumPy engine.")
     _source_args(p)
-    p.add_argument("--top", type=int, default=3, metavar="K", help="how many classes to show (default 3)")
+    p.add_argument("--top", type=non_negative_int, default=3, metavar="K", help="how many classes to show (default 3)")
     p.set_defaults(func=predict_command)
 
     p = subparsers.add_parser("evaluate", parents=[common], help="MNIST test accuracy with the NumPy engine",
                               description="Accuracy on the MNIST test set, computed by the NumPy engine.")
     p.add_argument("--data", metavar="FILE.npz", help="labelled inputs x, y (class indices or one-hot) instead of MNIST")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N test images (default: all 10000)")
-    p.add_argument("--batch-size", type=int, default=1000, metavar="N", help="images per engine call (default 1000)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N test images (default: all 10000)")
+    p.add_argument("--batch-size", type=positive_int, default=1000, metavar="N", help="images per engine call (default 1000)")
     p.set_defaults(func=evaluate_command)
 
     p = subparsers.add_parser("trace", parents=[common], help="every layer's output for one input",
@@ -62,6 +64,9 @@ def register(subparsers) -> None:
                               "trace.csv) and a PNG of its feature maps, for MNIST test image N or the first input of a file.")
     _source_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for trace.csv and the PNGs")
+    from layerlab.commands.spec import add_force
+
+    add_force(p)
     p.add_argument("--no-png", action="store_true", help="write only trace.csv")
     p.set_defaults(func=trace_command)
 
@@ -78,7 +83,7 @@ def _positive_float(text: str) -> float:
 
 def _source_args(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--image", type=int, metavar="N", help="index of the MNIST test image (0-9999)")
+    source.add_argument("--image", type=non_negative_int, metavar="N", help="index of the MNIST test image (0-9999)")
     source.add_argument("--input", metavar="FILE", help="a .npy/.npz array of any input shape (one sample or a batch), "
                         "or an image file resized and converted to the model's input")
 
@@ -207,6 +212,7 @@ def predict_command(args) -> int:
     if args.input:
         x, labels = _file_input(args, net.spec)
         y = net.predict(x)
+        net.require_finite(y, "prediction")
         print(_describe(loaded, args))
         shown = min(len(x), 10)
         for i in range(shown):
@@ -222,6 +228,7 @@ def predict_command(args) -> int:
     index = _image_index(args, len(x_test))
     x = mnist_input(x_test[index : index + 1], net.spec, args.scale)
     scores = net.predict(x)[0].reshape(-1)
+    net.require_finite(scores[None], "prediction")
     print(_describe(loaded, args))
     print(f"MNIST test image {index}, label {int(y_test[index])}")
     _print_scores(net.spec, scores, max(1, args.top))
@@ -243,15 +250,17 @@ def evaluate_command(args) -> int:
         if y_test is None:
             raise ShapeError(f"--data {printable(args.data)}: holds no labels 'y'. Save it with np.savez(path, x=..., y=...)")
         if args.limit is not None:
-            x, y_test = x[: max(0, args.limit)], y_test[: max(0, args.limit)]
+            x, y_test = x[: args.limit], y_test[: args.limit]
         what = f"inputs of {printable(args.data)}"
     else:
         x_test, y_test = _mnist_test(args)
         if args.limit is not None:
-            x_test, y_test = x_test[: max(0, args.limit)], y_test[: max(0, args.limit)]
+            x_test, y_test = x_test[: args.limit], y_test[: args.limit]
         x = mnist_input(x_test, net.spec, args.scale)
         what = "MNIST test images"
-    predicted = net.predict(x, batch_size=max(1, args.batch_size)).reshape(len(x), -1).argmax(axis=1)
+    outputs = net.predict(x, batch_size=args.batch_size)
+    net.require_finite(outputs, "accuracy")
+    predicted = outputs.reshape(len(x), -1).argmax(axis=1)
     correct = int(np.count_nonzero(predicted == y_test))
     print(_describe(loaded, args))
     print(f"accuracy {correct / max(1, len(y_test)):.4f} ({correct} of {len(y_test)} {what})")
@@ -314,14 +323,15 @@ def trace_command(args) -> int:
     writer.writeheader()
     for r in rows:
         writer.writerow({**{k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()}, "layer": csv_text(printable(r["layer"]))})
-    atomic_write_text(out / "trace.csv", text.getvalue())
     written = [out / "trace.csv"]
-    if not args.no_png:
-        layout = layouts(net.spec)
-        for r in rows:
-            path = out / f"{r['index']:02d}_{file_stem(r['layer'])}.png"
-            plot_feature_maps(outputs[r["layer"]][0], layout[r["layer"]], f"{printable(r['layer'])} ({r['type']}) {r['shape']}", path)
-            written.append(path)
+    with publish_folder(out, inputs=[args.model, args.architecture, args.input], force=args.force, kind="trace") as staging:
+        atomic_write_text(staging / "trace.csv", text.getvalue())
+        if not args.no_png:
+            layout = layouts(net.spec)
+            for r in rows:
+                name = f"{r['index']:02d}_{file_stem(r['layer'])}.png"
+                plot_feature_maps(outputs[r["layer"]][0], layout[r["layer"]], f"{printable(r['layer'])} ({r['type']}) {r['shape']}", staging / name)
+                written.append(out / name)
     print(f"wrote {written[0]}" + (f" and {len(written) - 1} PNG files" if len(written) > 1 else "") + f" to {out}")
     return 0
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from layerlab.commands import non_negative_int
+from layerlab.commands.spec import add_force
 from layerlab.errors import NNCError
+from layerlab.publish import publish_file, refuse_inputs
 
 KERAS_SUFFIXES = (".keras", ".h5")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -26,13 +29,15 @@ def register(subparsers) -> None:
     imp.add_argument("--data-format", default="channels_first", choices=("channels_first", "channels_last"),
                      help="layout of the Keras model (NNC's own is channels_first)")
     imp.add_argument("--out", required=True, help="model.keras, model.h5 (with weights) or spec.json / spec.yaml")
+    add_force(imp)
     imp.set_defaults(func=run_import)
 
     exp = sub.add_parser("export", help="Keras model file or spec -> NNC .nnp that nnabla runs identically")
     exp.add_argument("source", help="a Keras model file (.h5, .keras) or a spec (built-in name, .json, .yaml)")
     exp.add_argument("--out", required=True, help="NETWORK.nnp (or .nntxt with the parameters inline)")
+    add_force(exp)
     exp.add_argument("--network-name", default="MainRuntime", help="name of the NNC network (default MainRuntime)")
-    exp.add_argument("--seed", type=int, default=0, help="seed of the NNC initialisation of a spec without weights")
+    exp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the NNC initialisation of a spec without weights")
     exp.set_defaults(func=run_export)
 
 
@@ -48,17 +53,17 @@ def run_import(args: argparse.Namespace) -> int:
     print(f"network '{result.network_name}': input '{result.input_variable}' {spec.input_shape} -> output "
           f"'{result.output_variable}' {spec.output_shape}, {spec.param_count} parameters, {args.data_format}")
     print(result.table())
+    refuse_inputs(out, [args.source])
     if suffix in SPEC_SUFFIXES:
-        spec.save(out)
+        spec.save(out, force=args.force, inputs=[args.source])
         print(f"wrote {out} (architecture only; write .keras or .h5 to keep the weights)")
         return 0
-    from layerlab.io import atomic_path
     from layerlab.keras_build import build_keras
 
     # build_keras builds with zeros when weights are given (no random kernels compiled only to
     # be overwritten) and gives the layers the spec's initializers back, so the file retrains with NNC's.
     kmodel = build_keras(spec, result.network.weights)
-    with atomic_path(out) as tmp:
+    with publish_file(out, inputs=[args.source], force=args.force) as tmp:
         kmodel.save(tmp)
     print(f"wrote {out}")
     return 0
@@ -85,7 +90,7 @@ def run_export(args: argparse.Namespace) -> int:
         net = Network(spec, nnc_init(spec, seed=args.seed), source=str(args.source))
         note = (f"note: {args.source} is a spec without weights: parameters are NNC's default initialisation "
                 f"(Glorot normal, biases 0), seed {args.seed}")
-    rows = export_file(net, out, network_name=args.network_name)
+    rows = export_file(net, out, network_name=args.network_name, force=args.force, inputs=[args.source])
     print(rows_table(rows))
     if note:
         print(note)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from layerlab import spec as S
+from layerlab.commands import non_negative_int, positive_int
 from layerlab.errors import DataError, ShapeError, SpecError
 
 SEED_INPUT = "[[-1,-2,3,-4,-5],[-6,-7,-8,-9,-10],[-11,-12,13,-14,-15]]"
@@ -38,15 +39,15 @@ def register(subparsers) -> None:
     p.add_argument("--strides", default=None, help="N or H,W (default 1 for conv2d, pool size for pooling)")
     p.add_argument("--kernel-size", default=None, help="N or H,W (default: from a literal --kernel, else 2)")
     p.add_argument("--dilation-rate", default="1", help="N or H,W (conv2d)")
-    p.add_argument("--filters", type=int, default=None, help="conv2d filters (default: from a literal --kernel, else 1)")
-    p.add_argument("--units", type=int, default=None, help="dense units (default: from a literal --kernel, else 1)")
+    p.add_argument("--filters", type=positive_int, default=None, help="conv2d filters (default: from a literal --kernel, else 1)")
+    p.add_argument("--units", type=positive_int, default=None, help="dense units (default: from a literal --kernel, else 1)")
     p.add_argument("--kernel", default="ones", help="ones | zeros | random | a nested list | a .npy file. conv2d: "
                    "(kh, kw) used for every channel and filter, or (kh, kw, in, filters) HWIO; dense: (in, units)")
     p.add_argument("--use-bias", action="store_true", help="add a bias (zeros unless --bias)")
     p.add_argument("--bias", default=None, help="bias: a number (every filter/unit) or a list; implies --use-bias")
     p.add_argument("--activation", default="linear", help="conv2d/dense activation (default linear)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random inputs and kernels")
-    p.add_argument("--precision", type=int, default=6, help="significant digits of non-integer values")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed for random inputs and kernels")
+    p.add_argument("--precision", type=positive_int, default=6, help="significant digits of non-integer values")
     p.add_argument("--figure", default=None, metavar="PATH", help="draw the padded grid, windows and output (.png or .svg)")
     p.add_argument("--check-keras", action="store_true", help="also run the real Keras layer and print the max abs difference")
     p.set_defaults(func=_probe)

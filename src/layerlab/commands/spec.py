@@ -32,6 +32,13 @@ def add_architecture(parser: argparse.ArgumentParser) -> None:
                         help="architecture for a weights-only file: model.to_json() JSON, .keras, or a layerlab spec")
 
 
+def add_force(parser: argparse.ArgumentParser) -> None:
+    """The --force option of every command that writes an output (see layerlab.publish)."""
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing output file, or files in the --out folder that layerlab did not "
+                             "write (or that were edited); never an input")
+
+
 def _show(args: argparse.Namespace) -> int:
     model = load_model_or_spec(args.source, args.architecture)
     if args.format == "yaml":
@@ -41,7 +48,7 @@ def _show(args: argparse.Namespace) -> int:
     else:
         text = model.to_json()
     if args.out:
-        model.save(args.out)
+        model.save(args.out, force=args.force, inputs=[args.source, args.architecture])
         print(f"wrote {args.out}")
     else:
         sys.stdout.write(text)
@@ -69,6 +76,7 @@ def register(subparsers) -> None:
     add_architecture(show)
     show.add_argument("--format", choices=("json", "yaml"), default="json")
     show.add_argument("--out", help="write the spec to this .json/.yaml file instead of printing it")
+    add_force(show)
     show.set_defaults(func=_show)
     check = spec_sub.add_parser("check", help="validate a spec and print its size")
     check.add_argument("source")

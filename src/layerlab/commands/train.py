@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from layerlab.commands import non_negative_int, positive_int
 from layerlab.spec import CHANNELS_FIRST, CHANNELS_LAST
 
 
@@ -23,10 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--spec", default="seed650", metavar="seed650|FILE", help="built-in spec name or a .json/.yaml spec file")
     parser.add_argument("--recipe", default="seed", choices=sorted(RECIPES), help="training recipe (default: seed)")
-    parser.add_argument("--epochs", type=int, metavar="N", help="epochs (default: the recipe's)")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="batch size (default: the recipe's)")
-    parser.add_argument("--runs", type=int, default=1, metavar="K", help="train K seeds; report mean, std and best; keep the best model")
-    parser.add_argument("--seed", type=int, default=1, metavar="S", help="first seed (runs use S, S+1, ...)")
+    parser.add_argument("--epochs", type=positive_int, metavar="N", help="epochs (default: the recipe's)")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N", help="batch size (default: the recipe's)")
+    parser.add_argument("--runs", type=positive_int, default=1, metavar="K", help="train K seeds; report mean, std and best; keep the best model")
+    parser.add_argument("--seed", type=non_negative_int, default=1, metavar="S", help="first seed (runs use S, S+1, ...)")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the four MNIST files (else $LAYERLAB_DATA, the cache, download)")
     parser.add_argument("--out", default="runs/seed650", metavar="DIR", help="report folder (default: runs/seed650)")
     parser.add_argument("--data-format", choices=(CHANNELS_FIRST, CHANNELS_LAST), help="layout of a built-in spec (default: as written)")
@@ -36,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="initializers: 'keras' = the spec's as written; 'nnc' = NNC's (untruncated Glorot normal, zero bias); "
         "default: the recipe's (fast uses zero biases)",
     )
-    parser.add_argument("--train-limit", type=int, metavar="N", help="use only the first N training images (quick trials)")
+    parser.add_argument("--train-limit", type=positive_int, metavar="N", help="use only the first N training images (quick trials)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    parser.add_argument("--force", action="store_true", help="replace an earlier run in --out (its files only) instead of refusing")
     parser.set_defaults(func=run)
 
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 ("--spec", args.spec, "seed650"), ("--recipe", args.recipe, "seed"), ("--batch-size", args.batch_size, None),
                 ("--runs", args.runs, 1), ("--seed", args.seed, 1), ("--data-dir", args.data_dir, None),
                 ("--out", args.out, "runs/seed650"), ("--data-format", args.data_format, None), ("--init", args.init, None),
-                ("--train-limit", args.train_limit, None),
+                ("--train-limit", args.train_limit, None), ("--force", args.force, False),
             ) if value != default
         ]
         if given:
@@ -72,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
         result = train(
             args.spec, args.recipe, epochs=args.epochs, batch_size=args.batch_size, runs=args.runs, seed=args.seed,
             data_dir=args.data_dir, out=args.out, data_format=args.data_format, init=args.init,
-            train_limit=args.train_limit, verbose=verbose,
+            train_limit=args.train_limit, verbose=verbose, force=args.force,
         )
     return 130 if result.interrupted else 0

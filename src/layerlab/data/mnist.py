@@ -25,6 +25,7 @@ import numpy as np
 from layerlab.data.download import MIRRORS, TIMEOUT_S, try_download
 from layerlab.data.idx import parse_idx, read_idx_bytes
 from layerlab.errors import DataError
+from layerlab.text import printable
 
 ENV_VAR = "LAYERLAB_DATA"
 IMAGE_SIZE = (28, 28)
@@ -147,7 +148,8 @@ def load_mnist(
     """Load MNIST from the first folder that has it, downloading it into the cache if none does.
 
     Args:
-        data_dir: a folder to look in first (``--data-dir``); then ``$LAYERLAB_DATA``, then ``cache_dir()``.
+        data_dir: the folder to read (``--data-dir``): when given, it must hold the files (no
+            fallback). Without it: ``$LAYERLAB_DATA``, then ``cache_dir()``, then a download.
         download: fetch missing files into ``cache_dir()`` when no folder holds all four.
         verify: check each file's decompressed content against the published MD5; False checks
             only the IDX structure (shapes, dtype, labels 0..9), which lets a subset load.
@@ -164,6 +166,14 @@ def load_mnist(
             the four files and the options), a download with the wrong checksum, or a corrupt,
             truncated or unexpected file (the message names it).
     """
+    if data_dir is not None and len(locate(Path(data_dir))) != len(MNIST_FILES):
+        # A folder the user named is what they meant: never quietly read another one instead.
+        given = Path(data_dir)
+        state = "does not exist" if not given.is_dir() else "missing " + ", ".join(
+            f.gz_name for f in MNIST_FILES if f.name not in locate(given))
+        raise DataError(f"--data-dir {printable(str(given))}: {state}. Point it at the folder that holds the four MNIST files "
+                        f"({', '.join(f.gz_name for f in MNIST_FILES)}), or drop --data-dir to use ${ENV_VAR}, the cache "
+                        "or a download")
     folder = find_mnist(data_dir)
     if folder is None:
         if not download:

@@ -25,8 +25,8 @@ from layerlab import spec as S
 from layerlab.errors import ExportError
 from layerlab.export import excel_common as X
 from layerlab.export.tables import tensors, weight_layout
-from layerlab.io import atomic_path
 from layerlab.layers import LAYER_TYPES
+from layerlab.publish import publish_file
 from layerlab.registry import EXCEL_VALUES
 
 SUMMARY = "summary"
@@ -36,12 +36,15 @@ NUMBER_FORMAT = "0.0000"
 GRID_COLUMN_WIDTH = 9
 
 
-def export_xlsx(network, out_file: str | Path) -> Path:
+def export_xlsx(network, out_file: str | Path, *, force: bool = False, inputs=()) -> Path:
     """Write ``network``'s weights as a formatted workbook.
 
     Args:
         network: a ``layerlab.network.Network``.
         out_file: the .xlsx file to write (atomically).
+
+        force: replace an existing ``out_file`` (never one of ``inputs``, the model's files).
+        inputs: the paths the network came from.
 
     Returns:
         ``out_file`` as a Path.
@@ -49,6 +52,7 @@ def export_xlsx(network, out_file: str | Path) -> Path:
     Raises:
         MissingExtraError: openpyxl is not installed.
     """
+    network.refuse_nonfinite("xlsx")
     openpyxl = X.openpyxl()
     out_file = Path(out_file)
     wb = openpyxl.Workbook()
@@ -71,7 +75,7 @@ def export_xlsx(network, out_file: str | Path) -> Path:
             top, anchor = _write_tensor(ws, top, layer, weight, array)
             anchors.append((layer, weight, array, ws.title, anchor))
     _write_summary(summary, network.spec, sheets, anchors)
-    with atomic_path(out_file) as tmp:
+    with publish_file(out_file, inputs=inputs, force=force) as tmp:
         wb.save(tmp)
     return out_file
 

@@ -36,7 +36,7 @@ from layerlab.errors import ExportError, ShapeError
 from layerlab.export import excel_common as X
 from layerlab.export.excel_layers import LayerWriter, weights_title
 from layerlab.export.excel_layout import Block, a1, call, cells_ref
-from layerlab.io import atomic_path
+from layerlab.publish import publish_file
 from layerlab.registry import EXCEL_FORMULAS
 
 INPUT = "input"
@@ -46,7 +46,7 @@ LAYOUT_COLUMNS = ("kind", "name", "type", "sheet", "shape", "first cell", "chann
 PREDICTED_CELL = (3, 2)  # on the prediction sheet
 
 
-def export_xlsx_formulas(network, out_file: str | Path, image: np.ndarray, *, label: int | None = None) -> Path:
+def export_xlsx_formulas(network, out_file: str | Path, image: np.ndarray, *, label: int | None = None, force: bool = False, inputs=()) -> Path:
     """Write a workbook whose formulas compute ``network`` on ``image`` (and on any pasted image).
 
     Args:
@@ -56,6 +56,9 @@ def export_xlsx_formulas(network, out_file: str | Path, image: np.ndarray, *, la
             accepted), float, scaled as the model expects (MNIST: pixels / 255).
         label: the true class, shown beside the prediction when given.
 
+        force: replace an existing ``out_file`` (never one of ``inputs``, the model's files).
+        inputs: the paths the network came from.
+
     Returns:
         ``out_file`` as a Path.
 
@@ -64,6 +67,7 @@ def export_xlsx_formulas(network, out_file: str | Path, image: np.ndarray, *, la
         ShapeError: ``image`` has the wrong shape, is not numeric, or holds NaN or infinity.
         MissingExtraError: openpyxl is not installed.
     """
+    network.refuse_nonfinite("xlsx-formulas")
     spec = network.spec
     check_supported(spec)
     x = _check_image(spec, image)
@@ -71,7 +75,7 @@ def export_xlsx_formulas(network, out_file: str | Path, image: np.ndarray, *, la
     out_file = Path(out_file)
     wb = openpyxl.Workbook()
     _Book(wb, network).write(x, label)
-    with atomic_path(out_file) as tmp:
+    with publish_file(out_file, inputs=inputs, force=force) as tmp:
         wb.save(tmp)
     return out_file
 

@@ -23,14 +23,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from layerlab import limits
 from layerlab import spec as S
-from layerlab.errors import ExportError
+from layerlab.errors import ExportError, LimitError
 from layerlab.io import atomic_path, atomic_write_text
+from layerlab.publish import check_manifest, publish_folder
 from layerlab.text import csv_text, csv_untext, file_stem
 
 FORMATS = ("csv", "json", "npz")
@@ -58,13 +61,19 @@ def tensors(network) -> list[tuple[S.Layer, str, np.ndarray]]:
     return out
 
 
-def export_tables(network, out_dir: str | Path, fmt: str) -> Path:
+def export_tables(network, out_dir: str | Path, fmt: str, *, force: bool = False, inputs=()) -> Path:
     """Write every weight tensor of ``network`` to ``out_dir`` as CSV, JSON or NPZ.
+
+    The files are published as a whole with a manifest (``layerlab.publish.publish_folder``):
+    a user's own files in ``out_dir`` are kept, and ``read_tables`` refuses a mixture of two
+    exports.
 
     Args:
         network: a ``layerlab.network.Network`` (spec + float32 weights in Keras layouts).
         out_dir: folder to write into (created if missing).
         fmt: ``'csv'``, ``'json'`` or ``'npz'``.
+        force: replace files of these names that layerlab did not write.
+        inputs: the paths the network came from; never written over.
 
     Returns:
         The main file: ``out_dir/index.csv``, ``out_dir/weights.json`` or ``out_dir/weights.npz``.
@@ -75,13 +84,15 @@ def export_tables(network, out_dir: str | Path, fmt: str) -> Path:
     if fmt not in FORMATS:
         raise ExportError(f"export: format {fmt!r} is not a table format, expected one of {', '.join(FORMATS)}. Use --to csv, json or npz")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     items = tensors(network)
-    if fmt == "csv":
-        return _write_csv(network.spec, items, out_dir)
-    if fmt == "json":
-        return _write_json(network.spec, items, out_dir / WEIGHTS_JSON)
-    return _write_npz(items, out_dir / WEIGHTS_NPZ)
+    with publish_folder(out_dir, inputs=inputs, force=force, kind=fmt) as staging:
+        if fmt == "csv":
+            main = _write_csv(network.spec, items, staging)
+        elif fmt == "json":
+            main = _write_json(network.spec, items, staging / WEIGHTS_JSON)
+        else:
+            main = _write_npz(items, staging / WEIGHTS_NPZ)
+    return out_dir / main.name
 
 
 def read_tables(path: str | Path) -> Weights:
@@ -108,6 +119,8 @@ def read_tables(path: str | Path) -> Weights:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _read_csv(path)
+    check_manifest(path.parent, [path.name])
+    limits.check_bytes(path.stat().st_size * (8 if suffix == ".json" else 1), str(path), "the weights file")
     if suffix == ".json":
         return _read_json(path)
     if suffix == ".npz":
@@ -170,11 +183,13 @@ def _write_csv(model: S.Model, items, out_dir: Path) -> Path:
 
 
 def _read_csv(index: Path) -> Weights:
+    limits.check_bytes(index.stat().st_size, str(index), "the index")
     with open(index, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if not rows or tuple(rows[0][: len(INDEX_COLUMNS)]) != INDEX_COLUMNS:
         raise ExportError(f"{index}: not a layerlab weight index; expected the header {','.join(INDEX_COLUMNS)}")
     out: Weights = {}
+    files: list[str] = []
     for line, row in enumerate(rows[1:], start=2):
         if not row:
             continue
@@ -187,13 +202,17 @@ def _read_csv(index: Path) -> Weights:
             raise ExportError(f"{index}:{line}: shape {shape_text!r} is not like 4x4x1x5") from None
         if Path(file).name != file:
             raise ExportError(f"{index}:{line}: file {file!r} must be a plain name in the same folder")
+        limits.check_bytes(4 * math.prod(shape), f"{index}:{line}", f"tensor {layer}/{weight} of shape {shape}")
+        files.append(file)
         out.setdefault(layer, {})[weight] = _read_tensor_csv(index.parent / file, shape)
+    check_manifest(index.parent, [index.name, *files])
     return out
 
 
 def _read_tensor_csv(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     if not path.is_file():
         raise ExportError(f"{path}: listed in {INDEX_CSV} but missing. Export the weights again")
+    limits.check_bytes(path.stat().st_size, str(path), "the tensor file")
     with open(path, newline="", encoding="utf-8") as fh:
         rows = [r for r in csv.reader(fh) if r]
     expected = _grid_rows(np.zeros(shape, np.float32))
@@ -273,6 +292,8 @@ def _write_npz(items, path: Path) -> Path:
 def _read_npz(path: Path) -> Weights:
     out: Weights = {}
     try:
+        with zipfile.ZipFile(path) as archive:  # what the members declare, before inflating any
+            limits.check_bytes(sum(info.file_size for info in archive.infolist()), str(path), "the archive's arrays")
         with np.load(path, allow_pickle=False) as data:
             for key in data.files:
                 layer, sep, weight = key.rpartition("/")
@@ -282,6 +303,8 @@ def _read_npz(path: Path) -> Weights:
                 if not np.issubdtype(array.dtype, np.floating):
                     raise ExportError(f"{path}: {key!r} has dtype {array.dtype}, expected float32")
                 out.setdefault(layer, {})[weight] = array.astype(np.float32, copy=False)
+    except LimitError:
+        raise
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ExportError(f"{path}: not a readable .npz of plain arrays ({exc})") from None
     return out

@@ -26,12 +26,13 @@ and Keras are never imported.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from layerlab import spec as S
-from layerlab.errors import ModelFileError, SpecError
+from layerlab.errors import LayerlabWarning, ModelFileError, SpecError
 from layerlab.modelfile.config import KerasLayer, ParsedModel, is_keras_model_config, parse_config
 from layerlab.modelfile.containers import open_hdf5, parse_json, read_archive, sniff, text
 from layerlab.modelfile.layers import SUPPORTED
@@ -139,6 +140,10 @@ def _parse(document: Any, source: str, version: str | None) -> ParsedModel:
 
 def _done(parsed: ParsedModel, weights, source: str, kind: str, version: str | None, backend: str | None) -> LoadedFile:
     network = Network(parsed.spec, weights, source=source)
+    bad = network.nonfinite_weights()
+    if bad:
+        warnings.warn(f"{source}: the weights hold NaN or infinity in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}; "
+                      "what the model computes from them is meaningless", LayerlabWarning, stacklevel=3)
     return LoadedFile(network, kind, version, backend, parsed.generation)
 
 

@@ -16,24 +16,24 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from layerlab.errors import ModelFileError
+from layerlab import limits
+from layerlab.errors import LimitError, ModelFileError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 ARCHIVE_CONFIG = "config.json"
 ARCHIVE_METADATA = "metadata.json"
 ARCHIVE_WEIGHTS = "model.weights.h5"
-# A .keras config is a few kB; refuse to inflate anything absurd from an untrusted archive.
-MAX_JSON_BYTES = 64 * 2**20
-MAX_WEIGHTS_BYTES = 2 * 2**30
 
 
 def sniff(path: Path) -> str:
@@ -81,6 +81,8 @@ def parse_json(data: str | bytes, where: str) -> Any:
     """Parse JSON text; one ModelFileError naming ``where`` if it is not JSON."""
     try:
         return json.loads(data)
+    except RecursionError:
+        raise LimitError(f"{where}: JSON nested more deeply than Python can parse; not a Keras model config") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{where}: not valid JSON ({exc}). Expected a Keras model config from model.to_json()") from None
 
@@ -98,8 +100,26 @@ def open_hdf5(source: Path | bytes, where: str):
         ) from None
 
 
-def read_dataset(dataset, where: str) -> np.ndarray:
-    """Read one HDF5 dataset; a truncated file fails here rather than later."""
+def read_dataset(dataset, where: str, shapes: Iterable[tuple[int, ...]] = ()) -> np.ndarray:
+    """Read one HDF5 dataset; a truncated file fails here rather than later.
+
+    What the dataset declares is checked before anything is read: its size against the layer's
+    weight ``shapes`` (when given) and its bytes against ``layerlab.limits``.
+    """
+    try:
+        declared, dtype = tuple(int(v) for v in dataset.shape or ()), dataset.dtype
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{where}: cannot read the weight's header ({_first_line(exc)}); the file is corrupt. Save it again") from None
+    if dtype.kind not in "fiub":
+        raise ModelFileError(f"{where}: holds {dtype} data, not numbers. The file is not a Keras weights file")
+    shapes = [tuple(shape) for shape in shapes]
+    if shapes and math.prod(declared) > max(math.prod(shape) for shape in shapes):
+        # Larger than any weight of the layer: wrong, and not worth reading (a wrong shape that
+        # is no larger is read, and the network check names the weight it should have been).
+        want = " or ".join(map(str, shapes))
+        raise ModelFileError(f"{where}: declares shape {declared}, larger than this layer's weights {want}. "
+                             "The weights do not belong to this architecture")
+    limits.check_bytes(math.prod(declared) * dtype.itemsize, where, f"a weight of shape {declared} ({dtype})")
     try:
         return np.asarray(dataset[()])
     except (OSError, ValueError, KeyError) as exc:
@@ -141,9 +161,7 @@ def read_archive(path: Path, where: str) -> KerasArchive:
         def member(name: str) -> bytes | None:
             if name not in names:
                 return None
-            limit = MAX_WEIGHTS_BYTES if name.endswith(".h5") else MAX_JSON_BYTES
-            if archive.getinfo(name).file_size > limit:
-                raise ModelFileError(f"{where}: archive member {name} is larger than {limit} bytes; refusing to unpack it")
+            limits.check_bytes(archive.getinfo(name).file_size, where, f"the archive member {name}")
             try:
                 return archive.read(name)
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:

@@ -123,13 +123,19 @@ def _from_keras1(weights: Weights, parsed: ParsedModel) -> None:
             weights[layer.name]["kernel"] = np.ascontiguousarray(kernel[:, 0])  # (k, in, filters)
 
 
-def _assign(layer: str, names: list[str], stored: list[str], values: list[np.ndarray], where: str) -> dict[str, np.ndarray]:
-    """Match stored arrays to the layer's Keras weight names (``names``, Keras order)."""
-    if len(values) != len(names):
+def _check_count(layer: str, names: list[str], stored: list[str], where: str) -> None:
+    """Before reading anything: the file holds as many arrays for ``layer`` as it needs."""
+    if len(stored) != len(names):
+        shown = stored if len(stored) <= 8 else [*stored[:8], f"... {len(stored) - 8} more"]
         raise ModelFileError(
-            f"{where}: layer '{layer}' needs {len(names)} weights {names}, the file holds {len(values)} {stored}. "
+            f"{where}: layer '{layer}' needs {len(names)} weights {names}, the file holds {len(stored)} {shown}. "
             "The weights do not belong to this architecture"
         )
+
+
+def _assign(layer: str, names: list[str], stored: list[str], values: list[np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Match stored arrays to the layer's Keras weight names (``names``, Keras order)."""
+    _check_count(layer, names, stored, where)
     last = [s.split("/")[-1].split(":")[0] for s in stored]
     if sorted(last) == sorted(names):  # names we know: match by name, whatever the stored order
         return {n: values[last.index(n)] for n in names}
@@ -157,11 +163,12 @@ def _legacy(root, parsed: ParsedModel, source: str) -> Weights:
         group = root[group_name]
         names = attr_list(group, "weight_names")
         where = f"{source}: weights of layer '{group_name}'"
+        _check_count(layer, list(expected[layer]), names, source)
         values = []
         for name in names:
             if name not in group:
                 raise ModelFileError(f"{where}: weight '{name}' is listed but missing. The file is corrupt; save it again")
-            values.append(read_dataset(group[name], f"{where} ({name})"))
+            values.append(read_dataset(group[name], f"{where} ({name})", expected[layer].values()))
         weights[layer] = _assign(layer, list(expected[layer]), names, values, source)
     return weights
 
@@ -189,7 +196,8 @@ def _keras3(root, parsed: ParsedModel, source: str) -> Weights:
             )
         group = root[path]
         keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
-        values = [read_dataset(group[k], f"{source}: {path}/{k}") for k in keys]
         names = list(expected[record.name])
+        _check_count(record.name, names, [f"{path}/{k}" for k in keys], source)
+        values = [read_dataset(group[k], f"{source}: {path}/{k}", expected[record.name].values()) for k in keys]
         weights[record.name] = _assign(record.name, names, [f"{path}/{k}" for k in keys], values, source)
     return weights

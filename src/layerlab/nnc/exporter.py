@@ -23,6 +23,7 @@ from layerlab.network import Network
 from layerlab.nnc import files, schema, windows
 from layerlab.nnc.functions import flatten_perm
 from layerlab.registry import NNC_EXPORT
+from layerlab.text import printable
 
 _ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax"}
 _INITIALIZERS = {"zeros": ("Constant", 0.0), "ones": ("Constant", 1.0)}
@@ -375,22 +376,27 @@ def export_network(net: Network, network_name: str = "MainRuntime") -> tuple[obj
     return writer.proto, writer.params, writer.rows
 
 
-def export_file(net: Network, path: str, network_name: str = "MainRuntime") -> list[ExportRow]:
-    """Write ``net`` as an .nnp archive (or an .nntxt with the parameters inline) atomically."""
-    from layerlab.io import atomic_write_bytes, atomic_write_text
+def export_file(net: Network, path: str, network_name: str = "MainRuntime", *, force: bool = False, inputs=()) -> list[ExportRow]:
+    """Write ``net`` as an .nnp archive (or an .nntxt with the parameters inline) atomically.
+
+    An existing file is replaced only with ``force``, one of ``inputs`` never.
+    """
+    from layerlab.publish import publish_file
 
     proto, params, rows = export_network(net, network_name)
     if str(path).lower().endswith(".nntxt"):
         proto.MergeFrom(files.parameters_message(params))
-        atomic_write_text(path, files.to_text(proto))
+        data = files.to_text(proto).encode("utf-8")
     else:
-        atomic_write_bytes(path, files.nnp_bytes(proto, params))
+        data = files.nnp_bytes(proto, params)
+    with publish_file(path, inputs=inputs, force=force) as tmp:
+        tmp.write_bytes(data)
     return rows
 
 
 def rows_table(rows: list[ExportRow]) -> str:
     head = ("Keras layer", "type", "NNC function(s)", "caveat")
-    body = [(r.layer, r.kind, ", ".join(r.functions) or "(none)", r.caveat) for r in rows]
+    body = [(printable(r.layer), r.kind, ", ".join(map(printable, r.functions)) or "(none)", r.caveat) for r in rows]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(3)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + ("  " + row[3] if row[3] else "") for row in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(head[3]))

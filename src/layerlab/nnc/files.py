@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from layerlab.errors import NNCError
+from layerlab import limits
+from layerlab.errors import LimitError, NNCError
 from layerlab.nnc import schema
 
 # A real NNC network with its parameters is a few MB; refuse anything that inflates past this.
-MAX_MEMBER_BYTES = 512 * 1024 * 1024
-MAX_TOTAL_BYTES = 1024 * 1024 * 1024
 MAX_COMPRESSION_RATIO = 1000
 NNP_VERSION = "0.1"
 TEXT_SUFFIXES = (".nntxt", ".prototxt")
@@ -116,13 +115,10 @@ def _checked_members(archive: zipfile.ZipFile, source: str) -> list[zipfile.ZipI
         # Never extracted, but a path that climbs out or is absolute marks a hostile archive.
         if pure.is_absolute() or ".." in pure.parts:
             raise NNCError(f"{source}: archive member {info.filename!r} has an unsafe path. Refusing the archive")
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise NNCError(f"{source}: archive member {info.filename!r} inflates to {info.file_size} bytes, over the {MAX_MEMBER_BYTES}-byte limit")
         if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
             raise NNCError(f"{source}: archive member {info.filename!r} has compression ratio {info.file_size / info.compress_size:.0f}:1, a zip bomb. Refusing it")
         total += info.file_size
-        if total > MAX_TOTAL_BYTES:
-            raise NNCError(f"{source}: the archive inflates to more than {MAX_TOTAL_BYTES} bytes. Refusing it")
+        limits.check_bytes(total, source, "the archive's members")
         members.append(info)
     return members
 
@@ -151,6 +147,8 @@ def _merge_text(result: NNCFile, data: bytes, where: str) -> None:
         # Sections layerlab does not need (dataset, optimizer, monitor, other functions'
         # parameters) are skipped, not rejected.
         text_format.Parse(text, message, allow_unknown_field=True)
+    except RecursionError:
+        raise LimitError(f"{where}: nested more deeply than a real network; not an NNC network file") from None
     except text_format.ParseError as exc:
         raise NNCError(f"{where}: not valid nnabla protobuf text ({exc}). Check the file, or re-export it") from None
     _merge(result, message, where)
@@ -162,6 +160,8 @@ def _merge_binary(result: NNCFile, data: bytes, where: str) -> None:
     message = schema.new("NNablaProtoBuf")
     try:
         message.ParseFromString(data)
+    except RecursionError:
+        raise LimitError(f"{where}: nested more deeply than a real network; not an NNC network file") from None
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise NNCError(f"{where}: not a valid binary nnabla protobuf ({exc}). Re-export the file") from None
     _merge(result, message, where)
@@ -194,10 +194,14 @@ def _merge_h5(result: NNCFile, data: bytes, where: str) -> None:
         raise NNCError(f"{where}: not a valid HDF5 parameter file ({exc})") from None
     found: list[tuple[int, str, np.ndarray]] = []
 
+    declared = [0]
+
     def visit(name: str, obj: Any) -> None:
         if isinstance(obj, h5py.Dataset):
             if not np.issubdtype(obj.dtype, np.number):
                 raise NNCError(f"{where}: parameter {name!r} has dtype {obj.dtype}, expected float")
+            declared[0] += 4 * int(np.prod(obj.shape, dtype=np.int64))  # checked before reading it
+            limits.check_bytes(declared[0], where, f"the parameters up to {name!r}")
             found.append((int(obj.attrs.get("index", len(found))), name, np.asarray(obj[()], dtype=np.float32)))
 
     with h5:

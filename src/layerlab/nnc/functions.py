@@ -137,12 +137,20 @@ class _Call:
         return _INITIALIZERS.get(kind, default) if mult == 1.0 else default
 
 
+# The least value each window argument may take: a stride or dilation of 0 (or a negative pad)
+# is no network nnabla can run, and would divide by zero in the shape rules.
+_MINIMUM = {"stride": 1, "dilation": 1, "kernel": 1, "pad": 0}
+
+
 def _pair(shape_msg: Any, default: tuple[int, int], arg: str, call: _Call) -> tuple[int, int]:
     dims = tuple(int(d) for d in shape_msg.dim)
     if not dims:
         return default
     if len(dims) != 2:
         raise call.fail(f"{arg}={dims}: layerlab converts 2-D windows only")
+    least = _MINIMUM.get(arg, 0)
+    if min(dims) < least:
+        raise call.fail(f"{arg}={dims}: every value must be at least {least}", f"Fix the {arg} of this function in the network")
     return dims  # type: ignore[return-value]
 
 

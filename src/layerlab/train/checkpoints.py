@@ -16,6 +16,8 @@ whole state.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict, list[np.ndarray], list[np.n
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ModelFileError(f"{path}: not a readable layerlab checkpoint ({exc}). Fix: start a new run without --resume.") from None
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: checkpoint format {meta.get('format')!r}, expected {FORMAT!r}. Fix: start a new run.")

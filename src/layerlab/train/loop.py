@@ -261,6 +261,8 @@ def run_one(
     elapsed = setup_seconds + time.perf_counter() - began_setup
     start_epoch = 0
     checkpoint = folder / CHECKPOINT
+    if resume and not checkpoint.is_file():
+        log(f"note: {folder} has no checkpoint yet (the run stopped before its first epoch ended): starting at epoch 1")
     if resume and checkpoint.is_file():
         meta, model_values, optimizer_values, best_weights = load_checkpoint(checkpoint)
         if meta.get("trainer", "keras") != trainer.name:

@@ -12,6 +12,7 @@ Folder layout (``out``, default runs/seed650):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from layerlab import spec as S
-from layerlab.errors import SpecError
+from layerlab.errors import OutputError, SpecError
 from layerlab.io import atomic_path, atomic_write_text
+from layerlab.text import printable
 from layerlab.train import report
 from layerlab.train.checkpoints import save_keras_model
 from layerlab.train.fold import foldable
@@ -120,6 +122,7 @@ def train(
     verbose: int = 1,
     callbacks: tuple = (),
     log=print,
+    force: bool = False,
 ) -> TrainResult:
     """Train ``runs`` seeds (seed, seed+1, ...) of a network on MNIST and write the report folder.
 
@@ -134,6 +137,7 @@ def train(
         verbose: 1 prints a progress bar and one line per epoch; 0 only the final lines.
         callbacks: extra Keras callbacks for every fit call.
         log: where lines go.
+        force: replace an earlier run in ``out`` (without it, training into one refuses).
 
     Returns:
         TrainResult; ``interrupted`` is True after Ctrl-C (the report holds the best so far).
@@ -149,9 +153,53 @@ def train(
         "data_dir": str(data_dir) if data_dir else None, "train_limit": train_limit, "test_limit": test_limit,
     }
     out = Path(out)
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")
-    return _run(out, config, resume=False, verbose=verbose, callbacks=callbacks, log=log)
+    with run_lock(out):
+        _claim(out, force)
+        atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")
+        return _run(out, config, resume=False, verbose=verbose, callbacks=callbacks, log=log)
+
+
+# What one training writes into its --out folder (and into run-N/ for several seeds).
+RUN_FILES = (CONFIG, TEACHER, "run.json", "history.csv", "summary.txt", "model.keras", "checkpoint.npz",
+             "model.h5", "accuracy.png", "loss.png")
+
+
+def run_lock(out: Path):
+    """One training at a time in a run folder: a second refuses at once (its run takes minutes)."""
+    from layerlab.publish import FOLDER_LOCK, locked
+
+    return locked(out / FOLDER_LOCK, out, wait=0)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {printable(str(out))} is a file; a training run writes a folder. Choose a folder name")
+
+
+def _claim(out: Path, force: bool) -> None:
+    """Refuse to train into a folder that holds an earlier run, unless ``force``: then that
+    run's files (and only those) are removed first, so nothing of it mixes with the new one."""
+    earlier = [out / name for name in RUN_FILES if (out / name).exists()]
+    earlier += [p for p in sorted(out.glob("run-*")) if (p / "run.json").is_file() or (p / "checkpoint.npz").is_file()]
+    if not earlier:
+        return
+    if not force:
+        done = _finished(out) if (out / "run.json").is_file() else None
+        state = (f"a finished run ({done['best_test_accuracy']:.4f} best test accuracy)" if done and "best_test_accuracy" in done
+                 else "an earlier or unfinished run")
+        raise OutputError(f"--out {printable(str(out))} holds {state}; layerlab does not replace it unasked. "
+                          f"Continue it with --resume {printable(str(out))}, replace it with --force, or choose another --out")
+    for path in earlier:
+        if path.is_dir():
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    (path / name).unlink()
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        else:
+            path.unlink()
 
 
 def resume(out: str | Path, *, epochs: int | None = None, verbose: int = 1, callbacks: tuple = (), log=print) -> TrainResult:
@@ -167,7 +215,13 @@ def resume(out: str | Path, *, epochs: int | None = None, verbose: int = 1, call
     path = out / CONFIG
     if not path.is_file():
         raise SpecError(f"--resume {out}: no {CONFIG} there. Fix: give the --out folder of an earlier `layerlab train`.")
-    config = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        S.Model.from_dict(config["spec"]), Recipe.from_dict(config["recipe"])
+        config["runs"], config["seed"], config["init"], config["data_dir"], config["train_limit"], config["test_limit"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise SpecError(f"--resume {out}: {CONFIG} is damaged ({type(exc).__name__}: {exc}); the run cannot continue. "
+                        "Start it again with `layerlab train ... --force`") from None
     if epochs is not None and epochs != config["recipe"]["epochs"]:
         if config["recipe"]["schedule"] != "constant":
             raise SpecError(
@@ -175,8 +229,11 @@ def resume(out: str | Path, *, epochs: int | None = None, verbose: int = 1, call
                 f"schedule spanning {config['recipe']['epochs']} epochs. Fix: drop --epochs."
             )
         config["recipe"]["epochs"] = epochs
-        atomic_write_text(path, json.dumps(config, indent=2) + "\n")
-    return _run(out, config, resume=True, verbose=verbose, callbacks=callbacks, log=log)
+    with run_lock(out):
+        if epochs is not None and epochs != config["recipe"]["epochs"]:
+            config["recipe"]["epochs"] = epochs
+            atomic_write_text(path, json.dumps(config, indent=2) + "\n")
+        return _run(out, config, resume=True, verbose=verbose, callbacks=callbacks, log=log)
 
 
 def _quiet_thread_waits() -> None:

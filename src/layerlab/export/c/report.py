@@ -122,7 +122,7 @@ def _verification_section(v: Verification | None, prefix: str) -> list[str]:
         c = v.int8_check
         if c.diff_points is not None:
             lines.append(f"  int8 on {c.images} {c.source}: accuracy {100 * c.accuracy_int8:.2f}% vs float {100 * c.accuracy_float:.2f}% "
-                         f"(engine), difference {c.diff_points:+.2f} points (limit +-{INT8_TOLERANCE_POINTS:g}): {'PASS' if c.passed else 'FAIL'}")
+                         f"(engine), difference {c.diff_points:+.2f} points (limit -{INT8_TOLERANCE_POINTS:g}): {'PASS' if c.passed else 'FAIL'}")
         else:
             lines.append(f"  int8 on {c.images} {c.source}: no labels for this input shape, so no accuracy check")
         lines.append(f"  int8 and float predict the same class on {100 * c.agreement:.2f}% of the images; "

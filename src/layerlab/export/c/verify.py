@@ -1,7 +1,7 @@
 """Compile the generated C, run it on real inputs and compare it with the NumPy engine.
 
 float32: ``max |C - engine| <= FLOAT_TOLERANCE`` and the same predicted class on every image.
-int8: top-1 accuracy on the labelled test images within ``INT8_TOLERANCE_POINTS`` of the
+int8: top-1 accuracy on the labelled test images at most ``INT8_TOLERANCE_POINTS`` below the
 engine's float accuracy. Sizes come from the real tools: ``size`` on the host object,
 ``arm-none-eabi-size`` on a Cortex-M4 object, stack from ``gcc -fstack-usage``.
 """
@@ -52,7 +52,8 @@ class Int8Check:
 
     @property
     def passed(self) -> bool:
-        return self.diff_points is None or abs(self.diff_points) <= INT8_TOLERANCE_POINTS
+        # The tolerance bounds a loss: int8 that happens to score better than float passes.
+        return self.diff_points is None or self.diff_points >= -INT8_TOLERANCE_POINTS
 
 
 @dataclass
