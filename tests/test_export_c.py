@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import random_weights, require_tool
+from conftest import random_weights, require_path, require_tool
 from layerlab import spec as S
 from layerlab.errors import ExportError, OutputError
 from layerlab.export.c import export_c
@@ -343,6 +343,7 @@ def test_bad_arguments_and_targets(tmp_path):
 @pytest.mark.mnist
 def test_failed_verification_writes_nothing(tmp_path, cc, mnist_dir, monkeypatch):
     monkeypatch.setattr(V, "FLOAT_TOLERANCE", 0.0)
+    monkeypatch.setattr(V, "FLOAT_FLOOR", 0.0)
     spec = seed650(CF)
     with pytest.raises(ExportError, match=r"verification failed, nothing written. float32: max \|C - engine\|"):
         export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", verify_images=20, data_dir=mnist_dir)
@@ -421,3 +422,75 @@ def test_cortex_m4_int8_qemu_run_matches_host(tmp_path, cc, mnist_dir):
     arm = np.fromfile(tmp_path / "qemu" / "outputs.bin", np.float32)
     assert host.shape == (30,)
     np.testing.assert_allclose(arm, host, rtol=0, atol=1e-6)  # int8 inside; float only in the wrapper's softmax
+
+
+# --- verification that fits the model (issue 14) ---------------------------------------------------
+
+def _regressor(seed: int = 0) -> Network:
+    """A dense autoencoder-like regressor with outputs of size ~50 (no softmax: class means nothing)."""
+    spec = S.Model(name="reg", input_shape=(12,), layers=(
+        S.Dense(name="h", units=8, activation="relu"), S.Dense(name="out", units=12)))
+    rng = np.random.default_rng(seed)
+    return Network(spec, {"h": {"kernel": rng.normal(0, 2, (12, 8)).astype(np.float32), "bias": np.zeros(8, np.float32)},
+                          "out": {"kernel": rng.normal(0, 8, (8, 12)).astype(np.float32), "bias": np.full(12, 30, np.float32)}})
+
+
+@pytest.mark.cc
+def test_a_regressor_is_verified_relative_to_its_outputs_without_a_class_check(tmp_path, cc):
+    report = export_c(_regressor(), tmp_path / "reg", name="reg").read_text()
+    line = next(l for l in report.splitlines() if "float32 on" in l)
+    assert "seeded random-normal inputs" in line and "no class check (the output is not a softmax): PASS" in line
+    peak = float(line.split("largest |output| ")[1].split(")")[0])
+    assert peak > 20 and f"limit {1e-5 * peak:.3g}" in line
+
+
+def test_int8_of_a_non_mnist_model_needs_calibration_data(tmp_path):
+    with pytest.raises(ExportError, match=r"takes input \(12,\), not a 28x28 MNIST image, so there is nothing to calibrate on\. "
+                                          r"Pass --calibration-data FILE"):
+        export_c(_regressor(), tmp_path / "q", int8=True)
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.cc
+def test_int8_rules_by_kind_of_model(tmp_path, cc):
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (400, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    report = export_c(_regressor(), tmp_path / "reg", int8=True, calibration_data=tmp_path / "x.npy").read_text()
+    assert "int8 on 80 held-out inputs of x.npy (not a classifier): RMS |int8 - float| = " in report
+    assert "of the float outputs' range (limit 2%): PASS" in report
+    spec = S.Model(name="cls", input_shape=(12,), layers=(S.Dense(name="d", units=4, activation="softmax"),))
+    net = Network(spec, {"d": {"kernel": rng.normal(0, 1, (12, 4)).astype(np.float32), "bias": np.zeros(4, np.float32)}})
+    labels = net.predict(x).argmax(axis=1)
+    np.savez(tmp_path / "xy.npz", x=x, y=labels)
+    report = export_c(net, tmp_path / "cls", int8=True, calibration_data=tmp_path / "xy.npz").read_text()
+    assert "int8 on 80 held-out inputs of xy.npz: accuracy " in report and "vs float 100.00% (engine)" in report
+    report = export_c(net, tmp_path / "cls2", int8=True, calibration_data=tmp_path / "x.npy").read_text()
+    assert "int8 on 80 held-out inputs of x.npy (no labels): int8 and float predict the same class on " in report
+    assert "(limit 90%): PASS" in report
+
+
+def test_int8_check_rules_can_fail():
+    base = dict(images=100, source="s", max_abs_diff=1.0)
+    assert not V.Int8Check(accuracy_int8=None, accuracy_float=None, agreement=0.85, classifier=True, **base).passed
+    assert not V.Int8Check(accuracy_int8=None, accuracy_float=None, agreement=1.0, classifier=False, range_error=0.03, **base).passed
+    assert not V.Int8Check(accuracy_int8=0.12, accuracy_float=0.12, agreement=1.0, **base).passed  # inputs the model does not take
+    assert not V.FloatCheck(images=10, source="s", max_abs_diff=5e-4, same_class=10, peak=43.0).passed
+    assert V.FloatCheck(images=10, source="s", max_abs_diff=4e-4, same_class=3, peak=43.0, classifier=False).passed
+
+
+@pytest.mark.cc
+@pytest.mark.mnist
+def test_a_raw_pixel_model_is_calibrated_and_checked_in_its_own_scale(tmp_path, cc, mnist_dir, shared_dir):
+    model = require_path(shared_dir / "models" / "keras2" / "keras224_sequential_mnist.h5")
+    import layerlab
+
+    net = layerlab.load(model)
+    with pytest.raises(ExportError, match=r"the float model is right on only 1\d\.\d\d% of the MNIST test images as fed "
+                                          r"\(pixels / 255, channels_last\).*needs --scale 1"):
+        export_c(net, tmp_path / "wrong", int8=True, data_dir=mnist_dir)
+    assert not (tmp_path / "wrong").exists()
+    report = export_c(net, tmp_path / "raw", int8=True, data_dir=mnist_dir, scale=1).read_text()
+    assert "raw pixels 0..255" in report
+    accuracy = float(report.split("int8 on 10000 MNIST test images: accuracy ")[1].split("%")[0])
+    assert accuracy > 98.0 and "PASS" in report

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from layerlab.commands import non_negative_int, positive_int
+from layerlab.commands.model import _positive_float
 from layerlab.errors import ShapeError
 from layerlab.publish import refuse_inputs
 
@@ -28,7 +29,9 @@ def _input_image(args: argparse.Namespace, network) -> tuple[np.ndarray, int | N
     if not 0 <= args.image < len(data.x_test):
         raise ShapeError(f"--image {args.image}: MNIST has test images 0..{len(data.x_test) - 1}")
     pixels, label = data.x_test[args.image], int(data.y_test[args.image])
-    return input_for_model(pixels, network.spec, scale=args.scale), label
+    from layerlab.export.c import mnist_scale
+
+    return input_for_model(pixels, network.spec, scale=mnist_scale(network.spec, args.scale)), label
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -44,7 +47,7 @@ def _export(args: argparse.Namespace) -> int:
         report = export_c(
             network, out, name=args.name or network.spec.name, int8=args.int8, calibration=args.calibration,
             verify=not args.no_verify, verify_images=args.verify_images, data_dir=args.data_dir,
-            force=args.force, inputs=inputs,
+            force=args.force, inputs=inputs, scale=args.scale, calibration_data=args.calibration_data,
         )
         print(Path(report).read_text(encoding="utf-8"), end="")
     elif args.to in ("csv", "json", "npz"):
@@ -76,11 +79,16 @@ def register(subparsers) -> None:
     add_force(p)
     p.add_argument("--name", help="C: library and function prefix (sanitised)")
     p.add_argument("--int8", action="store_true", help="C: int8 quantised code")
-    p.add_argument("--calibration", type=positive_int, default=1000, metavar="N", help="C int8: training images to calibrate on")
+    p.add_argument("--calibration", type=positive_int, default=1000, metavar="N", help="C int8: inputs to calibrate on")
+    p.add_argument("--calibration-data", metavar="FILE",
+                   help="C: the model's real inputs (.npy/.npz with x [and y], or an image): int8 calibrates on 80%% "
+                        "and is checked on the rest; needed for int8 of a model whose input is not a 28x28 MNIST image")
     p.add_argument("--no-verify", action="store_true", help="C: skip compiling and checking against the engine")
     p.add_argument("--verify-images", type=positive_int, default=1000, metavar="N", help="C: MNIST test images to verify on")
     p.add_argument("--image", type=non_negative_int, default=0, metavar="N", help="xlsx-formulas: MNIST test image N as the input")
     p.add_argument("--input", metavar="FILE", help="xlsx-formulas: a .npy/.npz array or an image file instead of --image")
-    p.add_argument("--scale", type=float, default=255.0, help="divide pixels by this (255: pixels/255, 1: raw)")
+    p.add_argument("--scale", type=_positive_float, default=None,
+                   help="divide inputs by this: MNIST pixels (default 255, or 1 for a model that starts with "
+                        "Rescaling(1/255)), --input / --calibration-data files (default 255 for images, 1 for arrays)")
     p.add_argument("--data-dir", help="folder with the MNIST files")
     p.set_defaults(func=_export)

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from layerlab import spec as S
 from layerlab.errors import ExportError
 from layerlab.export.c.codegen import generate
 from layerlab.export.c.names import c_identifier
 from layerlab.export.c.plan import lower
-from layerlab.export.c.quantize import quantize
+from layerlab.export.c.quantize import check_int8, quantize
 from layerlab.export.c.report import render_report
-from layerlab.export.c.verify import Inputs
+from layerlab.export.c.verify import INT8_AGREEMENT, INT8_RANGE_ERROR, INT8_TOLERANCE_POINTS, Inputs
 from layerlab.export.c.verify import verify as verify_export
 from layerlab.publish import publish_folder
 
@@ -31,7 +32,7 @@ __all__ = ["export_c"]
 
 
 def export_c(network, out_dir, *, name="model", int8=False, calibration=1000, verify=True, verify_images=1000, data_dir=None,
-             force=False, inputs=()) -> Path:
+             force=False, inputs=(), scale=None, calibration_data=None) -> Path:
     """Write a C99 library for ``network`` into ``out_dir`` and check it; return the report's path.
 
     Writes ``NAME.h``, ``NAME.c``, ``main.c``, ``Makefile``, ``cortex-m/`` and ``report.txt``.
@@ -52,6 +53,10 @@ def export_c(network, out_dir, *, name="model", int8=False, calibration=1000, ve
         verify_images: MNIST test images for the float32 comparison.
         data_dir: folder with the MNIST files (else $LAYERLAB_DATA, the cache, a download).
         force: replace files in ``out_dir`` that layerlab did not write, or that were edited.
+        scale: what MNIST pixels (or ``calibration_data``) are divided by; default: 255 for
+            MNIST (1 when the model starts with Rescaling(1/255)), 1 for an array file.
+        calibration_data: a .npy/.npz/image file of the model's real inputs (``--calibration-data``):
+            int8 calibrates on its first 80% and is checked on the rest; float32 is checked on it.
         inputs: the paths the network came from; ``out_dir`` may not write over them.
 
     Returns:
@@ -62,11 +67,12 @@ def export_c(network, out_dir, *, name="model", int8=False, calibration=1000, ve
         DataError: MNIST is needed (int8 calibration, verification) but cannot be found.
     """
     return _export(network, out_dir, name=name, int8=int8, calibration=calibration, verify=verify,
-                   verify_images=verify_images, data_dir=data_dir, force=force, inputs=inputs)
+                   verify_images=verify_images, data_dir=data_dir, force=force, inputs=inputs, scale=scale,
+                   calibration_data=calibration_data)
 
 
 def _export(network, out_dir, *, name, int8, calibration, verify, verify_images, data_dir, int8_activation="lut",
-            force=False, inputs=()) -> Path:
+            force=False, inputs=(), scale=None, calibration_data=None) -> Path:
     """``export_c`` with the int8 element-wise mode selectable ('lut' or 'float'), for benchmarks."""
     for arg, value in (("calibration", calibration), ("verify_images", verify_images)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -77,12 +83,13 @@ def _export(network, out_dir, *, name, int8, calibration, verify, verify_images,
     network.refuse_nonfinite("C export")
     spec = network.spec
     plan = lower(spec, network.weights)
-    data = _Data(spec, data_dir)
+    data = _Data(spec, data_dir, scale, calibration_data)
     inputs_ = data.inputs(verify_images, need_labels=int8) if verify else None
     qplan = None
     if int8:
+        check_int8(plan)  # a step with no int8 form is said before any calibration data is needed
         qplan = quantize(plan, network.weights, data.calibration(calibration), activation=int8_activation)
-    input_note = _input_note(spec)
+    input_note = _input_note(spec, data)
     generated = generate(plan, qplan, prefix=prefix, model_name=spec.name, input_format=input_note)
     out_dir = Path(out_dir)
     with publish_folder(out_dir, inputs=inputs, force=force, kind="c") as staging:
@@ -91,6 +98,8 @@ def _export(network, out_dir, *, name, int8, calibration, verify, verify_images,
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
         verification = verify_export(staging, prefix, network, inputs_, int8=int8) if verify else None
+        if verification is not None:
+            verification.input_note = input_note
         report = render_report(model_name=spec.name, prefix=prefix, plan=plan, qplan=qplan, generated=generated,
                                verification=verification, input_note=input_note)
         (staging / "report.txt").write_text(report, encoding="utf-8")
@@ -102,31 +111,68 @@ def _export(network, out_dir, *, name, int8, calibration, verify, verify_images,
 def _failure(v) -> str:
     if v.float_check and not v.float_check.passed:
         c = v.float_check
-        return (f"float32: max |C - engine| = {c.max_abs_diff:.3g} (limit 1e-05), same class on {c.same_class}/{c.images} images. "
+        same = f", same class on {c.same_class}/{c.images} inputs" if c.classifier else ""
+        return (f"float32: max |C - engine| = {c.max_abs_diff:.3g} (limit {c.limit:.3g}){same}. "
                 "Please report this with the model file")
     c = v.int8_check
-    return (f"int8 accuracy {100 * c.accuracy_int8:.2f}% vs float {100 * c.accuracy_float:.2f}% ({c.diff_points:+.2f} points, limit -0.3). "
-            "Try more --calibration images, or export float32")
+    if c.wrong_inputs:
+        return (f"the float model is right on only {100 * c.accuracy_float:.2f}% of the {c.source} as fed ({v.input_note}): "
+                "these are not the inputs it takes, so int8 calibrated on them means nothing. A model trained on raw "
+                "pixels needs --scale 1; otherwise pass its real inputs with --calibration-data")
+    if c.rule == "accuracy":
+        what = (f"int8 accuracy {100 * c.accuracy_int8:.2f}% vs float {100 * c.accuracy_float:.2f}% "
+                f"({c.diff_points:+.2f} points, limit -{INT8_TOLERANCE_POINTS:g})")
+    elif c.rule == "agreement":
+        what = f"int8 and float agree on {100 * c.agreement:.2f}% of {c.images} inputs (limit {100 * INT8_AGREEMENT:g}%)"
+    else:
+        what = f"int8 RMS error {100 * c.range_error:.3g}% of the output range (limit {100 * INT8_RANGE_ERROR:g}%)"
+    return f"{what}. Try more --calibration inputs, real ones with --calibration-data, or export float32"
 
 
 def _is_mnist_shaped(spec) -> bool:
     return int(np.prod(spec.input_shape)) == 28 * 28
 
 
-def _input_note(spec) -> str:
+def mnist_scale(spec, scale: float | None) -> float:
+    """What MNIST pixels are divided by for this model: ``scale`` when given, else 1 when the model
+    rescales its own input (a first Rescaling of 1/255: it takes raw pixels), else 255."""
+    if scale is not None:
+        return float(scale)
+    first = spec.layers[0]
+    if isinstance(first, S.Rescaling) and abs(first.scale * 255.0 - 1.0) < 1e-6:
+        return 1.0
+    return 255.0
+
+
+def _input_note(spec, data) -> str:
     fmt = next((getattr(l, "data_format", None) for l in spec.layers if getattr(l, "data_format", None)), None)
-    scale = "pixels / 255" if _is_mnist_shaped(spec) else "model inputs"
-    return f"{scale}, {fmt}" if fmt else scale
+    return f"{data.describe()}, {fmt}" if fmt else data.describe()
 
 
 class _Data:
-    """Inputs for calibration and checks, loaded once: real MNIST when the model takes a 28x28
-    grey image (pixels / 255), otherwise seeded random normals."""
+    """Inputs for calibration and checks, loaded once, in the model's real input scale.
 
-    def __init__(self, spec, data_dir) -> None:
+    From ``calibration_data`` (a .npy/.npz/image file of real inputs) when given: int8 calibrates
+    on its first 80% and is checked on the rest (held out). Otherwise real MNIST when the model
+    takes a 28x28 grey image (pixels divided by ``mnist_scale``); otherwise seeded random
+    normals, which check float32 arithmetic but cannot calibrate int8 (refused).
+    """
+
+    def __init__(self, spec, data_dir, scale: float | None = None, calibration_data=None) -> None:
         self.spec = spec
         self.data_dir = data_dir
+        self.scale = scale
+        self.path = calibration_data
         self._mnist = None
+        self._file = None
+
+    def describe(self) -> str:
+        if self.path is not None:
+            return f"inputs as in {Path(self.path).name}" + (f" / {self.scale:g}" if self.scale not in (None, 1) else "")
+        if _is_mnist_shaped(self.spec):
+            scale = mnist_scale(self.spec, self.scale)
+            return "raw pixels 0..255" if scale == 1 else f"pixels / {scale:g}"
+        return "model inputs"
 
     def mnist(self):
         if self._mnist is None:
@@ -135,12 +181,34 @@ class _Data:
             self._mnist = load_mnist(self.data_dir)
         return self._mnist
 
+    def file(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._file is None:
+            from layerlab.inputs import read_input
+
+            x, y = read_input(self.path, self.spec, self.scale)
+            if len(x) < 2:
+                raise ExportError(f"--calibration-data {self.path}: holds {len(x)} input; int8 needs at least 2 "
+                                  "(most to calibrate, the rest held out to check). Pass a few hundred")
+            self._file = (x, None if y is None else y.astype(np.int64))
+        return self._file
+
+    def _split(self) -> int:
+        return max(1, int(round(0.8 * len(self.file()[0]))))
+
     def _scaled(self, pixels: np.ndarray) -> np.ndarray:
         from layerlab.data import input_for_model
 
-        return input_for_model(pixels, self.spec, scale=255.0)
+        return input_for_model(pixels, self.spec, scale=mnist_scale(self.spec, self.scale))
 
     def inputs(self, count: int, need_labels: bool) -> Inputs:
+        if self.path is not None:
+            x, y = self.file()
+            name = Path(self.path).name
+            if need_labels:  # int8: the held-out part, with its labels when the file has them
+                held_x, held_y = x[self._split():], None if y is None else y[self._split():]
+                source = f"held-out inputs of {name}"
+                return Inputs(held_x, source, held_x if held_y is not None else None, held_y, test_source=source)
+            return Inputs(x[:count], f"inputs of {name}", None, None)
         if _is_mnist_shaped(self.spec):
             data = self.mnist()
             x_test = self._scaled(data.x_test) if need_labels else None
@@ -150,10 +218,15 @@ class _Data:
         return Inputs(rng.standard_normal((count, *self.spec.input_shape)).astype(np.float32), "seeded random-normal inputs", None, None)
 
     def calibration(self, count: int) -> np.ndarray:
-        """``count`` training images spread evenly over the file (deterministic)."""
+        """``count`` real inputs spread evenly over the source (deterministic)."""
+        if self.path is not None:
+            x = self.file()[0][: self._split()]
+            return x[np.linspace(0, len(x) - 1, min(count, len(x))).astype(np.int64)]
         if _is_mnist_shaped(self.spec):
             x_train = self.mnist().x_train
             index = np.linspace(0, len(x_train) - 1, min(count, len(x_train))).astype(np.int64)
             return self._scaled(x_train[index])
-        rng = np.random.default_rng(651)
-        return rng.standard_normal((count, *self.spec.input_shape)).astype(np.float32)
+        raise ExportError(
+            f"C export --int8: model '{self.spec.name}' takes input {self.spec.input_shape}, not a 28x28 MNIST image, so "
+            "there is nothing to calibrate on. Pass --calibration-data FILE: a .npy/.npz (x, and y for an accuracy check) "
+            "of a few hundred of the model's real inputs, in the scale the model takes")

@@ -201,6 +201,21 @@ def calibrate(plan: P.Plan, weights, x: np.ndarray, batch: int = 500) -> dict[st
     return ranges
 
 
+def check_int8(plan: P.Plan) -> None:
+    """Refuse, before any calibration data is read, a plan with a step that has no int8 form.
+
+    Raises:
+        ExportError: a softmax that is not the last step, a BatchNormalization that cannot fold.
+    """
+    for index, step in enumerate(plan.steps):
+        where = f"C export (int8): step {index} ({step.describe()})"
+        if isinstance(step, P.SoftmaxStep) and not (index == len(plan.steps) - 1 and index > 0):
+            raise ExportError(f"{where}: softmax has no int8 form except as the last layer. Export float32 instead")
+        if isinstance(step, P.AffineStep):
+            raise ExportError(f"{where}: a BatchNormalization that does not directly follow a linear Conv2D or Dense "
+                              "cannot be folded, and has no int8 form. Export float32 instead")
+
+
 def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str = "lut") -> QPlan:
     """Quantize every step of ``plan`` (see the module docstring).
 
@@ -216,6 +231,7 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
     """
     if activation not in MODES:
         raise ExportError(f"C export (int8): activation={activation!r} is not known, expected one of {MODES}")
+    check_int8(plan)
     ranges = calibrate(plan, weights, x_calibration)
 
     def scale_of(tap: str) -> float:
@@ -234,14 +250,9 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
             cur = out
         elif isinstance(step, (P.PoolStep, P.PadStep, P.CopyStep)):
             q = QStep(cur, cur)  # scale-preserving: max, zeros, moves; the mean rounds in the same unit
-        elif isinstance(step, P.SoftmaxStep) and index == len(plan.steps) - 1 and index > 0:
+        else:  # the last step, a softmax (check_int8 refused every other kind)
             final_softmax = step
             break
-        elif isinstance(step, P.SoftmaxStep):
-            raise ExportError(f"{where}: softmax has no int8 form except as the last layer. Export float32 instead")
-        else:
-            raise ExportError(f"{where}: a BatchNormalization that does not directly follow a linear Conv2D or Dense "
-                              "cannot be folded, and has no int8 form. Export float32 instead")
         steps.append(q)
     return QPlan(steps=steps, input_scale=scale_of("input"), output_scale=cur, final_softmax=final_softmax,
                  activation=activation, calibration_images=len(x_calibration))

@@ -8,7 +8,13 @@ from layerlab.export.c.codegen import Generated
 from layerlab.export.c.emit import shape_text
 from layerlab.export.c.plan import Plan
 from layerlab.export.c.quantize import QPlan, Stage
-from layerlab.export.c.verify import FLOAT_TOLERANCE, INT8_TOLERANCE_POINTS, Verification
+from layerlab.export.c.verify import (
+    FLOAT_TOLERANCE,
+    INT8_AGREEMENT,
+    INT8_RANGE_ERROR,
+    INT8_TOLERANCE_POINTS,
+    Verification,
+)
 
 _BYTES = {"float": 4, "int8_t": 1, "int32_t": 4}
 
@@ -116,17 +122,30 @@ def _verification_section(v: Verification | None, prefix: str) -> list[str]:
     lines.append(f"  compiler: {v.compiler}; {' '.join(T.HOST_CFLAGS)}: compiled without warnings")
     if v.float_check:
         c = v.float_check
-        lines.append(f"  float32 on {c.images} {c.source}: max |C - engine| = {c.max_abs_diff:.3g} (limit {FLOAT_TOLERANCE:g}); "
-                     f"same predicted class {c.same_class}/{c.images}: {'PASS' if c.passed else 'FAIL'}")
+        same = (f"; same predicted class {c.same_class}/{c.images}" if c.classifier
+                else "; no class check (the output is not a softmax)")
+        lines.append(f"  float32 on {c.images} {c.source}: max |C - engine| = {c.max_abs_diff:.3g} (limit {c.limit:.3g}: "
+                     f"{FLOAT_TOLERANCE:g} of the largest |output| {c.peak:.4g}){same}: {'PASS' if c.passed else 'FAIL'}")
     if v.int8_check:
         c = v.int8_check
-        if c.diff_points is not None:
+        verdict = "PASS" if c.passed else "FAIL"
+        if c.wrong_inputs:
+            lines.append(f"  the float model is right on only {100 * c.accuracy_float:.2f}% of these inputs ({v.input_note}): "
+                         "they are not what it takes (raw pixels need --scale 1): FAIL")
+        if c.rule == "accuracy":
             lines.append(f"  int8 on {c.images} {c.source}: accuracy {100 * c.accuracy_int8:.2f}% vs float {100 * c.accuracy_float:.2f}% "
-                         f"(engine), difference {c.diff_points:+.2f} points (limit -{INT8_TOLERANCE_POINTS:g}): {'PASS' if c.passed else 'FAIL'}")
+                         f"(engine), difference {c.diff_points:+.2f} points (limit -{INT8_TOLERANCE_POINTS:g}): {verdict}")
+        elif c.rule == "agreement":
+            lines.append(f"  int8 on {c.images} {c.source} (no labels): int8 and float predict the same class on "
+                         f"{100 * c.agreement:.2f}% (limit {100 * INT8_AGREEMENT:g}%): {verdict}")
         else:
-            lines.append(f"  int8 on {c.images} {c.source}: no labels for this input shape, so no accuracy check")
-        lines.append(f"  int8 and float predict the same class on {100 * c.agreement:.2f}% of the images; "
-                     f"max |int8 - float| output = {c.max_abs_diff:.3g}")
+            lines.append(f"  int8 on {c.images} {c.source} (not a classifier): RMS |int8 - float| = {100 * c.range_error:.3g}% "
+                         f"of the float outputs' range (limit {100 * INT8_RANGE_ERROR:g}%): {verdict}")
+        if c.classifier:
+            lines.append(f"  int8 and float predict the same class on {100 * c.agreement:.2f}% of the inputs; "
+                         f"max |int8 - float| output = {c.max_abs_diff:.3g}")
+        else:
+            lines.append(f"  max |int8 - float| output = {c.max_abs_diff:.3g}")
     lines.append("")
     lines.append("Measured sizes (bytes; text = code + const weights and tables)")
     if v.host_object:
