@@ -105,6 +105,10 @@ def conv(name="conv", df=CL, **kw):
     return S.Conv2D(name=name, data_format=df, **{"filters": 3, "kernel_size": 3, **kw})
 
 
+def dw(name="dw", df=CL, **kw):
+    return S.DepthwiseConv2D(name=name, data_format=df, **{"kernel_size": 3, **kw})
+
+
 GRID = {
     # input shape, layers
     "stride2_same_odd_7": ((7, 7, 2), [conv(strides=2, padding="same")]),
@@ -134,6 +138,7 @@ GRID = {
     "batchnorm_conv_cf": ((2, 7, 7), [conv(df=CF), S.BatchNormalization(name="bn", axis=1), S.Activation(name="t", activation="tanh")]),
     "batchnorm_conv_cl_nobias": ((7, 7, 2), [conv(use_bias=False), S.Dropout(name="drop", rate=0.3), S.BatchNormalization(name="bn")]),
     "batchnorm_dense": ((12,), [S.Dense(name="dense", units=5), S.BatchNormalization(name="bn", center=False)]),
+    "dense_tiles_no_bias": ((37,), [S.Dense(name="dense", units=35, use_bias=False, activation="relu"), S.Dense(name="d2", units=16)]),
     "batchnorm_standalone": ((6, 6, 2), [S.MaxPooling2D(name="pool"), S.BatchNormalization(name="bn", scale=False)]),
     "rescaling_reshape": ((36,), [S.Rescaling(name="r", scale=0.5, offset=-1.0), S.Reshape(name="rs", target_shape=(6, 6, 1)), conv(kernel_size=2)]),
     "softmax_on_cf_width": ((2, 3, 5), [S.Activation(name="sm", activation="softmax")]),
@@ -142,6 +147,16 @@ GRID = {
                                           S.Activation(name="ss", activation="softsign")]),
     "elementwise_first": ((4, 5, 2), [S.Rescaling(name="r", scale=2.0, offset=0.5), S.Activation(name="t", activation="tanh"),
                                       S.MaxPooling2D(name="pool", pool_size=2, padding="same")]),
+    # DepthwiseConv2D: the cases of STYLE.md, then the DS-CNN block (depthwise, pointwise, BN, ReLU)
+    "dw_stride2_same_odd_7": ((7, 7, 3), [dw(strides=2, padding="same")]),
+    "dw_stride2_same_even_8_m2": ((8, 8, 2), [dw(strides=2, padding="same", depth_multiplier=2)]),
+    "dw_dilation_same_cf": ((3, 9, 9), [dw(df=CF, dilation_rate=2, padding="same")]),
+    "dw_nonsquare_no_bias_1x1": ((3, 2, 4), [dw(kernel_size=(3, 2), use_bias=False)]),
+    "dw_bn_relu6_cf_m3": ((2, 6, 7), [dw(df=CF, depth_multiplier=3, padding="same"), S.BatchNormalization(name="bn", axis=1),
+                                      S.ReLU(name="r6", max_value=6.0)]),
+    "dscnn_block": ((10, 4, 4), [dw(kernel_size=(10, 4), strides=(2, 2), padding="same", use_bias=False),
+                                 S.Conv2D(name="pw", filters=6, kernel_size=1, use_bias=False), S.BatchNormalization(name="bn"),
+                                 S.Activation(name="relu", activation="relu"), S.Flatten(name="flat"), S.Dense(name="d", units=3)]),
 }
 ACTIVATIONS = ["relu", "relu6", "leaky_relu", "tanh", "sigmoid", "hard_sigmoid", "softsign", "softplus", "elu", "selu",
                "swish", "silu", "gelu", "exponential", "linear"]
@@ -229,7 +244,8 @@ INT8_CASES = ["stride2_same_odd_7", "k4_stride2_same_9", "dilation_same", "wide_
               "conv_maxpool_same_odd", "conv_avgpool_same_odd", "conv_relu_maxpool3_cf", "conv_maxpool3_same_pad_top_left",
               "conv_avgpool3_same_pad_top_left_cf", "avgpool3_stride1_same", "maxpool3_stride1_same_cf", "zeropad_folded",
               "zeropad_then_maxpool", "flatten_cf_dense", "conv_flatten_cl_on_cf", "conv_output_cf", "batchnorm_conv_cf",
-              "batchnorm_dense", "rescaling_reshape", "dense_softmax", "conv_activation_chain", "elementwise_first"]
+              "batchnorm_dense", "rescaling_reshape", "dense_softmax", "conv_activation_chain", "elementwise_first",
+              "dw_stride2_same_odd_7", "dw_stride2_same_even_8_m2", "dw_dilation_same_cf", "dw_bn_relu6_cf_m3", "dscnn_block"]
 
 
 @pytest.mark.cc
@@ -494,3 +510,39 @@ def test_a_raw_pixel_model_is_calibrated_and_checked_in_its_own_scale(tmp_path, 
     assert "raw pixels 0..255" in report
     accuracy = float(report.split("int8 on 10000 MNIST test images: accuracy ")[1].split("%")[0])
     assert accuracy > 98.0 and "PASS" in report
+
+
+MLPERF_INPUTS = {"str_ww_ref_model.h5": (0.0, 0.94), "ad01.h5": (-85.0, 15.0)}
+
+
+@pytest.mark.arm
+@pytest.mark.parametrize("model", sorted(MLPERF_INPUTS))
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+def test_mlperf_models_export_verify_and_run_on_cortex_m4_as_on_the_host(tmp_path, cc, shared_dir, model, int8):
+    """The DS-CNN (depthwise) and the dense autoencoder: exported, verified, built for the
+    Cortex-M4 and run in QEMU with the host build's outputs (int8 calibrated on inputs in range)."""
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        require_tool(tool)
+    import layerlab
+
+    network = layerlab.load(require_path(shared_dir / "models" / "mlperf_tiny" / model))
+    low, high = MLPERF_INPUTS[model]
+    rng = np.random.default_rng(7)
+    np.save(tmp_path / "x.npy", rng.uniform(low, high, (300, *network.spec.input_shape)).astype(np.float32))
+    report = export_c(network, tmp_path / "c", int8=int8, calibration_data=tmp_path / "x.npy").read_text()
+    assert "PASS" in report and "FAIL" not in report
+    x = rng.uniform(low, high, (2, *network.spec.input_shape)).astype(np.float32)
+    for target in ("all", "qemu"):
+        build = tmp_path / target
+        shutil.copytree(tmp_path / "c", build)
+        x.tofile(build / "images.bin")
+        proc = subprocess.run([*MAKE, target], cwd=build, capture_output=True, text=True, timeout=300, env=MAKE_ENV)
+        assert proc.returncode == 0, proc.stderr
+    subprocess.run(["./model_test", "images.bin", "outputs.bin"], cwd=tmp_path / "all", check=True, timeout=60)
+    host = np.fromfile(tmp_path / "all" / "outputs.bin", np.float32)
+    arm = np.fromfile(tmp_path / "qemu" / "outputs.bin", np.float32)
+    assert host.shape == (2 * int(np.prod(network.spec.output_shape)),)
+    ref = network.predict(x).reshape(-1)
+    np.testing.assert_allclose(arm, host, rtol=0, atol=1e-6 * max(1.0, float(np.max(np.abs(ref)))))
+    if not int8:
+        np.testing.assert_allclose(host, ref, rtol=0, atol=1e-5 * float(np.max(np.abs(ref))))

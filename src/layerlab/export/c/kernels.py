@@ -294,6 +294,36 @@ class Kernels:
             finish_interior=finish(f"{fn}_window(plane, rows, conv_x0, conv_x0 + {pw.kernel_w})"), finish_clipped=clipped,
             pre_pass=pre_pass, post_pass=post_pass, **geometry_values))
 
+    def _depthwise(self, k: int, fn: str, step: P.DepthwiseStep, q: QStep | None) -> None:
+        unit, win = self.unit, step.window
+        image = step.input.image(step.data_format)
+        out = step.output.image(step.data_format)
+        kernel_h, kernel_w, _, out_channels = step.kernel_hwio.shape
+        layout = (f"layout (filter_y, filter_x, out_channel): out_channel = in_channel * {step.multiplier} + m, "
+                  "Keras' (kernel_h, kernel_w, in_channels, depth_multiplier) flattened")
+        folded = " with the BatchNormalization folded in" if any(t == "BatchNormalization" for _, t in step.layers) else ""
+        if q:
+            kernel = unit.array(k, "int8_t", f"{fn}_kernel", q.kernel_q, f"{fn} depthwise kernel{folded}, int8 per-channel, {layout}")
+            bias = unit.array(k, "int32_t", f"{fn}_bias", q.bias_q, f"{fn} bias in accumulator units") if q.bias_q is not None else None
+            stage1 = self.stage_function(k, f"{fn}_stage1", q.stage1)
+            store = f"(int8_t){stage1}(acc, out_channel)" if stage1 else "(int8_t)acc"
+            zero, post = "0", ""
+        else:
+            kernel = unit.array(k, "float", f"{fn}_kernel", step.kernel_hwio, f"{fn} depthwise kernel{folded}, {layout}")
+            bias = unit.array(k, "float", f"{fn}_bias", step.bias, f"{fn} bias{folded}, shape ({out_channels},)") if step.bias is not None else None
+            store, zero = "acc", "0.0f"
+            post = self.ops_pass("output", "output", step.output.size, step.pre)
+        fy = tap_range("in_y0", win.pad_top, win.pad_bottom, image.h, kernel_h, win.dilation_h, unit)
+        fx = tap_range("in_x0", win.pad_left, win.pad_right, image.w, kernel_w, win.dilation_w, unit)
+        unit.functions.append(render(
+            "depthwise.c.tmpl", title=self.title(k, step), fn=fn, in_shape=shape_text(step.input.dims), out_shape=shape_text(step.output.dims),
+            multiplier=step.multiplier, channels=image.c, out_channels=out_channels, out_h=win.out_h, out_w=win.out_w,
+            stride_h=win.stride_h, stride_w=win.stride_w, pad_top=win.pad_top, pad_left=win.pad_left, filter_y_begin=fy[0],
+            filter_y_end=fy[1], filter_x_begin=fx[0], filter_x_end=fx[1], dilation_h=win.dilation_h, dilation_w=win.dilation_w,
+            in_stride_y=image.stride_y, in_stride_x=image.stride_x, in_stride_c=image.stride_c, kernel=kernel,
+            kernel_row=kernel_w * out_channels, acc_init=f"{bias}[out_channel]" if bias else zero, store=store,
+            out_stride_y=out.stride_y, out_stride_x=out.stride_x, out_stride_c=out.stride_c, post_pass=post, **self.types))
+
     def _dense(self, k: int, fn: str, step: P.DenseStep, q: QStep | None) -> None:
         unit = self.unit
         in_features, units = step.kernel.shape
@@ -309,7 +339,7 @@ class Kernels:
                                          kernel=kernel, bias_init=bias_init, finish=finish))
             return
         kernel = unit.array(k, "float", f"{fn}_kernel", step.kernel, f"{fn} kernel{folded}, shape ({in_features}, {units}), layout (in, units), as Keras")
-        bias_init = unit.array(k, "float", f"{fn}_bias", step.bias, f"{fn} bias{folded}, shape ({units},)") + "[unit]" if step.bias is not None else "0.0f"
+        bias_init = unit.array(k, "float", f"{fn}_bias", step.bias, f"{fn} bias{folded}, shape ({units},)") + "[tile + u]" if step.bias is not None else "0.0f"
         finish = self.ops_pass("output", "output", units, step.pre)
         unit.functions.append(render("dense.c.tmpl", title=title, fn=fn, units=units, in_features=in_features,
                                      kernel=kernel, bias_init=bias_init, finish_loop=finish))

@@ -38,6 +38,7 @@ from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep
     ConvStep,
     CopyStep,
     DenseStep,
+    DepthwiseStep,
     ElementwiseStep,
     Image,
     Layout,
@@ -66,7 +67,7 @@ def _unsupported(info: S.LayerInfo, why: str) -> ExportError:
 
 # What the C export lowers (both float32 and int8): spec class -> the _Lowering method.
 _HANDLERS = {
-    S.Conv2D: "_conv", S.Dense: "_dense", S.MaxPooling2D: "_pool", S.AveragePooling2D: "_pool",
+    S.Conv2D: "_conv", S.DepthwiseConv2D: "_depthwise", S.Dense: "_dense", S.MaxPooling2D: "_pool", S.AveragePooling2D: "_pool",
     S.ZeroPadding2D: "_pad", S.Flatten: "_flatten", S.Reshape: "_reshape", S.BatchNormalization: "_batchnorm",
     S.Activation: "_activation", S.Rescaling: "_activation", S.Dropout: "_dropout",
 }
@@ -74,10 +75,11 @@ _NOTES = {
     S.Conv2D: "Sequential chains; strides or dilation, any padding",
     S.Activation: "every activation; softmax only as the last layer's axis",
     S.ReLU: "as Activation: ReLU() and ReLU(max_value=6) only",
+    S.DepthwiseConv2D: "Sequential chains; any depth_multiplier, strides, dilation, padding",
 }
 _DECLINED = {
     (S.Conv1D,): "1-D convolutions have no C kernel yet",
-    (S.DepthwiseConv2D, S.SeparableConv2D): "depthwise convolutions have no C kernel yet",
+    (S.SeparableConv2D,): "separable convolutions have no C kernel yet (a DepthwiseConv2D then a 1x1 Conv2D does)",
     (S.MaxPooling1D, S.AveragePooling1D): "1-D pooling has no C kernel yet",
     (S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D):
         "global pooling has no C kernel yet",
@@ -251,6 +253,37 @@ class _Lowering:
         if softmax_act:
             self._softmax_step(((self.split_names[layer.name], "softmax"),), self.split_names[layer.name])
 
+    def _depthwise(self, info: S.LayerInfo) -> None:
+        layer: S.DepthwiseConv2D = info.layer
+        weights = self.weights[layer.name]
+        image = self.layout.image(layer.data_format)
+        self.i += 1
+        win = geometry.window_2d((image.h, image.w), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
+        kernel_h, kernel_w, channels, multiplier = weights["kernel"].shape
+        # (kh, kw, C, M) -> (kh, kw, 1, C * M): output channel c * M + m, as Keras orders them
+        kernel, bias = weights["kernel"].reshape(kernel_h, kernel_w, 1, channels * multiplier), weights.get("bias")
+        names = [(layer.name, layer.type)]
+        taps = {"acc": layer.name}
+        pre: list[Op] = []
+        if layer.activation == "linear":
+            kernel, bias, bn_names, bn_tap = self._fold_batchnorm(
+                kernel, bias, lambda bn: bn.layer.feature_axis(bn.input_shapes[0]) == (0 if layer.data_format == CHANNELS_FIRST else 2))
+            names += bn_names
+            taps["acc"] = bn_tap or layer.name
+        elif layer.activation in ELEMENTWISE:
+            pre.append(Op(self.split_names[layer.name], layer.activation))
+        if layer.activation == "softmax":
+            raise _unsupported(info, "has activation softmax over channels; C export has softmax only as a last Dense/Activation")
+        more, _ = self._take_elementwise()
+        pre += more
+        names += [(op.layer, _op_type(op)) for op in more]
+        taps["out"] = pre[-1].layer if pre else taps["acc"]
+        if pre:
+            taps["pre_out"] = pre[-1].layer
+        out = self._wanted(self.i, tuple(info.output_shape), layer.data_format)
+        self._add(DepthwiseStep(layers=tuple(names), input=self.layout, output=out, taps=taps, kernel_hwio=kernel, bias=bias,
+                                window=win, data_format=layer.data_format, multiplier=multiplier, pre=tuple(pre)))
+
     def _dense(self, info: S.LayerInfo) -> None:
         layer: S.Dense = info.layer
         if len(self.layout.dims) != 1:
@@ -367,7 +400,7 @@ def _calibration_spec(spec: S.Model, split_names: dict[str, str]) -> S.Model:
     """The spec with each Conv2D / Dense activation as its own Activation layer (same values)."""
     layers: list[S.Layer] = []
     for layer in spec.layers:
-        if isinstance(layer, (S.Conv2D, S.Dense)) and layer.activation != "linear":
+        if isinstance(layer, (S.Conv2D, S.DepthwiseConv2D, S.Dense)) and layer.activation != "linear":
             layers.append(replace(layer, activation="linear"))
             layers.append(S.Activation(name=split_names[layer.name], activation=layer.activation))
         else:

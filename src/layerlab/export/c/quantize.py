@@ -242,7 +242,7 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
     final_softmax = None
     for index, step in enumerate(plan.steps):
         where = f"C export (int8): step {index} ({step.describe()})"
-        if isinstance(step, (P.ConvStep, P.DenseStep)):
+        if isinstance(step, (P.ConvStep, P.DepthwiseStep, P.DenseStep)):
             q, cur = _quantize_weighted(step, cur, ranges, scale_of, activation, where)
         elif isinstance(step, P.ElementwiseStep):
             out = _out_scale(step.ops, scale_of(step.taps["out"]))
@@ -259,7 +259,7 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
 
 
 def _quantize_weighted(step, in_scale: float, ranges, scale_of, mode: str, where: str) -> tuple[QStep, float]:
-    kernel = step.kernel_hwio if isinstance(step, P.ConvStep) else step.kernel
+    kernel = step.kernel_hwio if isinstance(step, (P.ConvStep, P.DepthwiseStep)) else step.kernel
     axes = tuple(range(kernel.ndim - 1))
     absmax = np.max(np.abs(kernel.astype(np.float64)), axis=axes)  # per output channel
     w_scale = np.where(absmax > 0, absmax / 127.0, 1.0)

@@ -150,6 +150,25 @@ class ConvStep(Step):
 
 
 @dataclass
+class DepthwiseStep(Step):
+    """DepthwiseConv2D (+ folded BN) + element-wise ``pre``: output channel ``c * M + m`` reads
+    input channel ``c`` only.
+
+    ``kernel_hwio`` is ``(kernel_h, kernel_w, 1, C * M)``: Keras' ``(kernel_h, kernel_w, C, M)``
+    with its last two axes flattened in Keras' channel order, so the weights are quantized per
+    output channel exactly as a Conv2D's.
+    """
+
+    kind: ClassVar[str] = "depthwise"
+    kernel_hwio: np.ndarray = None
+    bias: np.ndarray | None = None  # (C * M,)
+    window: geometry.Window2D = None
+    data_format: str = "channels_last"
+    multiplier: int = 1
+    pre: tuple[Op, ...] = ()
+
+
+@dataclass
 class DenseStep(Step):
     """Dense (+ folded BN) + element-wise ``pre`` (its activation and the layers after it)."""
 
