@@ -96,7 +96,10 @@ def test_seed650_export_verifies_on_mnist(tmp_path, cc, mnist_dir):
     assert "float32 on 300 MNIST test images" in text and ": PASS" in text
     assert sorted(p.name for p in report.parent.iterdir()) == ["Makefile", "cortex-m", "layerlab-manifest.json", "main.c", "report.txt", "seed650.c", "seed650.h"]
     source = (report.parent / "seed650.c").read_text()
-    assert "malloc" not in source and "static float buffer_a[845];" in source  # conv1 + pool + tanh fused: 5x13x13
+    assert "malloc" not in source
+    # conv1 + pool + tanh fused (5x13x13 = 845) and conv2's output (a later step reuses conv1's slot)
+    assert "step0_conv1(in, arena);" in source and "step2_conv3(arena + 845, arena);" in source
+    assert "Arena: one static array of" in text and "peak:" in text
 
 
 # ---- a grid of small models -------------------------------------------------------------------
@@ -118,6 +121,8 @@ GRID = {
     "dilation_same": ((9, 9, 2), [conv(dilation_rate=2, padding="same")]),
     "dilation_valid_cf": ((2, 9, 9), [conv(df=CF, dilation_rate=(2, 3), padding="valid")]),
     "no_bias_1x1_output": ((3, 3, 4), [conv(kernel_size=3, use_bias=False)]),
+    # every position in full blocks, no border: no one-position loop (GCC once warned on it, dead)
+    "pointwise_stride2_same_32": ((32, 32, 16), [conv(filters=8, kernel_size=1, strides=2, padding="same")]),
     "wide_conv_groups": ((10, 11, 3), [conv(filters=13, padding="same", activation="relu")]),
     "stride2_cf_planar": ((3, 12, 12), [conv(df=CF, filters=7, strides=2, padding="same")]),
     "conv_maxpool_same_odd": ((9, 9, 2), [conv(padding="same"), S.MaxPooling2D(name="pool", pool_size=2, padding="same")]),
@@ -253,15 +258,18 @@ INT8_CASES = ["stride2_same_odd_7", "k4_stride2_same_9", "dilation_same", "wide_
 def test_int8_small_models_track_the_engine(tmp_path, cc, case):
     """int8 code for each layer arrangement stays within a few quantization steps of float: a gross
     error (a wrong scale, index or table) would be off by the output's whole range."""
+    input_shape, layers = GRID[case]
+    assert_int8_tracks(tmp_path, cc, S.Model(name=case, input_shape=input_shape, layers=tuple(layers)))
+
+
+def assert_int8_tracks(tmp_path: Path, cc: str, spec: S.Model) -> None:
     from layerlab.export.c.quantize import quantize
 
-    input_shape, layers = GRID[case]
-    spec = S.Model(name=case, input_shape=input_shape, layers=tuple(layers))
     network = Network(spec, random_weights(spec, 11))
     plan = lower(spec, network.weights)
     x = normal_inputs(spec, 40)
     qplan = quantize(plan, network.weights, np.concatenate([x, normal_inputs(spec, 160, seed=5)]))  # no value beyond the calibration
-    files = generate(plan, qplan, prefix="q", model_name=case, input_format="test").files
+    files = generate(plan, qplan, prefix="q", model_name=spec.name, input_format="test").files
     for rel, text in files.items():
         (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "src" / rel).write_text(text)
@@ -317,13 +325,88 @@ def test_name_sanitisers():
     assert c_comment("a*/ b /* ??/ \\ \n") == "a__ b __ ___ _ _"
 
 
-def test_graph_model_is_refused_with_one_clear_error(tmp_path):
-    spec = S.Model(name="g", input_shape=(6, 6, 2), layers=(
+def _residual(df=CL, merge=S.Add):
+    """A ResNet block as Keras saves one: the shortcut's layers listed between the branch's, a
+    value read by two layers, a batch norm that is not next to its conv in the list."""
+    return (
+        S.Conv2D(name="c0", filters=4, kernel_size=3, padding="same", data_format=df),
+        S.BatchNormalization(name="bn0", axis=1 if df == CF else -1),
+        S.Activation(name="r0", activation="relu"),
+        S.Conv2D(name="c1", filters=4, kernel_size=3, strides=2, padding="same", data_format=df),
+        S.Conv2D(name="short", inputs=("r0",), filters=4, kernel_size=1, strides=2, data_format=df),
+        S.BatchNormalization(name="bn1", inputs=("c1",), axis=1 if df == CF else -1),
+        merge(name="sum", inputs=("short", "bn1")),
+        S.Activation(name="r1", activation="relu"),
+    )
+
+
+GRAPHS = {
+    "residual_add": ((8, 8, 3), _residual()),
+    "residual_add_cf_odd": ((3, 9, 9), _residual(CF)),
+    "residual_subtract": ((8, 8, 3), _residual(merge=S.Subtract)),
+    "residual_multiply": ((8, 8, 3), _residual(merge=S.Multiply)),
+    "identity_shortcut_to_dense": ((6, 6, 2), (
         S.Conv2D(name="a", filters=2, kernel_size=3, padding="same"),
         S.Add(name="sum", inputs=("a", "input")),
-    ))
-    with pytest.raises(ExportError, match=r"C export: layer 1 'sum' \(Add\) is not supported because graphs"):
-        export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", verify=False)
+        S.Flatten(name="f"), S.Dense(name="d", units=5, activation="softmax"))),
+    "three_way_average_max_min": ((5, 5, 2), (
+        S.Conv2D(name="a", filters=2, kernel_size=3, padding="same", activation="tanh"),
+        S.Conv2D(name="b", inputs=("input",), filters=2, kernel_size=1),
+        S.Average(name="avg", inputs=("a", "b", "input")),
+        S.Maximum(name="mx", inputs=("avg", "a")),
+        S.Minimum(name="mn", inputs=("mx", "b", "input")))),
+    "dropout_between_branches": ((6, 6, 2), (
+        S.Conv2D(name="a", filters=2, kernel_size=3, padding="same"),
+        S.Dropout(name="drop", rate=0.5),
+        S.ReLU(name="relu"),
+        S.Add(name="sum", inputs=("drop", "relu")),
+        S.Flatten(name="f"))),
+}
+
+
+@pytest.mark.cc
+@pytest.mark.parametrize("case", sorted(GRAPHS))
+def test_graphs_match_engine(tmp_path, cc, case):
+    input_shape, layers = GRAPHS[case]
+    spec = S.Model(name=case, input_shape=input_shape, layers=tuple(layers))
+    network = Network(spec, random_weights(spec, 12))
+    x = normal_inputs(spec, 30)
+    assert_matches_engine(network, x, c_predict(network, x, tmp_path, cc))
+
+
+def test_graph_arena_reuses_memory_by_liveness():
+    spec = S.Model(name="g", input_shape=(8, 8, 3), layers=_residual())
+    plan = lower(spec, random_weights(spec, 1))
+    kinds = [step.kind for step in plan.steps]
+    # bn0 + r0 and bn1 folded (bn1 is listed after the shortcut), r1 fused into the Add; the Add
+    # writes channel planes, the caller's out is C order (HWC): one copy at the end
+    assert kinds == ["conv", "conv", "conv", "merge", "copy"]
+    merge = plan.steps[3]
+    assert merge.in_place and set(merge.srcs) == {plan.steps[1].dst, plan.steps[2].dst}  # over a dying input
+    # r0's value (8x8x4) lives until the shortcut conv (step 2) has read it, so the two 4x4x4
+    # values beside it cannot reuse it; the merge reuses one of them; nothing else is stored.
+    assert plan.arena.size == 8 * 8 * 4 + 2 * 4 * 4 * 4
+    assert plan.arena.peak_step == 2 and len(plan.arena.peak_values) == 3
+
+
+INT8_GRAPHS = ["residual_add", "residual_add_cf_odd", "residual_subtract", "residual_multiply", "identity_shortcut_to_dense",
+               "three_way_average_max_min", "dropout_between_branches"]
+
+
+@pytest.mark.cc
+@pytest.mark.parametrize("case", INT8_GRAPHS)
+def test_int8_graphs_track_the_engine(tmp_path, cc, case):
+    """int8 merges requantize their inputs to one scale: within a few quantization steps of float."""
+    input_shape, layers = GRAPHS[case]
+    assert_int8_tracks(tmp_path, cc, S.Model(name=case, input_shape=input_shape, layers=tuple(layers)))
+
+
+def test_int8_merge_with_another_activation_is_refused(tmp_path):
+    spec = S.Model(name="g", input_shape=(28, 28, 1), layers=(
+        S.Conv2D(name="a", filters=1, kernel_size=3, padding="same"),
+        S.Add(name="sum", inputs=("a", "input")), S.Activation(name="t", activation="tanh")))
+    with pytest.raises(ExportError, match=r"step 1 \(sum \(Add\) \+ t \(Activation\)\): int8 merges take ReLU or ReLU6 after them, not tanh"):
+        export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", int8=True, verify=False)
     assert not (tmp_path / "o").exists()
 
 
@@ -512,12 +595,12 @@ def test_a_raw_pixel_model_is_calibrated_and_checked_in_its_own_scale(tmp_path, 
     assert accuracy > 98.0 and "PASS" in report
 
 
-MLPERF_INPUTS = {"str_ww_ref_model.h5": (0.0, 0.94), "ad01.h5": (-85.0, 15.0)}
+MLPERF_INPUTS = {"str_ww_ref_model.h5": (0.0, 0.94), "ad01.h5": (-85.0, 15.0), "pretrainedResnet.h5": (0.0, 255.0)}
+MLPERF_CASES = [(m, int8) for m in sorted(MLPERF_INPUTS) for int8 in (False, True)]
 
 
 @pytest.mark.arm
-@pytest.mark.parametrize("model", sorted(MLPERF_INPUTS))
-@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+@pytest.mark.parametrize("model, int8", MLPERF_CASES, ids=[f"{m}-{'int8' if q else 'float32'}" for m, q in MLPERF_CASES])
 def test_mlperf_models_export_verify_and_run_on_cortex_m4_as_on_the_host(tmp_path, cc, shared_dir, model, int8):
     """The DS-CNN (depthwise) and the dense autoencoder: exported, verified, built for the
     Cortex-M4 and run in QEMU with the host build's outputs (int8 calibrated on inputs in range)."""

@@ -4,7 +4,7 @@
     report = export_c(network, "out/seed650", name="seed650", int8=False)   # -> out/seed650/report.txt
 
 The pipeline, one module each: ``plan`` (lower the spec: fold BatchNormalization, fuse conv +
-pool + activation, choose layouts and ping-pong buffers), ``quantize`` (int8: calibration,
+pool + activation, choose layouts, place values in one arena by liveness), ``quantize`` (int8: calibration,
 per-channel weights, requantization, tables), ``kernels`` / ``codegen`` (the C, from the
 templates in ``templates/``), ``verify`` (compile, run, compare), ``report`` (report.txt).
 ``names`` keeps names from the model file out of the C unsanitised.

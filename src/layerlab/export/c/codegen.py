@@ -16,8 +16,6 @@ from layerlab.export.c.kernels import Kernels
 from layerlab.export.c.names import c_comment
 from layerlab.export.c.quantize import QPlan
 
-_BUFFER = {"in": "in", "out": "out", "a": "buffer_a", "b": "buffer_b"}
-
 
 @dataclass
 class Generated:
@@ -25,15 +23,17 @@ class Generated:
 
     Attributes:
         files: relative path -> text.
-        buffers: element count and C type of each static buffer, e.g. ``{"buffer_a": (845, "float")}``.
+        buffers: element count and C type of each static buffer, e.g. ``{"arena": (845, "float")}``.
         flash: const bytes (weights, tables) per step index.
         steps: the steps that became C functions, in order, with their function names.
+        arena: where each value lives (for int8 it also holds the quantized input).
     """
 
     files: dict[str, str]
     buffers: dict[str, tuple[int, str]]
     flash: dict[int, int]
     steps: list[tuple[str, P.Step]]
+    arena: P.Arena
 
 
 def generate(plan: P.Plan, qplan: QPlan | None, *, prefix: str, model_name: str, input_format: str) -> Generated:
@@ -49,17 +49,15 @@ def generate(plan: P.Plan, qplan: QPlan | None, *, prefix: str, model_name: str,
     unit = Unit()
     kernels = Kernels(unit, qplan)
     steps = plan.steps[: len(qplan.steps)] if qplan else plan.steps
+    # int8: the arena also holds the quantized input (the float wrapper writes it there first)
+    arena = P.place_arena(steps, input_in_arena=True) if qplan else plan.arena
     rendered = []
     calls = []
     for k, step in enumerate(steps):
         fn = kernels.render(k, step)
         rendered.append((fn, step))
-        calls.append(f"    {fn}({_BUFFER[step.src]}, {_BUFFER[step.dst]});")
+        calls.append(f"    {fn}({', '.join(step.srcs)}, {step.dst});")
     ctype = "int8_t" if qplan else "float"
-    sizes = {"a": 0, "b": 0}
-    for step in steps:
-        if step.dst in sizes:
-            sizes[step.dst] = max(sizes[step.dst], step.output.size)
     upper = prefix.upper()
     kind_line = "float32 inference." if not qplan else (
         f"int8 inference (symmetric per-channel weights, per-tensor activations, int32 accumulators; "
@@ -67,14 +65,11 @@ def generate(plan: P.Plan, qplan: QPlan | None, *, prefix: str, model_name: str,
     )
     values = dict(file=prefix, prefix=prefix, PREFIX=upper, version=__version__, model=c_comment(model_name), kind_line=kind_line)
     if qplan:
-        entry, extra_defines, extra_prototypes, wrapper_buffer = _int8_entry(plan, qplan, steps, calls, unit, values, sizes)
+        entry, extra_defines, extra_prototypes = _int8_entry(plan, qplan, arena, calls, unit, values)
     else:
         entry = f"void {prefix}_predict(const float *in, float *out)\n{{\n" + "\n".join(calls) + "\n}\n"
         extra_defines = extra_prototypes = ""
-        wrapper_buffer = None
-    if wrapper_buffer:
-        sizes[wrapper_buffer] = max(sizes[wrapper_buffer], plan.input.size)
-    buffers = {f"buffer_{name}": (size, ctype) for name, size in sizes.items() if size}
+    buffers = {"arena": (arena.size, ctype)} if arena.size else {}
     if unit.scratch:
         buffers["conv_rows"] = (unit.scratch, ctype)
     buffer_code = "".join(f"static {t} {name}[{size}];\n" for name, (size, t) in buffers.items())
@@ -101,18 +96,18 @@ def generate(plan: P.Plan, qplan: QPlan | None, *, prefix: str, model_name: str,
         "cortex-m/startup.c": render("cortex_m/startup.c.tmpl", **values),
         "cortex-m/mps2-an386.ld": render("cortex_m/mps2_an386.ld.tmpl", **values),
     }
-    return Generated(files=files, buffers=buffers, flash=dict(unit.flash), steps=rendered)
+    return Generated(files=files, buffers=buffers, flash=dict(unit.flash), steps=rendered, arena=arena)
 
 
-def _int8_entry(plan, qplan: QPlan, steps, calls, unit: Unit, values, sizes) -> tuple[str, str, str, str]:
+def _int8_entry(plan, qplan: QPlan, arena: P.Arena, calls, unit: Unit, values) -> tuple[str, str, str]:
     """``*_quantize_input``, ``*_predict_q`` and the float ``*_predict`` wrapper of an int8 export."""
     prefix, upper = values["prefix"], values["PREFIX"]
     unit.helper("quantize")
-    # The wrapper quantizes the input into the buffer that the first step does not write.
-    wrapper_buffer = "b" if steps[0].dst == "a" else "a"
+    # The wrapper quantizes the input into its arena slot (free until the input's last reader).
+    wrapper_buffer = f"arena + {arena.input_offset}" if arena.input_offset else "arena"
     softmax_call = ""
     if qplan.final_softmax is not None:
-        fn = Kernels(unit, None).render(len(steps), qplan.final_softmax)
+        fn = Kernels(unit, None).render(len(qplan.steps), qplan.final_softmax)
         softmax_call = f"    {fn}(out, out);\n"
     entry = (
         f"/* q = round(x / {upper}_INPUT_SCALE) half away from zero, saturated to [-128, 127]. */\n"
@@ -121,8 +116,8 @@ def _int8_entry(plan, qplan: QPlan, steps, calls, unit: Unit, values, sizes) -> 
         f"        in_q[i] = (int8_t)ll_quantize(in[i] * {float_literal(1.0 / qplan.input_scale)});\n    }}\n}}\n\n"
         f"void {prefix}_predict_q(const int8_t *in, int8_t *out)\n{{\n" + "\n".join(calls) + "\n}\n\n"
         f"void {prefix}_predict(const float *in, float *out)\n{{\n    int i;\n"
-        f"    {prefix}_quantize_input(in, {_BUFFER[wrapper_buffer]});\n"
-        f"    {prefix}_predict_q({_BUFFER[wrapper_buffer]}, output_q);\n"
+        f"    {prefix}_quantize_input(in, {wrapper_buffer});\n"
+        f"    {prefix}_predict_q({wrapper_buffer}, output_q);\n"
         f"    for (i = 0; i < {upper}_OUTPUT_SIZE; ++i) {{\n"
         f"        out[i] = (float)output_q[i] * {upper}_OUTPUT_SCALE;\n    }}\n{softmax_call}}}\n"
     )
@@ -143,7 +138,7 @@ def _int8_entry(plan, qplan: QPlan, steps, calls, unit: Unit, values, sizes) -> 
         + (", before the final softmax" if logits else "") + ". */\n"
         f"void {prefix}_predict_q(const int8_t *in, int8_t *out);\n"
     )
-    return entry, defines, prototypes, wrapper_buffer
+    return entry, defines, prototypes
 
 
 def _main(values: dict, int8: bool) -> str:

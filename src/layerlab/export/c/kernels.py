@@ -212,8 +212,6 @@ class Kernels:
         block_group = BLOCK_GROUP if win.stride_w * image.stride_x == 1 and not q else BLOCK_GROUP_STRIDED
         fx = tap_range("in_x0", win.pad_left, win.pad_right, image.w, kernel_w, win.dilation_w, unit)
         unit.helper("noinline")
-        unit.functions.append(render("conv_one.c.tmpl", title=title, fn=fn, filters=filters, stride_w=win.stride_w, pad_left=win.pad_left,
-                                     filter_x_begin=fx[0], filter_x_end=fx[1], groups=groups("conv_one_group.c.tmpl", ONE_GROUP, 1), **self.types))
         unit.functions.append(render("conv_block.c.tmpl", title=title, fn=fn, block=BLOCK, block_last=BLOCK - 1, stride_w=win.stride_w,
                                      pad_left=win.pad_left, groups=groups("conv_block_group.c.tmpl", block_group, BLOCK), **self.types))
         # Positions whose taps all lie inside the input along x: [interior_begin, interior_end).
@@ -232,9 +230,22 @@ class Kernels:
             tail = (f"    {fn}_block(input, in_y0, filter_y_begin, filter_y_end, {interior_end - BLOCK}, "
                     f"out + {(interior_end - BLOCK) * out_sx});\n    conv_x = {interior_end};\n")
         fy = tap_range("in_y0", win.pad_top, win.pad_bottom, image.h, kernel_h, win.dilation_h, unit)
+        # Where the block loop (and the overlapping tail block) leave conv_x: the rest go one by one.
+        # No loop when nothing is left: GCC warns (-Waggressive-loop-optimizations) on the dead loop.
+        blocks_end = interior_begin + (interior_end - interior_begin) // BLOCK * BLOCK
+        after = interior_end if tail else max(blocks_end, interior_begin)
+        right = ""
+        if after < conv_w:
+            right = (f"    for (; conv_x < {conv_w}; ++conv_x) {{\n"
+                     f"        {fn}_one(input, in_y0, filter_y_begin, filter_y_end, conv_x, out + conv_x * {out_sx});\n    }}\n")
+        if left or right:  # positions whose taps reach into the padding, or the rest after the blocks
+            unit.functions.append(render("conv_one.c.tmpl", title=title, fn=fn, filters=filters, stride_w=win.stride_w,
+                                         pad_left=win.pad_left, filter_x_begin=fx[0], filter_x_end=fx[1],
+                                         groups=groups("conv_one_group.c.tmpl", ONE_GROUP, 1), **self.types))
         unit.functions.append(render("conv_row.c.tmpl", title=title, fn=fn, conv_w=conv_w, filters=filters, out_stride_x=out_sx,
                                      out_stride_c=out_sc, stride_h=win.stride_h, pad_top=win.pad_top, filter_y_begin=fy[0],
-                                     filter_y_end=fy[1], left_border=left, tail_block=tail, block=BLOCK, interior_end=interior_end, ctype=self.types["ctype"]))
+                                     filter_y_end=fy[1], left_border=left, tail_block=tail, right_border=right, block=BLOCK,
+                                     interior_end=interior_end, ctype=self.types["ctype"]))
         common = dict(title=title, fn=fn, filters=filters, in_shape=shape_text(step.input.dims), out_shape=shape_text(step.output.dims),
                       ctype=self.types["ctype"])
         if step.pool is None:
@@ -383,6 +394,54 @@ class Kernels:
         self.unit.functions.append(render(
             "copy.c.tmpl", title=self.title(k, step), fn=fn, ctype=self.types["ctype"], dims=shape_text(step.input.dims),
             in_strides=shape_text(step.input.strides), out_strides=shape_text(step.output.strides), **values))
+
+    def _merge(self, k: int, fn: str, step: P.MergeStep, q: QStep | None) -> None:
+        count = len(step.sources)
+        if q:
+            self._merge_q(k, fn, step, q, count)
+            return
+        inputs = [f"in{i}[i]" for i in range(count)]
+        if step.operation in ("add", "multiply", "average"):
+            joined = (" * " if step.operation == "multiply" else " + ").join(inputs)
+            value = f"({joined}) / {float_literal(count)}" if step.operation == "average" else joined
+        elif step.operation == "subtract":
+            value = f"{inputs[0]} - {inputs[1]}"
+        else:  # maximum / minimum, folded left as Keras does
+            self.unit.helper(step.operation)
+            value = inputs[0]
+            for other in inputs[1:]:
+                value = f"ll_{step.operation}({value}, {other})"
+        formula = {"add": " + ", "subtract": " - ", "multiply": " * "}.get(step.operation)
+        formula = formula.join(f"in{i}" for i in range(count)) if formula else f"{step.operation} of in0 .. in{count - 1}"
+        then = ", then " + ", ".join(op.describe() for op in step.pre) if step.pre else ""
+        params = ", ".join(f"const float *in{i}" for i in range(count)) + ", float *output"
+        self.unit.functions.append(render(
+            "merge.c.tmpl", title=self.title(k, step), fn=fn, size=step.output.size, formula=formula, then=then, params=params,
+            statement=f"output[i] = {value};", post_pass=self.ops_pass("output", "output", step.output.size, step.pre)))
+
+    def _merge_q(self, k: int, fn: str, step: P.MergeStep, q: QStep, count: int) -> None:
+        """int8 merge: the inputs requantized to the output scale with one shift (see quantize)."""
+        rounding = f"((int64_t)1 << {q.shift - 1})"
+        m = [f"(int64_t){v}" for v in q.multipliers]
+        if step.operation == "multiply":
+            body = [f"const int64_t acc = (int64_t)((int32_t)in0[i] * (int32_t)in1[i]) * {m[0]};",
+                    f"const int32_t value = (int32_t)((acc + {rounding}) >> {q.shift});"]
+        elif step.operation in ("maximum", "minimum"):
+            pick = ">" if step.operation == "maximum" else "<"
+            body = [f"int32_t value = (int32_t)(((int64_t)in0[i] * {m[0]} + {rounding}) >> {q.shift});"]
+            for i in range(1, count):
+                body += [f"{{ const int32_t other = (int32_t)(((int64_t)in{i}[i] * {m[i]} + {rounding}) >> {q.shift});",
+                         f"  value = other {pick} value ? other : value; }}"]
+        else:  # add, subtract, average: one sum of the scaled inputs
+            terms = " + ".join(f"(int64_t)in{i}[i] * {m[i]}" for i in range(count))
+            body = [f"const int32_t value = (int32_t)(({terms} + {rounding}) >> {q.shift});"]
+        body.append(f"output[i] = (int8_t)(value < {q.low} ? {q.low} : (value > {q.high} ? {q.high} : value));")
+        then = ", then " + ", ".join(op.describe() for op in step.pre) if step.pre else ""
+        formula = f"{step.operation} of in0 .. in{count - 1}, requantized: multipliers {', '.join(map(str, q.multipliers))} >> {q.shift}"
+        params = ", ".join(f"const int8_t *in{i}" for i in range(count)) + ", int8_t *output"
+        self.unit.functions.append(render(
+            "merge.c.tmpl", title=self.title(k, step), fn=fn, size=step.output.size, formula=formula, then=then + f" (clamp {q.low}..{q.high})",
+            params=params, statement="\n        ".join(body), post_pass=""))
 
     def _elementwise(self, k: int, fn: str, step: P.ElementwiseStep, q: QStep | None) -> None:
         if q:

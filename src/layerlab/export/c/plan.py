@@ -1,26 +1,31 @@
-"""Lower a Sequential network to the steps that the C code runs: fold, fuse, lay out, place.
+"""Lower a network (a chain or a graph) to the steps that the C code runs: fold, fuse, lay out, place.
 
-One ``Step`` is one C function. Lowering walks the spec's layers once:
+One ``Step`` is one C function. Lowering walks the spec's layers once, in their (topological)
+order; a layer reads the values it names in ``inputs``, else the layer before it:
 
 * Dropout is the identity and disappears; Flatten and Reshape are views when the values are
   already in the order they need, otherwise a ``CopyStep`` reorders them.
-* BatchNormalization right after a linear Conv2D / Dense is folded into its kernel and bias
-  (``kernel * inv``, ``bias * inv + beta - moving_mean * inv`` with
-  ``inv = gamma / sqrt(moving_variance + epsilon)``); anywhere else it is an ``AffineStep``.
-* ZeroPadding2D right before a Conv2D of the same data_format becomes extra conv padding (out of
+* BatchNormalization that alone reads a linear Conv2D / DepthwiseConv2D / Dense is folded into its
+  kernel and bias (``kernel * inv``, ``bias * inv + beta - moving_mean * inv`` with
+  ``inv = gamma / sqrt(moving_variance + epsilon)``), wherever the graph lists it; anywhere else
+  it is an ``AffineStep``.
+* ZeroPadding2D read only by a Conv2D of the same data_format becomes extra conv padding (out of
   image taps are skipped, so nothing is materialised); anywhere else a ``PadStep``.
 * A Conv2D is fused with the element-wise layers after it and with a following non-overlapping
   pooling layer (strides >= pool_size: every conv output is computed once) and the element-wise
-  layers after that: conv + maxpool + tanh is one loop that never stores the conv output.
-* Element-wise layers (Activation except softmax, Rescaling) elsewhere form an in-place
+  layers after that: conv + maxpool + tanh is one loop that never stores the conv output. Fusing
+  needs the later layer to be the only reader of the value, and to read nothing else.
+* Element-wise merges (Add, Subtract, Multiply, Average, Maximum, Minimum) are a ``MergeStep``
+  with the activation after them fused in; values read by several layers stay stored.
+* Element-wise layers (Activation except softmax, Rescaling) elsewhere form an
   ``ElementwiseStep``; softmax is a ``SoftmaxStep`` along the model's last axis.
 
 Layouts: a tensor's ``dims`` are its shape as Keras sees it (the layer's data_format); its
 ``strides`` say where the values sit in the C buffer. Windowed steps write one plane per channel
 (CHW, whatever the data_format) unless a later Flatten, Reshape or the model output wants
-another order, which they then write directly. Buffers: every step writes into one of two ping-pong buffers ``a`` / ``b``
-(sized at generation time to the largest tensor each holds), the first reads the caller's
-``in`` and the last writes the caller's ``out``.
+another order, which they then write directly. Memory: ``place_arena`` puts every value in one
+static arena by liveness (in place where that is safe); the first steps read the caller's ``in``
+and the last writes the caller's ``out``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from layerlab import spec as S
 from layerlab.errors import ExportError
 from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep etc.)
     AffineStep,
+    Arena,
     ConvStep,
     CopyStep,
     DenseStep,
@@ -42,11 +48,13 @@ from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep
     ElementwiseStep,
     Image,
     Layout,
+    MergeStep,
     Op,
     PadStep,
     Plan,
     Pool,
     PoolStep,
+    Slot,
     SoftmaxStep,
     Step,
     c_order,
@@ -70,6 +78,7 @@ _HANDLERS = {
     S.Conv2D: "_conv", S.DepthwiseConv2D: "_depthwise", S.Dense: "_dense", S.MaxPooling2D: "_pool", S.AveragePooling2D: "_pool",
     S.ZeroPadding2D: "_pad", S.Flatten: "_flatten", S.Reshape: "_reshape", S.BatchNormalization: "_batchnorm",
     S.Activation: "_activation", S.Rescaling: "_activation", S.Dropout: "_dropout",
+    S.Add: "_merge", S.Subtract: "_merge", S.Multiply: "_merge", S.Average: "_merge", S.Maximum: "_merge", S.Minimum: "_merge",
 }
 _NOTES = {
     S.Conv2D: "Sequential chains; strides or dilation, any padding",
@@ -83,14 +92,19 @@ _DECLINED = {
     (S.MaxPooling1D, S.AveragePooling1D): "1-D pooling has no C kernel yet",
     (S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D):
         "global pooling has no C kernel yet",
-    (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Concatenate):
-        "graphs (merges, named inputs) are not lowered to C yet; only Sequential chains export",
+    (S.Concatenate,): "Concatenate has no C step yet (element-wise merges such as Add do)",
     (S.PReLU,): "PReLU has no C kernel yet",
     (S.ZeroPadding1D, S.Cropping2D, S.UpSampling2D, S.Permute): "this data-movement layer has no C step yet",
 }
+_MERGES = (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum)
+_NOTES.update({cls: "graphs: any branches; a value read by several layers stays in the arena until its last reader"
+               for cls in _MERGES})
 for _backend in (C_FLOAT, C_INT8):
     for _cls, _method in _HANDLERS.items():
-        _backend.register(_cls, _method, note=_NOTES.get(_cls, ""))
+        note = _NOTES.get(_cls, "")
+        if _backend is C_INT8 and _cls in _MERGES:
+            note = "inputs requantized to the output's scale; ReLU or ReLU6 after it; Multiply of two inputs"
+        _backend.register(_cls, _method, note=note)
     _backend.register(S.ReLU, "_activation", note=_NOTES[S.ReLU])
     for _classes, _reason in _DECLINED.items():
         _backend.decline(_classes, _reason)
@@ -101,29 +115,80 @@ def _bn_inv(layer: S.BatchNormalization, w: dict[str, np.ndarray]) -> tuple[np.n
     return layer_scale_shift(layer, w, dtype=np.float64)
 
 
+@dataclass
+class _Value:
+    """A tensor the C code holds: its id (``input`` or ``t<k>``, shared by views), where its
+    values sit, and the traced layer whose output they are (int8 calibration)."""
+
+    id: str
+    layout: Layout
+    tap: str
+
+
 class _Lowering:
-    """One pass over the layers; ``self.i`` is the next layer to consume."""
+    """One pass over the layers, in the spec's (topological) order.
+
+    A layer reads the outputs it names in ``inputs``, else the layer before it. Layers after a
+    conv or dense (its batch norm, activations, a pooling) are fused into its step when they
+    alone read its value and read nothing else, wherever they come in the list (a graph lists
+    branches interleaved). ``cur`` is the value being built, ``cur_name`` the layer it is the
+    output of; ``done`` holds the layers already lowered.
+    """
 
     def __init__(self, spec: S.Model, weights) -> None:
         self.infos = spec.infos
         self.weights = weights
-        self.i = 0
-        self.layout = c_order(spec.input_shape)
-        self.tap = "input"  # layer whose traced output holds the current values
         self.steps: list[Step] = []
         self.split_names = {info.layer.name: f"{info.layer.name}:activation" for info in self.infos}
+        self.sources: list[tuple[str, ...]] = []
+        previous = "input"
+        for info in self.infos:
+            self.sources.append(tuple(info.layer.inputs) if info.layer.inputs else (previous,))
+            previous = info.layer.name
+        self.readers: dict[str, list[int]] = {}
+        for index, names in enumerate(self.sources):
+            for name in names:
+                self.readers.setdefault(name, []).append(index)
+        self.done: set[int] = set()
+        self.values: dict[str, _Value] = {"input": _Value("input", c_order(spec.input_shape), "input")}
+        self.cur = self.values["input"]
+        self.cur_name = "input"
+        self.pending_pad: dict[int, _PendingPad] = {}
+        self.output_name = self.infos[-1].layer.name
+
+    @property
+    def layout(self) -> Layout:
+        return self.cur.layout
+
+    @property
+    def tap(self) -> str:
+        return self.cur.tap
 
     # -- look-ahead helpers -------------------------------------------------------------------
-    def _skip_dropout(self, i: int) -> int:
-        while i < len(self.infos) and isinstance(self.infos[i].layer, S.Dropout):
-            i += 1
-        return i
+    def _peek(self, name: str) -> int | None:
+        """The layer that alone reads ``name``'s value and reads nothing else, if any."""
+        readers = self.readers.get(name, [])
+        if len(readers) != 1 or readers[0] in self.done or self.sources[readers[0]] != (name,):
+            return None
+        return readers[0]
 
-    def _layer(self, i: int) -> S.Layer | None:
-        return self.infos[i].layer if i < len(self.infos) else None
+    def _follower(self) -> int | None:
+        """``_peek`` of the current value; Dropouts on the way (the identity) are consumed."""
+        while True:
+            j = self._peek(self.cur_name)
+            if j is None or not isinstance(self.infos[j].layer, S.Dropout):
+                return j
+            self.done.add(j)
+            self.cur_name = self.infos[j].layer.name
+            self.values[self.cur_name] = self.cur
 
-    def _elementwise_op(self, i: int) -> Op | None:
-        layer = self._layer(i)
+    def _consume(self, j: int) -> S.Layer:
+        self.done.add(j)
+        self.cur_name = self.infos[j].layer.name
+        return self.infos[j].layer
+
+    def _elementwise_op(self, j: int | None) -> Op | None:
+        layer = self.infos[j].layer if j is not None else None
         if isinstance(layer, (S.Activation, S.ReLU)) and layer.as_activation() in ELEMENTWISE:
             return Op(layer.name, layer.as_activation())
         if isinstance(layer, S.Rescaling):
@@ -131,67 +196,82 @@ class _Lowering:
         return None
 
     def _take_elementwise(self) -> tuple[list[Op], str | None]:
-        """Consume element-wise layers (and Dropouts) from ``self.i``; return them and the last name."""
+        """Consume the element-wise layers that follow the current value; return them and the last name."""
         ops: list[Op] = []
         last = None
         while True:
-            j = self._skip_dropout(self.i)
+            j = self._follower()
             op = self._elementwise_op(j)
             if op is None:
                 return ops, last
+            self._consume(j)
             ops.append(op)
             last = op.layer
-            self.i = j + 1
 
-    def _wanted(self, i: int, dims: tuple[int, ...], data_format: str) -> Layout:
-        """The layout the tensor produced before layer ``i`` should be written in."""
-        while i < len(self.infos):
-            layer = self.infos[i].layer
+    def _wanted(self, dims: tuple[int, ...], data_format: str) -> Layout:
+        """The layout the value being built should be written in: what the layers after it want."""
+        name = self.cur_name
+        while (j := self._peek(name)) is not None:
+            layer = self.infos[j].layer
             if isinstance(layer, S.Flatten):
                 return ordered(dims, _flatten_order(len(dims), layer.data_format))
             if isinstance(layer, S.Reshape):
                 return c_order(dims)
             if not isinstance(layer, (S.Dropout, S.Activation, S.ReLU, S.Rescaling, S.BatchNormalization)):
                 return planar_order(dims, data_format)
-            i += 1
-        return c_order(dims)
+            name = layer.name
+        return c_order(dims) if name == self.output_name else planar_order(dims, data_format)
 
     # -- the pass -------------------------------------------------------------------------------
     def run(self) -> list[Step]:
-        while self.i < len(self.infos):
-            info = self.infos[self.i]
+        for info in self.infos:
+            if info.index in self.done:
+                continue
             layer = info.layer
             method = C_FLOAT.lookup(layer, info.index)
-            if layer.inputs:
-                raise _unsupported(info, "is part of a graph (named inputs); only Sequential chains export to C")
             if isinstance(layer, S.ReLU) and layer.as_activation() is None:
                 raise _unsupported(info, f"is ReLU(max_value={layer.max_value}, negative_slope={layer.negative_slope}, "
                                    f"threshold={layer.threshold}); C has ReLU() and ReLU(max_value=6) only")
+            self.done.add(info.index)
+            if not layer.merge:
+                self.cur_name = self.sources[info.index][0]
+                self.cur = self.values[self.cur_name]
             getattr(self, method)(info)
-        if not self.layout.same_memory(c_order(self.layout.dims)):
-            self._copy(c_order(self.layout.dims), ())
-        if not self.steps:  # e.g. a model of Dropout and Flatten only: the output is the input
-            self._copy(self.layout, ())
+        final = self.values[self.output_name]
+        self.cur, self.cur_name = final, self.output_name
+        if not final.layout.same_memory(c_order(final.layout.dims)) or final.id == "input":
+            # the caller's out is C order; a model of views only (Flatten, Dropout) still copies in to out
+            self._copy(c_order(final.layout.dims), ())
         return self.steps
 
-    def _add(self, step: Step) -> None:
+    def _add(self, step: Step, sources: tuple[_Value, ...] | None = None) -> None:
+        """Append ``step``: it reads ``sources`` (default: the current value) and writes a new value,
+        which becomes the current one and the value of ``cur_name``."""
+        reads = sources if sources is not None else (self.cur,)
+        step.sources = tuple(v.id for v in reads)
+        step.target = f"t{len(self.steps)}"
         self.steps.append(step)
-        self.layout = step.output
-        self.tap = step.taps["out"]
+        self.cur = _Value(step.target, step.output, step.taps["out"])
+        self.values[self.cur_name] = self.cur
 
     def _copy(self, out: Layout, layers) -> None:
         self._add(CopyStep(layers=tuple(layers), input=self.layout, output=out, taps={"out": self.tap}))
 
+    def _view(self, layout: Layout, name: str) -> None:
+        """``name``'s value is the current one read in ``layout`` (same memory, nothing runs)."""
+        self.cur = _Value(self.cur.id, layout, name)
+        self.values[name] = self.cur
+
     def _fold_batchnorm(self, kernel: np.ndarray, bias: np.ndarray | None, axis_ok) -> tuple[np.ndarray, np.ndarray | None, list, str | None]:
-        """Fold a BatchNormalization right after the current layer (Dropouts between are fine)."""
-        j = self._skip_dropout(self.i)
-        layer = self._layer(j)
+        """Fold the BatchNormalization that alone reads the current value (Dropouts between are fine)."""
+        j = self._follower()
+        layer = self.infos[j].layer if j is not None else None
         if not isinstance(layer, S.BatchNormalization) or not axis_ok(self.infos[j]):
             return kernel, bias, [], None
+        self._consume(j)
         inv, shift = _bn_inv(layer, self.weights[layer.name])
         kernel = (kernel.astype(np.float64) * inv).astype(np.float32)  # scales the last (output) axis
         base = np.zeros(inv.shape) if bias is None else bias.astype(np.float64)
-        self.i = j + 1
         return kernel, (base * inv + shift).astype(np.float32), [(layer.name, layer.type)], layer.name
 
     def _conv(self, info: S.LayerInfo) -> None:
@@ -200,11 +280,11 @@ class _Lowering:
         image = self.layout.image(layer.data_format)
         pads = ((0, 0), (0, 0))
         names = [(layer.name, layer.type)]
-        if self.steps and isinstance(self.steps[-1], _PendingPad):
-            pending = self.steps.pop()
+        pending = self.pending_pad.pop(info.index, None)
+        if pending is not None:
             pads = pending.padding
             names = list(pending.layers) + names
-        self.i += 1
+        self.cur_name = layer.name
         (pad_t, pad_b), (pad_l, pad_r) = pads
         win = geometry.window_2d(
             (image.h + pad_t + pad_b, image.w + pad_l + pad_r), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate
@@ -229,14 +309,14 @@ class _Lowering:
             names += [(op.layer, _op_type(op)) for op in more]
         pool = None
         post: list[Op] = []
-        j = self._skip_dropout(self.i)
-        nxt = self._layer(j)
-        if (not softmax_act and isinstance(nxt, (S.MaxPooling2D, S.AveragePooling2D)) and nxt.data_format == layer.data_format
+        j = self._follower() if not softmax_act else None
+        nxt = self.infos[j].layer if j is not None else None
+        if (isinstance(nxt, (S.MaxPooling2D, S.AveragePooling2D)) and nxt.data_format == layer.data_format
                 and all(s >= p for s, p in zip(nxt.strides, nxt.pool_size, strict=True))):
-            pool_win = self.infos[j].layer.window(self.infos[j].input_shapes[0])
+            pool_win = nxt.window(self.infos[j].input_shapes[0])
             pool = Pool("max" if isinstance(nxt, S.MaxPooling2D) else "avg", pool_win, nxt.name)
             names.append((nxt.name, nxt.type))
-            self.i = j + 1
+            self._consume(j)
             post, _ = self._take_elementwise()
             names += [(op.layer, _op_type(op)) for op in post]
             dims = self.infos[j].output_shape
@@ -247,7 +327,7 @@ class _Lowering:
         if pool:
             taps["pool"] = pool.layer
         taps["out"] = (post[-1].layer if post else pool.layer) if pool else (pre[-1].layer if pre else taps["acc"])
-        out = self._wanted(self.i, tuple(dims), layer.data_format)
+        out = self._wanted(tuple(dims), layer.data_format)
         self._add(ConvStep(layers=tuple(names), input=self.layout, output=out, taps=taps, kernel_hwio=kernel, bias=bias,
                            window=win, data_format=layer.data_format, pre=tuple(pre), pool=pool, post=tuple(post)))
         if softmax_act:
@@ -257,7 +337,7 @@ class _Lowering:
         layer: S.DepthwiseConv2D = info.layer
         weights = self.weights[layer.name]
         image = self.layout.image(layer.data_format)
-        self.i += 1
+        self.cur_name = layer.name
         win = geometry.window_2d((image.h, image.w), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
         kernel_h, kernel_w, channels, multiplier = weights["kernel"].shape
         # (kh, kw, C, M) -> (kh, kw, 1, C * M): output channel c * M + m, as Keras orders them
@@ -265,6 +345,8 @@ class _Lowering:
         names = [(layer.name, layer.type)]
         taps = {"acc": layer.name}
         pre: list[Op] = []
+        if layer.activation == "softmax":
+            raise _unsupported(info, "has activation softmax over channels; C export has softmax only as a last Dense/Activation")
         if layer.activation == "linear":
             kernel, bias, bn_names, bn_tap = self._fold_batchnorm(
                 kernel, bias, lambda bn: bn.layer.feature_axis(bn.input_shapes[0]) == (0 if layer.data_format == CHANNELS_FIRST else 2))
@@ -272,15 +354,13 @@ class _Lowering:
             taps["acc"] = bn_tap or layer.name
         elif layer.activation in ELEMENTWISE:
             pre.append(Op(self.split_names[layer.name], layer.activation))
-        if layer.activation == "softmax":
-            raise _unsupported(info, "has activation softmax over channels; C export has softmax only as a last Dense/Activation")
         more, _ = self._take_elementwise()
         pre += more
         names += [(op.layer, _op_type(op)) for op in more]
         taps["out"] = pre[-1].layer if pre else taps["acc"]
         if pre:
             taps["pre_out"] = pre[-1].layer
-        out = self._wanted(self.i, tuple(info.output_shape), layer.data_format)
+        out = self._wanted(tuple(info.output_shape), layer.data_format)
         self._add(DepthwiseStep(layers=tuple(names), input=self.layout, output=out, taps=taps, kernel_hwio=kernel, bias=bias,
                                 window=win, data_format=layer.data_format, multiplier=multiplier, pre=tuple(pre)))
 
@@ -289,7 +369,7 @@ class _Lowering:
         if len(self.layout.dims) != 1:
             raise _unsupported(info, f"reads a tensor of shape {self.layout.dims}; C export needs a Flatten before Dense")
         weights = self.weights[layer.name]
-        self.i += 1
+        self.cur_name = layer.name
         kernel, bias = weights["kernel"], weights.get("bias")
         names = [(layer.name, layer.type)]
         taps = {"acc": layer.name}
@@ -317,63 +397,84 @@ class _Lowering:
 
     def _pool(self, info: S.LayerInfo) -> None:
         layer = info.layer
-        self.i += 1
+        self.cur_name = layer.name
         pool = Pool("max" if isinstance(layer, S.MaxPooling2D) else "avg", layer.window(info.input_shapes[0]), layer.name)
-        out = self._wanted(self.i, tuple(info.output_shape), layer.data_format)
+        out = self._wanted(tuple(info.output_shape), layer.data_format)
         self._add(PoolStep(layers=((layer.name, layer.type),), input=self.layout, output=out, taps={"out": layer.name},
                            pool=pool, data_format=layer.data_format))
 
     def _pad(self, info: S.LayerInfo) -> None:
         layer: S.ZeroPadding2D = info.layer
-        self.i += 1
-        nxt = self._layer(self.i)
+        self.cur_name = layer.name
+        j = self._peek(layer.name)
+        nxt = self.infos[j].layer if j is not None else None
         if isinstance(nxt, S.Conv2D) and nxt.data_format == layer.data_format:
             # Folded into the conv (see _conv): out-of-image taps are skipped, nothing is stored.
-            self.steps.append(_PendingPad(layers=((layer.name, layer.type),), input=self.layout, output=self.layout,
-                                          padding=layer.padding, data_format=layer.data_format))
+            self.pending_pad[j] = _PendingPad(layers=((layer.name, layer.type),), input=self.layout, output=self.layout,
+                                              padding=layer.padding, data_format=layer.data_format)
+            self.values[layer.name] = self.cur
             return
-        out = self._wanted(self.i, tuple(info.output_shape), layer.data_format)
+        out = self._wanted(tuple(info.output_shape), layer.data_format)
         self._add(PadStep(layers=((layer.name, layer.type),), input=self.layout, output=out, taps={"out": layer.name},
                           padding=layer.padding, data_format=layer.data_format))
 
     def _flatten(self, info: S.LayerInfo) -> None:
         layer: S.Flatten = info.layer
-        self.i += 1
+        self.cur_name = layer.name
         want = ordered(self.layout.dims, _flatten_order(len(self.layout.dims), layer.data_format))
         if not self.layout.same_memory(want):
             self._copy(want, ((layer.name, layer.type),))
-        self.layout = c_order(info.output_shape)  # a view: the values are in flatten order now
-        self.tap = layer.name
+        self._view(c_order(info.output_shape), layer.name)  # the values are in flatten order now
 
     def _reshape(self, info: S.LayerInfo) -> None:
         layer = info.layer
-        self.i += 1
+        self.cur_name = layer.name
         if not self.layout.same_memory(c_order(self.layout.dims)):
             self._copy(c_order(self.layout.dims), ((layer.name, layer.type),))
-        self.layout = c_order(info.output_shape)
-        self.tap = layer.name
+        self._view(c_order(info.output_shape), layer.name)
 
     def _batchnorm(self, info: S.LayerInfo) -> None:
         layer: S.BatchNormalization = info.layer
-        self.i += 1
+        self.cur_name = layer.name
         scale, shift = _bn_inv(layer, self.weights[layer.name])
         self._add(AffineStep(layers=((layer.name, layer.type),), input=self.layout, output=self.layout,
                              taps={"in": self.tap, "out": layer.name}, scale=scale.astype(np.float32),
                              shift=shift.astype(np.float32), axis=layer.feature_axis(info.input_shapes[0])))
 
     def _dropout(self, info: S.LayerInfo) -> None:
-        self.i += 1  # the identity at inference
+        self.values[info.layer.name] = self.cur  # the identity at inference
 
     def _activation(self, info: S.LayerInfo) -> None:
         layer = info.layer
+        self.cur_name = layer.name
         if isinstance(layer, S.Activation) and layer.activation == "softmax":
-            self.i += 1
             self._softmax_step(((layer.name, "softmax"),), layer.name)
             return
         tap_in = self.tap
-        ops, last = self._take_elementwise()
+        ops = [self._elementwise_op(info.index)]
+        more, last = self._take_elementwise()
+        ops += more
         self._add(ElementwiseStep(layers=tuple((op.layer, _op_type(op)) for op in ops),
-                                  input=self.layout, output=self.layout, taps={"in": tap_in, "out": last}, ops=tuple(ops)))
+                                  input=self.layout, output=self.layout, taps={"in": tap_in, "out": last or layer.name}, ops=tuple(ops)))
+
+    def _merge(self, info: S.LayerInfo) -> None:
+        layer = info.layer
+        reads = [self.values[name] for name in self.sources[info.index]]
+        first = reads[0].layout
+        for k, value in enumerate(reads[1:], start=1):
+            if not value.layout.same_memory(first):  # one layout for all: reorder the odd one
+                self.cur, self.cur_name = value, self.sources[info.index][k]
+                self._copy(first, ())
+                reads[k] = self.cur
+        self.cur_name = layer.name
+        names = [(layer.name, layer.type)]
+        ops, _ = self._take_elementwise()
+        names += [(op.layer, _op_type(op)) for op in ops]
+        taps = {"in": ",".join(v.tap for v in reads), "acc": layer.name, "out": ops[-1].layer if ops else layer.name}
+        if ops:
+            taps["pre_out"] = ops[-1].layer
+        self._add(MergeStep(layers=tuple(names), input=first, output=first, taps=taps, operation=layer.operation, pre=tuple(ops)),
+                  sources=tuple(reads))
 
 
 @dataclass
@@ -408,30 +509,80 @@ def _calibration_spec(spec: S.Model, split_names: dict[str, str]) -> S.Model:
     return S.Model(name=spec.name, input_shape=spec.input_shape, layers=tuple(layers))
 
 
-def place_buffers(steps: list[Step]) -> dict[str, int]:
-    """Set ``src`` / ``dst`` of each step; return the element count of buffers ``a`` and ``b``.
+def place_arena(steps: list[Step], *, input_in_arena: bool = False) -> Arena:
+    """Place every value in one static arena by liveness; set each step's ``srcs`` and ``dst``.
 
-    In-place steps (element-wise, affine, softmax) write where they read unless they read the
-    caller's const ``in``. Every other step writes the ping-pong buffer it does not read; the
-    last writing step writes ``out`` instead, and in-place steps after it work on ``out``.
+    A value lives from the step that writes it to the last step that reads it; two values share
+    memory only when their lives do not overlap. A step that may work in place (an activation,
+    an unfolded batch norm, a softmax, an element-wise merge) writes over the value it reads when
+    that value dies there and has the same size and layout (a merge over one of its inputs). The
+    model input is the caller's ``in`` (const, never written; with ``input_in_arena`` it also
+    gets a slot, where the int8 wrapper puts the quantized input), the last value is the caller's
+    ``out``. Slots are placed largest first at the lowest offset free for their whole life
+    (TFLite Micro's greedy planner does the same).
     """
-    where = "in"
+    final = steps[-1].target
+    size: dict[str, int] = {"input": steps[0].input.size}
+    layout: dict[str, Layout] = {}
+    last_read: dict[str, int] = {}
+    for k, step in enumerate(steps):
+        for value in step.sources:
+            last_read[value] = k
+        size[step.target] = step.output.size
+        layout[step.target] = step.output
+    group: dict[str, str] = {}  # value -> the first value of its slot
+
+    def root(value: str) -> str:
+        while value in group:
+            value = group[value]
+        return value
+
+    for k, step in enumerate(steps):
+        if not step.in_place_ok:
+            continue
+        for value in step.sources:
+            if value == "input" or last_read.get(value) != k or size[value] != size[step.target]:
+                continue  # the caller's const input, a value read later, or one of another size
+            if step.kind == "merge" and not layout[value].same_memory(step.output):
+                continue
+            group[step.target] = root(value)
+            break
+    slots_of: dict[str, list[str]] = {}
+    for value in ["input", *(step.target for step in steps)]:
+        slots_of.setdefault(root(value), []).append(value)
+    first_write = {step.target: k for k, step in enumerate(steps)} | {"input": 0}
+
+    def life(value: str) -> tuple[int, int]:
+        return first_write[value], last_read.get(value, first_write[value])
+
+    lives = []
+    for head, values in slots_of.items():
+        if head == root(final) or (head == "input" and not input_in_arena):
+            continue  # the caller's out, and (float) the caller's in
+        lives.append((size[head], min(life(v)[0] for v in values), max(life(v)[1] for v in values), tuple(values)))
+    placed: list[Slot] = []
+    for length, begin, end, values in sorted(lives, key=lambda t: (-t[0], t[1], t[3])):
+        offset = 0
+        for other in sorted((o for o in placed if o.first <= end and begin <= o.last), key=lambda o: o.offset):
+            if offset + length <= other.offset:
+                break
+            offset = max(offset, other.offset + other.size)
+        placed.append(Slot(offset, length, values, begin, end))
+    where = {value: f"arena + {slot.offset}" if slot.offset else "arena" for slot in placed for value in slot.values}
+    for value in slots_of[root(final)]:
+        where[value] = "out"
+    if not input_in_arena or "input" not in where:
+        where["input"] = "in"
     for step in steps:
-        step.src = where
-        if step.in_place_ok and where != "in":
-            step.dst = where
-        else:
-            step.dst = "a" if where in ("in", "b") else "b"
-        where = step.dst
-    last = max(k for k, s in enumerate(steps) if not (s.in_place_ok and s.src == s.dst))
-    steps[last].dst = "out"
-    for step in steps[last + 1:]:
-        step.src = step.dst = "out"
-    sizes = {"a": 0, "b": 0}
-    for step in steps:
-        if step.dst in sizes:
-            sizes[step.dst] = max(sizes[step.dst], step.output.size)
-    return sizes
+        step.srcs = tuple("in" if v == "input" else where[v] for v in step.sources)
+        step.dst = where[step.target]
+    total = max((slot.offset + slot.size for slot in placed), default=0)
+    in_arena = [v for slot in placed for v in slot.values]
+    alive = [tuple(v for v in in_arena if life(v)[0] <= k <= life(v)[1]) for k in range(len(steps))]
+    peak = max(range(len(steps)), key=lambda k: sum(size[v] for v in alive[k]))
+    input_slot = next((slot.offset for slot in placed if "input" in slot.values), None)
+    return Arena(size=total, slots=tuple(sorted(placed, key=lambda o: (o.offset, o.first))), peak_step=peak,
+                 peak_values=alive[peak], input_offset=input_slot)
 
 
 def lower(spec: S.Model, weights) -> Plan:
@@ -442,6 +593,6 @@ def lower(spec: S.Model, weights) -> Plan:
     """
     lowering = _Lowering(spec, weights)
     steps = lowering.run()
-    sizes = place_buffers(steps)
-    return Plan(steps=steps, input=c_order(spec.input_shape), output=c_order(spec.output_shape), buffer_sizes=sizes,
+    arena = place_arena(steps)
+    return Plan(steps=steps, input=c_order(spec.input_shape), output=c_order(spec.output_shape), arena=arena,
                 calibration_spec=_calibration_spec(spec, lowering.split_names))

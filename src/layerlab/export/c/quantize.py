@@ -82,6 +82,10 @@ class QStep:
     bias_q: np.ndarray | None = None  # int32
     stage1: Stage | None = None  # conv/dense: int32 accumulator -> int8; elementwise: int8 -> int8
     stage2: Stage | None = None  # conv with pool: int8 -> int8 after pooling
+    multipliers: tuple[int, ...] = ()  # merge: per input, real coefficient = multiplier / 2^shift
+    shift: int = 0
+    low: int = -128  # merge: the clamp (0 for a ReLU after it, round(6 / scale) as the top for ReLU6)
+    high: int = 127
 
 
 @dataclass
@@ -211,6 +215,12 @@ def check_int8(plan: P.Plan) -> None:
         where = f"C export (int8): step {index} ({step.describe()})"
         if isinstance(step, P.SoftmaxStep) and not (index == len(plan.steps) - 1 and index > 0):
             raise ExportError(f"{where}: softmax has no int8 form except as the last layer. Export float32 instead")
+        if isinstance(step, P.MergeStep):
+            odd = [op.describe() for op in step.pre if op.is_rescale or op.activation not in MERGE_OPS]
+            if odd:
+                raise ExportError(f"{where}: int8 merges take ReLU or ReLU6 after them, not {', '.join(odd)}. Export float32 instead")
+            if step.operation == "multiply" and len(step.sources) != 2:
+                raise ExportError(f"{where}: int8 Multiply takes two inputs, not {len(step.sources)}. Export float32 instead")
         if isinstance(step, P.AffineStep):
             raise ExportError(f"{where}: a BatchNormalization that does not directly follow a linear Conv2D or Dense "
                               "cannot be folded, and has no int8 form. Export float32 instead")
@@ -238,11 +248,16 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
         return max(ranges[tap], _TINY) / 127.0
 
     steps: list[QStep] = []
-    cur = scale_of("input")
+    scales = {"input": scale_of("input")}  # value id -> its scale (views share their value's)
     final_softmax = None
+    cur = scales["input"]
     for index, step in enumerate(plan.steps):
         where = f"C export (int8): step {index} ({step.describe()})"
-        if isinstance(step, (P.ConvStep, P.DepthwiseStep, P.DenseStep)):
+        cur = scales[step.sources[0]]
+        if isinstance(step, P.MergeStep):
+            q = _quantize_merge(step, [scales[v] for v in step.sources], _out_scale(step.pre, scale_of(step.taps["out"])), where)
+            cur = q.out_scale
+        elif isinstance(step, (P.ConvStep, P.DepthwiseStep, P.DenseStep)):
             q, cur = _quantize_weighted(step, cur, ranges, scale_of, activation, where)
         elif isinstance(step, P.ElementwiseStep):
             out = _out_scale(step.ops, scale_of(step.taps["out"]))
@@ -252,10 +267,44 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
             q = QStep(cur, cur)  # scale-preserving: max, zeros, moves; the mean rounds in the same unit
         else:  # the last step, a softmax (check_int8 refused every other kind)
             final_softmax = step
+            cur = scales[step.sources[0]]
             break
         steps.append(q)
+        scales[step.target] = cur
     return QPlan(steps=steps, input_scale=scale_of("input"), output_scale=cur, final_softmax=final_softmax,
                  activation=activation, calibration_images=len(x_calibration))
+
+
+MERGE_OPS = ("linear", "relu", "relu6")
+
+
+def _quantize_merge(step: P.MergeStep, in_scales: list[float], out_scale: float, where: str) -> QStep:
+    """Each input (or, for Multiply, the product) to the output scale with one common shift.
+
+    ``out_q = clamp((sum_i in_q[i] * multiplier[i] + 2^(shift-1)) >> shift)`` for Add, Subtract
+    and Average (coefficients s_i / s_out, negated for Subtract's second, divided by n for
+    Average); Maximum / Minimum take the max / min of the inputs so requantized (rounding is
+    monotonic); Multiply requantizes ``in0_q * in1_q`` with s_0 * s_1 / s_out. A ReLU after the
+    merge is the clamp at 0, a ReLU6 the clamp at round(6 / s_out).
+    """
+    n = len(in_scales)
+    if step.operation == "multiply":
+        coefficients = [in_scales[0] * in_scales[1] / out_scale]
+    else:
+        coefficients = [s / out_scale for s in in_scales]
+        if step.operation == "average":
+            coefficients = [c / n for c in coefficients]
+        if step.operation == "subtract":
+            coefficients[1] = -coefficients[1]
+    top = max(abs(c) for c in coefficients)
+    shift = 29 - math.floor(math.log2(top)) if top > 0 else 31
+    if not 1 <= shift <= 56:
+        raise ExportError(f"{where}: merge coefficients {coefficients} are out of range; the calibration ranges are broken")
+    multipliers = tuple(int(round(c * 2.0**shift)) for c in coefficients)
+    acts = {op.activation for op in step.pre}
+    low = 0 if acts & {"relu", "relu6"} else -128
+    high = min(127, int(round(6.0 / out_scale))) if "relu6" in acts else 127
+    return QStep(in_scales[0], out_scale, multipliers=multipliers, shift=shift, low=low, high=high)
 
 
 def _quantize_weighted(step, in_scale: float, ranges, scale_of, mode: str, where: str) -> tuple[QStep, float]:

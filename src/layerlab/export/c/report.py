@@ -55,14 +55,30 @@ def render_report(*, model_name: str, prefix: str, plan: Plan, qplan: QPlan | No
         "",
         "Per step (one C function each; the layers listed are fused into it)",
     ]
-    rows = [["step", "function", "layers", "output", "writes", "RAM B", "flash B"]]
+    arena = generated.arena
+    names = {"input": "input"} | {step.target: (step.layers[-1][0] if step.layers else step.kind) for _, step in generated.steps}
+    rows = [["step", "function", "layers", "output", "reads", "writes", "flash B"]]
     for k, (fn, step) in enumerate(generated.steps):
-        dst = {"a": "buffer_a", "b": "buffer_b", "out": "out (caller)", "in": "in"}[step.dst]
-        ram = 0 if step.dst == "out" or step.src == step.dst else step.output.size * elem
-        rows.append([str(k), fn, step.describe() or step.kind, shape_text(step.output.dims), dst, str(ram), str(generated.flash.get(k, 0))])
-    lines += _table(rows, right={0, 5, 6})
-    lines += ["  RAM B: the step's output in its ping-pong buffer (buffers are shared, see the totals); flash B: its",
+        writes = "in place" if step.in_place else ("out (caller)" if step.dst == "out" else step.dst)
+        rows.append([str(k), fn, step.describe() or step.kind, shape_text(step.output.dims), ", ".join(step.srcs), writes,
+                     str(generated.flash.get(k, 0))])
+    lines += _table(rows, right={0, 6})
+    lines += ["  reads / writes: the caller's in and out, or an offset (elements) into the arena; flash B: the step's",
               "  weights and tables (a table two steps share counts at the first). Code size: for the whole file, below.", ""]
+    lines.append(f"Arena: one static array of {arena.size} x {'int8_t' if qplan else 'float'} = {arena.size * elem} B; "
+                 "each slot holds the values listed, one after another")
+    srows = [["offset", "elements", "bytes", "steps", "values (the layer whose output it is)"]]
+    for slot in arena.slots:
+        srows.append([str(slot.offset), str(slot.size), str(slot.size * elem), f"{slot.first}..{slot.last}",
+                      ", ".join(names.get(v, v) for v in slot.values)])
+    if arena.slots:
+        lines += _table(srows, right={0, 1, 2})
+        live = sum(slot.size for slot in arena.slots if any(v in arena.peak_values for v in slot.values))
+        lines.append(f"  peak: {live * elem} B live at step {arena.peak_step}: "
+                     + (", ".join(names.get(v, v) for v in arena.peak_values) or "nothing in the arena"))
+    else:
+        lines.append("  (empty: every step reads the caller's in or writes its out)")
+    lines.append("")
     total_ram = sum(size * _BYTES[t] for size, t in generated.buffers.values())
     total_flash = sum(generated.flash.values())
     lines.append("Static RAM (all buffers, bytes)")

@@ -119,7 +119,9 @@ class Step:
         input, output: layouts of the tensor read and the tensor written.
         taps: calibration points, e.g. ``{"out": layer name}``: the traced layer output whose values
             this step's tensors hold (used by int8 calibration).
-        src, dst: buffer names (``in``, ``out``, ``a``, ``b``), set by ``place_buffers``.
+        sources, target: ids of the values read and written (``input``, ``t<k>``), set by lowering.
+        srcs, dst: where they sit, as C expressions (``in``, ``out``, ``arena + 128``), set by
+            ``place_arena``; ``src`` is the first of ``srcs``.
     """
 
     kind: ClassVar[str] = "step"
@@ -128,8 +130,19 @@ class Step:
     input: Layout
     output: Layout
     taps: dict[str, str] = field(default_factory=dict)
-    src: str = ""
+    sources: tuple[str, ...] = ()
+    target: str = ""
+    srcs: tuple[str, ...] = ()
     dst: str = ""
+
+    @property
+    def src(self) -> str:
+        return self.srcs[0] if self.srcs else ""
+
+    @property
+    def in_place(self) -> bool:
+        """The step writes over the value it reads (set by ``place_arena``)."""
+        return bool(self.srcs) and self.dst in self.srcs
 
     def describe(self) -> str:
         return " + ".join(f"{name} ({kind})" for name, kind in self.layers)
@@ -219,10 +232,44 @@ class SoftmaxStep(Step):
 
 
 @dataclass
+class MergeStep(Step):
+    """An element-wise merge of two or more values of one layout (Add, Subtract, Multiply, Average,
+    Maximum, Minimum), then element-wise ``pre`` ops (the activation after a residual Add)."""
+
+    kind: ClassVar[str] = "merge"
+    in_place_ok: ClassVar[bool] = True  # out[i] depends on in_k[i] only: it may write over a dying input
+    operation: str = "add"
+    pre: tuple[Op, ...] = ()
+
+
+@dataclass
 class CopyStep(Step):
     """Reorder values: same ``dims``, output strides differ from input strides."""
 
     kind: ClassVar[str] = "copy"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One region of the arena: the values that share it, one after another (in place)."""
+
+    offset: int
+    size: int  # elements
+    values: tuple[str, ...]  # value ids
+    first: int  # step that writes it first
+    last: int  # step that reads it last
+
+
+@dataclass
+class Arena:
+    """Where every value between the input and the output lives: ``slots`` in one static array of
+    ``size`` elements; ``peak_step`` is the step with the most values alive, ``peak_values`` them."""
+
+    size: int
+    slots: tuple[Slot, ...]
+    peak_step: int
+    peak_values: tuple[str, ...]
+    input_offset: int | None = None  # int8: where the wrapper puts the quantized input
 
 
 @dataclass
@@ -232,7 +279,7 @@ class Plan:
     Attributes:
         steps: in execution order, buffers placed.
         input, output: the caller's layouts (C order of the model's input and output shapes).
-        buffer_sizes: elements of the ping-pong buffers ``a`` and ``b``.
+        arena: the static arena's placement (``place_arena``).
         calibration_spec: the spec with every layer's own activation split into an Activation
             layer, so a trace shows pre-activation values (int8 calibration).
     """
@@ -240,5 +287,5 @@ class Plan:
     steps: list[Step]
     input: Layout
     output: Layout
-    buffer_sizes: dict[str, int]
+    arena: Arena
     calibration_spec: S.Model

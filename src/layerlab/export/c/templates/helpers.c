@@ -98,3 +98,16 @@ static int32_t ll_quantize(float x)
     x = x > -128.0f ? x : -128.0f;
     return (int32_t)(x >= 0.0f ? x + 0.5f : x - 0.5f);
 }
+@@ maximum
+/* Keras' Maximum (ops.maximum) of two values. */
+static float ll_maximum(float a, float b)
+{
+    return a > b ? a : b;
+}
+
+@@ minimum
+/* Keras' Minimum (ops.minimum) of two values. */
+static float ll_minimum(float a, float b)
+{
+    return a < b ? a : b;
+}

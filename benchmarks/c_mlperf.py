@@ -1,0 +1,123 @@
+"""The C export on the MLPerf Tiny reference models, beside TensorFlow Lite Micro, in one run.
+
+    .venv/bin/python benchmarks/c_mlperf.py [--passes 5] [--models DIR]
+
+For each .h5 in ../shared/models/mlperf_tiny: layerlab's float32 and int8 C (int8 calibrated on
+500 seeded uniform inputs in the model's input range, checked on the held-out 20%): the export's
+own verification line, Cortex-M4 flash and RAM (arm-none-eabi-size of the object; RAM = static
+buffers + the deepest stack from GCC's call graph), and host CPU time per inference (the export's
+harness, ``--bench``, best of ``--passes``). Beside it, TFLite Micro (PyPI ``tflite-micro``) on the
+reference int8 .tflite: the arena its RecordingMicroAllocator reports (what a TFLM user must
+reserve, besides stack) and its host time per ``invoke``. A missing tool prints why. No
+assertions: a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = {  # file: (input range, the int8 .tflite of the same network)
+    "pretrainedResnet.h5": ((0.0, 255.0), "pretrainedResnet_quant.tflite"),
+    "str_ww_ref_model.h5": ((0.0, 0.94), "str_ww_ref_model.tflite"),
+    "ad01.h5": ((-85.0, 15.0), "ad01_int8.tflite"),
+}
+TFLM_PROBE = """
+import sys, time, numpy as np
+from tflite_micro.python.tflite_micro import runtime
+it = runtime.Interpreter.from_file(sys.argv[1])
+d = it.get_input_details(0)
+x = np.zeros(d["shape"], d["dtype"])
+it.set_input(x, 0); it.invoke()
+best = min((lambda t: (it.set_input(x, 0), it.invoke(), time.perf_counter() - t)[-1])(time.perf_counter()) for _ in range(int(sys.argv[2])))
+print(f"invoke_us {best * 1e6:.1f}", flush=True)
+it.print_allocations()
+"""
+
+
+def _grab(pattern: str, text: str, default: str = "?") -> str:
+    found = re.search(pattern, text)
+    return found.group(1) if found else default
+
+
+def layerlab_rows(path: Path, x_range, passes: int, work: Path) -> list[list[str]]:
+    import layerlab
+    from layerlab.export.c import export_c
+
+    network = layerlab.load(path)
+    rng = np.random.default_rng(650)
+    np.save(work / "x.npy", rng.uniform(*x_range, (500, *network.spec.input_shape)).astype(np.float32))
+    rng.uniform(*x_range, (50, *network.spec.input_shape)).astype(np.float32).tofile(work / "images.bin")
+    rows = []
+    for int8 in (False, True):
+        kind = "int8" if int8 else "float32"
+        out = work / f"{path.stem}-{kind}"
+        try:
+            report = export_c(network, out, int8=int8, calibration_data=work / "x.npy").read_text()
+        except Exception as exc:  # a table row, not a traceback
+            rows.append([path.name, f"layerlab {kind}", "-", "-", "-", f"not exported: {str(exc).splitlines()[0][:120]}"])
+            continue
+        flash = _grab(r"flash \(code \+ weights\) (\d+) B", report)
+        ram = _grab(r"static RAM (\d+) B\n", report)
+        stack = _grab(r"stack (\d+) B on the deepest call chain from \w+: RAM with stack", report)
+        check = _grab(r"(int8 on [^\n]*|float32 on [^\n]*)", report).replace("|", "/")
+        subprocess.run(["make", "--no-print-directory", "-s"], cwd=out, check=True, capture_output=True)
+        exe = next(p for p in out.iterdir() if p.name.endswith("_test"))
+        bench = subprocess.run([str(exe), "--bench", str(passes), str(work / "images.bin")], capture_output=True, text=True, check=True)
+        host = min(float(v) for v in re.findall(r"^predict ([\d.]+)", bench.stdout, re.M)) / 1000.0
+        total = int(ram) + int(stack) if ram.isdigit() and stack.isdigit() else "?"
+        rows.append([path.name, f"layerlab {kind}", flash, f"{total} ({ram} static + {stack} stack)", f"{host:.1f}", check[:150]])
+    return rows
+
+
+def tflm_row(model: str, tflite: Path, passes: int) -> list[str]:
+    if not tflite.is_file():
+        return [model, "TFLite Micro int8", "-", "-", "-", f"{tflite.name} not found"]
+    try:
+        proc = subprocess.run([sys.executable, "-c", TFLM_PROBE, str(tflite), str(max(passes, 20))], capture_output=True, text=True,
+                              timeout=300)
+    except subprocess.TimeoutExpired:
+        return [model, "TFLite Micro int8", "-", "-", "-", "timed out"]
+    text = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        return [model, "TFLite Micro int8", "-", "-", "-", f"not run: {text.strip().splitlines()[-1][:120] if text.strip() else proc.returncode} "
+                "(pip install tflite-micro)"]
+    arena = _grab(r"Arena allocation total (\d+) bytes", text)
+    return [model, f"TFLite Micro int8 ({tflite.name})", f"{tflite.stat().st_size} (.tflite)", f"{arena} (arena, + stack)",
+            _grab(r"invoke_us ([\d.]+)", text), "reference interpreter (x86 build of the TFLM kernels)"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--models", default=str(REPO.parent / "shared" / "models" / "mlperf_tiny"))
+    args = parser.parse_args()
+    folder = Path(args.models)
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}; "
+          f"{time.strftime('%Y-%m-%d')}")
+    print("| model | engine | flash B | RAM B | host us / inference | check |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="layerlab-c-bench-") as tmp:
+        for model, (x_range, tflite) in MODELS.items():
+            path = folder / model
+            if not path.is_file():
+                print(f"| {model} | - | - | - | - | not found in {folder} |")
+                continue
+            work = Path(tmp) / path.stem
+            work.mkdir()
+            for row in [*layerlab_rows(path, x_range, args.passes, work), tflm_row(model, folder / tflite, args.passes)]:
+                print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
