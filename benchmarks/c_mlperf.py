@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/c_mlperf.py [--passes 5] [--models DIR]
 
 For each .h5 in ../shared/models/mlperf_tiny: layerlab's float32 and int8 C (int8 calibrated on
-500 seeded uniform inputs in the model's input range, checked on the held-out 20%): the export's
+2000 seeded uniform inputs in the model's input range, checked on the 500 held out): the export's
 own verification line, Cortex-M4 flash and RAM (arm-none-eabi-size of the object; RAM = static
 buffers + the deepest stack from GCC's call graph), and host CPU time per inference (the export's
 harness, ``--bench``, best of ``--passes``). Beside it, TFLite Micro (PyPI ``tflite-micro``) on the
 reference int8 .tflite: the arena its RecordingMicroAllocator reports (what a TFLM user must
-reserve, besides stack) and its host time per ``invoke``. A missing tool prints why. No
+reserve, besides stack) and its host time per ``invoke``; and the TFLite interpreter's agreement
+of that int8 file with the float model on the same 500 held-out inputs (classifiers only: the
+ad01 .tflite files are of another model, see their README). A missing tool prints why. No
 assertions: a table.
 """
 
@@ -49,20 +51,22 @@ def _grab(pattern: str, text: str, default: str = "?") -> str:
     return found.group(1) if found else default
 
 
-def layerlab_rows(path: Path, x_range, passes: int, work: Path) -> list[list[str]]:
+def layerlab_rows(path: Path, x_range, passes: int, work: Path, tflite: Path | None) -> list[list[str]]:
     import layerlab
     from layerlab.export.c import export_c
 
     network = layerlab.load(path)
     rng = np.random.default_rng(650)
-    np.save(work / "x.npy", rng.uniform(*x_range, (500, *network.spec.input_shape)).astype(np.float32))
+    x = rng.uniform(*x_range, (2500, *network.spec.input_shape)).astype(np.float32)
+    np.save(work / "x.npy", x)
     rng.uniform(*x_range, (50, *network.spec.input_shape)).astype(np.float32).tofile(work / "images.bin")
     rows = []
     for int8 in (False, True):
         kind = "int8" if int8 else "float32"
         out = work / f"{path.stem}-{kind}"
         try:
-            report = export_c(network, out, int8=int8, calibration_data=work / "x.npy").read_text()
+            report = export_c(network, out, int8=int8, calibration_data=work / "x.npy", calibration=2000,
+                              verify_images=500).read_text()
         except Exception as exc:  # a table row, not a traceback
             rows.append([path.name, f"layerlab {kind}", "-", "-", "-", f"not exported: {str(exc).splitlines()[0][:120]}"])
             continue
@@ -76,7 +80,29 @@ def layerlab_rows(path: Path, x_range, passes: int, work: Path) -> list[list[str
         host = min(float(v) for v in re.findall(r"^predict ([\d.]+)", bench.stdout, re.M)) / 1000.0
         total = int(ram) + int(stack) if ram.isdigit() and stack.isdigit() else "?"
         rows.append([path.name, f"layerlab {kind}", flash, f"{total} ({ram} static + {stack} stack)", f"{host:.1f}", check[:150]])
+    if tflite is not None and tflite.is_file():
+        rows.append([path.name, "TFLite int8 (interpreter)", "-", "-", "-", tflite_agreement(network, tflite, x[2000:])])
     return rows
+
+
+def tflite_agreement(network, tflite: Path, x: np.ndarray) -> str:
+    """The int8 .tflite's class agreement with the float model (layerlab's engine) on ``x``."""
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        return f"TFLite interpreter not available ({exc})"
+    interpreter = tf.lite.Interpreter(model_path=str(tflite))
+    interpreter.allocate_tensors()
+    detail, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = detail["quantization"]
+    classes = []
+    for sample in x:
+        q = np.clip(np.round(sample / scale) + zero, -128, 127).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], q[None].reshape(detail["shape"]))
+        interpreter.invoke()
+        classes.append(int(np.argmax(interpreter.get_tensor(out["index"]))))
+    agree = float(np.mean(np.asarray(classes) == network.predict(x).reshape(len(x), -1).argmax(axis=1)))
+    return f"TFLite int8 and float predict the same class on {100 * agree:.2f}% of the same {len(x)} held-out inputs"
 
 
 def tflm_row(model: str, tflite: Path, passes: int) -> list[str]:
@@ -114,7 +140,9 @@ def main() -> int:
                 continue
             work = Path(tmp) / path.stem
             work.mkdir()
-            for row in [*layerlab_rows(path, x_range, args.passes, work), tflm_row(model, folder / tflite, args.passes)]:
+            classifier = model != "ad01.h5"  # the ad01 .tflite files are of another model (their README)
+            rows = layerlab_rows(path, x_range, args.passes, work, folder / tflite if classifier else None)
+            for row in [*rows, tflm_row(model, folder / tflite, args.passes)]:
                 print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
     return 0
 

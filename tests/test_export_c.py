@@ -159,6 +159,7 @@ GRID = {
     "dw_nonsquare_no_bias_1x1": ((3, 2, 4), [dw(kernel_size=(3, 2), use_bias=False)]),
     "dw_bn_relu6_cf_m3": ((2, 6, 7), [dw(df=CF, depth_multiplier=3, padding="same"), S.BatchNormalization(name="bn", axis=1),
                                       S.ReLU(name="r6", max_value=6.0)]),
+    "zeropad_folded_into_dw_stride2": ((7, 8, 3), [S.ZeroPadding2D(name="zp", padding=((0, 1), (1, 0))), dw(strides=2)]),
     "dscnn_block": ((10, 4, 4), [dw(kernel_size=(10, 4), strides=(2, 2), padding="same", use_bias=False),
                                  S.Conv2D(name="pw", filters=6, kernel_size=1, use_bias=False), S.BatchNormalization(name="bn"),
                                  S.Activation(name="relu", activation="relu"), S.Flatten(name="flat"), S.Dense(name="d", units=3)]),
@@ -250,7 +251,8 @@ INT8_CASES = ["stride2_same_odd_7", "k4_stride2_same_9", "dilation_same", "wide_
               "conv_avgpool3_same_pad_top_left_cf", "avgpool3_stride1_same", "maxpool3_stride1_same_cf", "zeropad_folded",
               "zeropad_then_maxpool", "flatten_cf_dense", "conv_flatten_cl_on_cf", "conv_output_cf", "batchnorm_conv_cf",
               "batchnorm_dense", "rescaling_reshape", "dense_softmax", "conv_activation_chain", "elementwise_first",
-              "dw_stride2_same_odd_7", "dw_stride2_same_even_8_m2", "dw_dilation_same_cf", "dw_bn_relu6_cf_m3", "dscnn_block"]
+              "dw_stride2_same_odd_7", "dw_stride2_same_even_8_m2", "dw_dilation_same_cf", "dw_bn_relu6_cf_m3", "dscnn_block",
+              "zeropad_folded_into_dw_stride2"]
 
 
 @pytest.mark.cc
@@ -355,6 +357,13 @@ GRAPHS = {
         S.Average(name="avg", inputs=("a", "b", "input")),
         S.Maximum(name="mx", inputs=("avg", "a")),
         S.Minimum(name="mn", inputs=("mx", "b", "input")))),
+    "mobilenet_tail_global_average": ((7, 6, 4), (
+        dw(strides=2, padding="same"), S.BatchNormalization(name="bn"), S.ReLU(name="r6", max_value=6.0),
+        S.Conv2D(name="pw", filters=5, kernel_size=1, activation="relu"),
+        S.GlobalAveragePooling2D(name="gap"), S.Dense(name="d", units=3, activation="softmax"))),
+    "global_max_keepdims_cf": ((3, 5, 4), (
+        S.Conv2D(name="c", filters=2, kernel_size=3, data_format=CF),
+        S.GlobalMaxPooling2D(name="gmp", data_format=CF, keepdims=True), S.Flatten(name="f", data_format=CF))),
     "dropout_between_branches": ((6, 6, 2), (
         S.Conv2D(name="a", filters=2, kernel_size=3, padding="same"),
         S.Dropout(name="drop", rate=0.5),
@@ -390,7 +399,7 @@ def test_graph_arena_reuses_memory_by_liveness():
 
 
 INT8_GRAPHS = ["residual_add", "residual_add_cf_odd", "residual_subtract", "residual_multiply", "identity_shortcut_to_dense",
-               "three_way_average_max_min", "dropout_between_branches"]
+               "three_way_average_max_min", "dropout_between_branches", "mobilenet_tail_global_average", "global_max_keepdims_cf"]
 
 
 @pytest.mark.cc

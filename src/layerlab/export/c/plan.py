@@ -78,6 +78,7 @@ _HANDLERS = {
     S.Conv2D: "_conv", S.DepthwiseConv2D: "_depthwise", S.Dense: "_dense", S.MaxPooling2D: "_pool", S.AveragePooling2D: "_pool",
     S.ZeroPadding2D: "_pad", S.Flatten: "_flatten", S.Reshape: "_reshape", S.BatchNormalization: "_batchnorm",
     S.Activation: "_activation", S.Rescaling: "_activation", S.Dropout: "_dropout",
+    S.GlobalAveragePooling2D: "_global_pool", S.GlobalMaxPooling2D: "_global_pool",
     S.Add: "_merge", S.Subtract: "_merge", S.Multiply: "_merge", S.Average: "_merge", S.Maximum: "_merge", S.Minimum: "_merge",
 }
 _NOTES = {
@@ -90,8 +91,7 @@ _DECLINED = {
     (S.Conv1D,): "1-D convolutions have no C kernel yet",
     (S.SeparableConv2D,): "separable convolutions have no C kernel yet (a DepthwiseConv2D then a 1x1 Conv2D does)",
     (S.MaxPooling1D, S.AveragePooling1D): "1-D pooling has no C kernel yet",
-    (S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D):
-        "global pooling has no C kernel yet",
+    (S.GlobalAveragePooling1D, S.GlobalMaxPooling1D): "1-D global pooling has no C kernel yet (the 2-D ones do)",
     (S.Concatenate,): "Concatenate has no C step yet (element-wise merges such as Add do)",
     (S.PReLU,): "PReLU has no C kernel yet",
     (S.ZeroPadding1D, S.Cropping2D, S.UpSampling2D, S.Permute): "this data-movement layer has no C step yet",
@@ -278,20 +278,9 @@ class _Lowering:
         layer: S.Conv2D = info.layer
         weights = self.weights[layer.name]
         image = self.layout.image(layer.data_format)
-        pads = ((0, 0), (0, 0))
         names = [(layer.name, layer.type)]
-        pending = self.pending_pad.pop(info.index, None)
-        if pending is not None:
-            pads = pending.padding
-            names = list(pending.layers) + names
         self.cur_name = layer.name
-        (pad_t, pad_b), (pad_l, pad_r) = pads
-        win = geometry.window_2d(
-            (image.h + pad_t + pad_b, image.w + pad_l + pad_r), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate
-        )
-        # A folded ZeroPadding2D adds to the conv's own padding; coordinates stay unpadded.
-        win = replace(win, in_h=image.h, in_w=image.w, pad_top=win.pad_top + pad_t, pad_bottom=win.pad_bottom + pad_b,
-                      pad_left=win.pad_left + pad_l, pad_right=win.pad_right + pad_r)
+        win = self._padded_window(info, image, layer, names)
         kernel, bias = weights["kernel"], weights.get("bias")
         taps = {"acc": layer.name}
         pre: list[Op] = []
@@ -333,16 +322,30 @@ class _Lowering:
         if softmax_act:
             self._softmax_step(((self.split_names[layer.name], "softmax"),), self.split_names[layer.name])
 
+    def _padded_window(self, info: S.LayerInfo, image, layer, names: list) -> geometry.Window2D:
+        """The window of a conv or depthwise conv, with a ZeroPadding2D folded before it (its
+        name goes first in ``names``): its zeros add to the layer's own padding, and out-of-image
+        taps are skipped, so nothing is stored. Coordinates stay unpadded."""
+        pending = self.pending_pad.pop(info.index, None)
+        (pad_t, pad_b), (pad_l, pad_r) = pending.padding if pending is not None else ((0, 0), (0, 0))
+        if pending is not None:
+            names[:0] = list(pending.layers)
+        win = geometry.window_2d(
+            (image.h + pad_t + pad_b, image.w + pad_l + pad_r), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate
+        )
+        return replace(win, in_h=image.h, in_w=image.w, pad_top=win.pad_top + pad_t, pad_bottom=win.pad_bottom + pad_b,
+                       pad_left=win.pad_left + pad_l, pad_right=win.pad_right + pad_r)
+
     def _depthwise(self, info: S.LayerInfo) -> None:
         layer: S.DepthwiseConv2D = info.layer
         weights = self.weights[layer.name]
         image = self.layout.image(layer.data_format)
         self.cur_name = layer.name
-        win = geometry.window_2d((image.h, image.w), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
+        names = [(layer.name, layer.type)]
+        win = self._padded_window(info, image, layer, names)
         kernel_h, kernel_w, channels, multiplier = weights["kernel"].shape
         # (kh, kw, C, M) -> (kh, kw, 1, C * M): output channel c * M + m, as Keras orders them
         kernel, bias = weights["kernel"].reshape(kernel_h, kernel_w, 1, channels * multiplier), weights.get("bias")
-        names = [(layer.name, layer.type)]
         taps = {"acc": layer.name}
         pre: list[Op] = []
         if layer.activation == "softmax":
@@ -403,13 +406,26 @@ class _Lowering:
         self._add(PoolStep(layers=((layer.name, layer.type),), input=self.layout, output=out, taps={"out": layer.name},
                            pool=pool, data_format=layer.data_format))
 
+    def _global_pool(self, info: S.LayerInfo) -> None:
+        """A pooling window over the whole image: the mean (or max) of each channel."""
+        layer = info.layer
+        self.cur_name = layer.name
+        image = self.layout.image(layer.data_format)
+        window = geometry.window_2d((image.h, image.w), (image.h, image.w), (1, 1), "valid", (1, 1))
+        kind = "max" if isinstance(layer, S.GlobalMaxPooling2D) else "avg"
+        dims = (image.c, 1, 1) if layer.data_format == CHANNELS_FIRST else (1, 1, image.c)
+        self._add(PoolStep(layers=((layer.name, layer.type),), input=self.layout, output=planar_order(dims, layer.data_format),
+                           taps={"out": layer.name}, pool=Pool(kind, window, layer.name), data_format=layer.data_format))
+        if not layer.keepdims:  # (C,): the same memory, one value per channel
+            self._view(c_order(tuple(info.output_shape)), layer.name)
+
     def _pad(self, info: S.LayerInfo) -> None:
         layer: S.ZeroPadding2D = info.layer
         self.cur_name = layer.name
         j = self._peek(layer.name)
         nxt = self.infos[j].layer if j is not None else None
-        if isinstance(nxt, S.Conv2D) and nxt.data_format == layer.data_format:
-            # Folded into the conv (see _conv): out-of-image taps are skipped, nothing is stored.
+        if isinstance(nxt, (S.Conv2D, S.DepthwiseConv2D)) and nxt.data_format == layer.data_format:
+            # Folded into the conv (see _padded_window): out-of-image taps are skipped, nothing is stored.
             self.pending_pad[j] = _PendingPad(layers=((layer.name, layer.type),), input=self.layout, output=self.layout,
                                               padding=layer.padding, data_format=layer.data_format)
             self.values[layer.name] = self.cur
