@@ -160,7 +160,7 @@ def test_training_into_a_finished_run_refuses(model, tmp_path, capsys):
     before = snapshot(tmp_path)
     code, _, err = run_cli(capsys, "train", "--out", run, "--epochs", "1", "--train-limit", "10")
     line = one_line(err)
-    assert code == 1 and "holds a finished run (0.9042 best test accuracy)" in line and "--resume" in line and "--force" in line
+    assert code == 1 and "holds a finished run (0.9042 test accuracy)" in line and "--resume" in line and "--force" in line
     assert snapshot(tmp_path) == before
 
 
@@ -473,3 +473,27 @@ def test_terminal_escapes_in_names_are_shown_escaped(model, tmp_path, capsys):
     hostile.save(tmp_path / "hostile.json")
     code, out, _ = run_cli(capsys, "summary", "hostile.json")
     assert code == 0 and "\x1b" not in out and "\\x1b[2J" in out
+
+
+def test_force_removes_only_the_earlier_runs_own_files(tmp_path):
+    from layerlab.train.runner import _claim
+
+    run = tmp_path / "run"
+    (run / "run-2").mkdir(parents=True)
+    for rel in ("train_config.json", "run.json", "checkpoint.npz", "history.csv", "model.keras", "run-2/run.json",
+                "run-2/checkpoint.npz", "NOTES.txt", "run-2/mine.txt"):
+        (run / rel).write_text("x")
+    with pytest.raises(OutputError, match="holds an earlier or unfinished run"):
+        _claim(run, force=False)
+    _claim(run, force=True)  # nothing of the old run is left to mix with the new one; the user's files stay
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == ["NOTES.txt", "run-2", "run-2/mine.txt"]
+
+
+def test_a_probe_figure_never_replaces_a_file_unasked(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.png").write_bytes(b"the user's picture")
+    code, _, err = run_cli(capsys, "probe", "maxpool2d", "--figure", "p.png")
+    assert code == 1 and "--figure" in one_line(err) and "p.png already exists" in err
+    assert (tmp_path / "p.png").read_bytes() == b"the user's picture"
+    assert run_cli(capsys, "probe", "maxpool2d", "--figure", "p.png", "--force")[0] == 0
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

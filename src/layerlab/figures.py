@@ -268,15 +268,19 @@ def figure_format(path) -> str:
     return fmt_name
 
 
-def save_figure(fig, path) -> Path:
-    """Save ``fig`` as .png or .svg (by suffix), atomically; returns the path."""
-    from layerlab.io import atomic_write_bytes
+def save_figure(fig, path, *, force: bool = False) -> Path:
+    """Save ``fig`` as .png or .svg (by suffix), atomically; returns the path.
+
+    An existing file is replaced only with ``force`` (``layerlab.publish.publish_file``).
+    """
+    from layerlab.publish import publish_file
 
     path = Path(path)
     fmt_name = figure_format(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt_name, dpi=DPI)
-    atomic_write_bytes(path, buffer.getvalue())
+    with publish_file(path, force=force, flag="--figure") as tmp:
+        tmp.write_bytes(buffer.getvalue())
     return path
 
 

@@ -104,13 +104,14 @@ class ProbeResult:
 
         return explain_probe(self, precision=precision, max_windows=max_windows)
 
-    def figure(self, path=None):
-        """A matplotlib Figure of this probe; saved to ``path`` (.png or .svg) when given."""
+    def figure(self, path=None, *, force: bool = False):
+        """A matplotlib Figure of this probe; saved to ``path`` (.png or .svg) when given (an
+        existing file is replaced only with ``force``)."""
         from layerlab.figures import probe_figure, save_figure
 
         fig = probe_figure(self)
         if path is not None:
-            save_figure(fig, path)
+            save_figure(fig, path, force=force)
         return fig
 
     def check_keras(self) -> KerasCheck:

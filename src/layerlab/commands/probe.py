@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for random inputs and kernels")
     p.add_argument("--precision", type=positive_int, default=6, help="significant digits of non-integer values")
     p.add_argument("--figure", default=None, metavar="PATH", help="draw the padded grid, windows and output (.png or .svg)")
+    p.add_argument("--force", action="store_true", help="replace an existing --figure file")
     p.add_argument("--check-keras", action="store_true", help="also run the real Keras layer and print the max abs difference")
     p.set_defaults(func=_probe)
 
@@ -77,7 +78,7 @@ def _probe(args: argparse.Namespace) -> int:
     result = probe(layer, x, weights)
     sys.stdout.write(result.explain(precision=args.precision))
     if args.figure:
-        result.figure(args.figure)
+        result.figure(args.figure, force=args.force)
         print(f"\nfigure: wrote {args.figure}")
     if args.check_keras:
         check = result.check_keras()

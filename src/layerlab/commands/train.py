@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
 
 from layerlab.commands import non_negative_int, positive_int
 from layerlab.spec import CHANNELS_FIRST, CHANNELS_LAST
@@ -38,28 +41,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: the recipe's (fast uses zero biases)",
     )
     parser.add_argument("--train-limit", type=positive_int, metavar="N", help="use only the first N training images (quick trials)")
+    parser.add_argument("--val-size", type=non_negative_int, default=5000, metavar="N",
+                        help="training images held out (stratified) to choose the saved epoch; the test set never "
+                             "chooses (default 5000; 0 saves the last epoch)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    parser.add_argument("--log-format", choices=("auto", "bar", "plain"), default="auto",
+                        help="bar: a live progress bar and one line per epoch; plain: only the lines (what a log file "
+                             "wants); auto (default): bar on a terminal, plain otherwise")
     parser.add_argument("--force", action="store_true", help="replace an earlier run in --out (its files only) instead of refusing")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import os
+@contextlib.contextmanager
+def _without_tensorflow():
+    """Keep TensorFlow out of a training on the JAX or torch backend.
 
+    Keras imports TensorFlow whenever it is installed (``keras.utils.set_random_seed`` seeds it
+    too), and TensorFlow 2.21 then prints absl start-up lines ("oneDNN custom operations are
+    on", "Could not find cuda drivers") that no environment variable silences, at the top of
+    every log. Training never needs it: ``sys.modules[name] = None`` makes ``import tensorflow``
+    fail, so Keras sees it as absent. Undone afterwards; a no-op when it is already imported.
+    """
+    blocked = "tensorflow" not in sys.modules and os.environ.get("KERAS_BACKEND") != "tensorflow"
+    if blocked:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
+
+
+def run(args: argparse.Namespace) -> int:
     from layerlab.keras_build import training_backend
 
     # Chosen before Keras is imported: torch when installed (about 2x faster here), else JAX.
     os.environ["KERAS_BACKEND"] = training_backend()
+    with _without_tensorflow():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from layerlab.train import resume, train
 
-    verbose = 0 if args.quiet else 1
+    bar = args.log_format == "bar" or (args.log_format == "auto" and sys.stdout.isatty())
+    verbose = 0 if args.quiet else (2 if bar else 1)
     if args.resume:
         given = [
             flag for flag, value, default in (
                 ("--spec", args.spec, "seed650"), ("--recipe", args.recipe, "seed"), ("--batch-size", args.batch_size, None),
                 ("--runs", args.runs, 1), ("--seed", args.seed, 1), ("--data-dir", args.data_dir, None),
                 ("--out", args.out, "runs/seed650"), ("--data-format", args.data_format, None), ("--init", args.init, None),
-                ("--train-limit", args.train_limit, None), ("--force", args.force, False),
+                ("--train-limit", args.train_limit, None), ("--force", args.force, False), ("--val-size", args.val_size, 5000),
             ) if value != default
         ]
         if given:
@@ -74,6 +107,6 @@ def run(args: argparse.Namespace) -> int:
         result = train(
             args.spec, args.recipe, epochs=args.epochs, batch_size=args.batch_size, runs=args.runs, seed=args.seed,
             data_dir=args.data_dir, out=args.out, data_format=args.data_format, init=args.init,
-            train_limit=args.train_limit, verbose=verbose, force=args.force,
+            train_limit=args.train_limit, val_size=args.val_size, verbose=verbose, force=args.force,
         )
     return 130 if result.interrupted else 0

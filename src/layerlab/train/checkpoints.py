@@ -16,6 +16,7 @@ whole state.
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 import zlib
 from pathlib import Path
@@ -83,5 +84,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict, list[np.ndarray], list[np.n
 def save_keras_model(kmodel, path: str | Path) -> None:
     """``kmodel.save(path)`` through a temp file with the same suffix (Keras picks the format
     from it: .keras zip or legacy .h5), renamed over ``path`` only when the save succeeded."""
-    with atomic_path(path) as tmp:
-        kmodel.save(tmp)
+    # Keras warns on every .h5 save that the format is legacy (through absl's logger): layerlab
+    # writes .h5 on purpose, beside model.keras, for Keras 2 readers; keep that line out of the log.
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with atomic_path(path) as tmp:
+            kmodel.save(tmp)
+    finally:
+        absl.setLevel(level)

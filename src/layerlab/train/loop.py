@@ -4,9 +4,11 @@ Two trainers run the epochs: ``layerlab.train.torch_train`` (torch installed and
 a torch form: about twice as fast as Keras' fit, and tested step for step against it) and
 ``KerasTrainer`` (Keras' own ``fit``, any layer, any backend). Each epoch trains on a
 permutation drawn from (seed, epoch), so a run resumed from its last epoch checkpoint sees the
-same batches as a straight run. After every epoch the test accuracy is measured (with the
-averaged weights when the recipe keeps an EMA), the best weights so far are kept (folded, as the
-saved model takes them), and the checkpoint is replaced atomically. KeyboardInterrupt (Ctrl-C)
+same batches as a straight run. After every epoch the validation and test accuracies are
+measured (with the averaged weights when the recipe keeps an EMA), the best weights so far are kept (folded, as the
+saved model takes them), and the checkpoint is replaced atomically. The saved epoch is chosen on
+the validation images held out from the training set (``split_validation``); the test set is
+measured every epoch for the report and never chooses. KeyboardInterrupt (Ctrl-C)
 ends the run after the last complete epoch.
 """
 
@@ -26,13 +28,18 @@ from layerlab.train.checkpoints import CHECKPOINT, load_checkpoint, save_checkpo
 from layerlab.train.fold import fold_standardization
 from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, make_optimizer, run_steps
 
+BAR = 2  # verbose level that adds the live progress bar to the per-epoch lines
+
 
 @dataclass
 class Dataset:
     """Network-ready arrays: x (N, *input_shape) float32, y (N, 10) one-hot float32.
 
-    ``x_train`` and ``x_test`` are standardised when ``standardized``; ``x_test_pixels`` is
-    always pixels/255, the input of the saved model.
+    ``x_val`` / ``y_val`` are held out from the training images (``split_validation``): they
+    choose the saved epoch; the test set is only reported. ``x_train``, ``x_val`` and ``x_test``
+    are standardised when ``standardized``; ``x_test_pixels`` is always pixels/255, the input
+    of the saved model. ``selection`` says what chooses: 'validation', 'test' (a run from before
+    validation splits, resumed) or 'last' (``--val-size 0``: the last epoch is saved).
     """
 
     x_train: np.ndarray
@@ -41,6 +48,39 @@ class Dataset:
     y_test: np.ndarray
     standardized: bool
     x_test_pixels: np.ndarray
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    selection: str = "validation"
+
+
+def selection_key(selection: str) -> str | None:
+    """The history column that chooses the saved epoch, or None for the last epoch."""
+    return {"validation": "val_accuracy", "test": "test_accuracy"}.get(selection)
+
+
+def split_validation(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) with ``size`` validation images, stratified: each class keeps
+    its share (largest remainders get the rounding), drawn with ``seed``.
+
+    Raises:
+        SpecError: ``size`` leaves no training image, or is negative.
+    """
+    n = len(labels)
+    if not 0 <= size < n:
+        raise SpecError(f"--val-size {size}: must be at least 0 and below the {n} training images. Fix: --val-size 5000")
+    if size == 0:
+        return np.arange(n), np.zeros(0, np.int64)
+    rng = np.random.default_rng([seed, 4099])
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / n
+    take = np.floor(exact).astype(int)
+    for k in np.argsort(-(exact - take), kind="stable")[: size - int(take.sum())]:
+        take[k] += 1
+    val = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:t] for c, t in zip(classes, take, strict=True)])
+    val.sort()
+    keep = np.ones(n, bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
 
 
 @dataclass
@@ -109,8 +149,8 @@ class KerasTrainer:
         loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=recipe.label_smoothing)
         kmodel.compile(optimizer=self.optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=_steps_per_execution(keras, recipe))
         self.optimizer.build(kmodel.trainable_variables)
-        self.progbar = [_progbar(keras, total_epochs)] if verbose else []
-        self.verbose = verbose
+        self.progbar = [_progbar(keras, total_epochs)] if verbose >= BAR else []
+        self.verbose = 1 if verbose >= BAR else 0  # Keras' fit: its bar, or nothing
 
     @property
     def learning_rate(self) -> float:
@@ -118,7 +158,7 @@ class KerasTrainer:
 
     def fit_epoch(self, x, y, *, seed: int, epoch: int, order=None, callbacks=(), progress=None) -> dict:
         """One ``fit`` epoch on ``x[order], y[order]``, every image (``trained_recipe`` turned
-        importance sampling off); ``progress`` is unused (Keras' own progress bar shows when verbose)."""
+        importance sampling off); ``progress`` is unused (Keras' own progress bar shows at verbose 2)."""
         self.keras.utils.set_random_seed(seed)  # dropout etc., reproducible on resume
         if order is not None:
             x, y = x[order], y[order]
@@ -236,7 +276,8 @@ def run_one(
         data: the arrays, already standardised when ``data.standardized``.
         folder: where the checkpoint goes.
         resume: continue from ``folder/checkpoint.npz`` instead of starting afresh.
-        verbose: 1 shows Keras' progress bar and one line per epoch; 0 is silent.
+        verbose: 0 silent; 1 one line per epoch (what a log file wants); 2 also a live progress
+            bar during each epoch (a terminal).
         callbacks: extra Keras callbacks passed to every ``fit`` call (the torch trainer calls their
             on_epoch_begin, on_train_batch_end and on_epoch_end hooks only).
         log: prints one line per epoch.
@@ -257,6 +298,7 @@ def run_one(
     history: list[dict] = []
     best_weights = None
     best_accuracy = -1.0
+    key = selection_key(data.selection)  # what chooses the saved epoch (never the test set, but for old runs)
     # Building the model (and a teacher, if any) counts towards the run's time.
     elapsed = setup_seconds + time.perf_counter() - began_setup
     start_epoch = 0
@@ -272,7 +314,7 @@ def run_one(
             )
         trainer.load_state(model_values, optimizer_values, checkpoint)
         history, elapsed, start_epoch = meta["history"], meta["elapsed"], meta["epoch"]
-        best_accuracy = max((row["test_accuracy"] for row in history), default=-1.0)
+        best_accuracy = max((row[key] for row in history if row.get(key) is not None), default=-1.0) if key else -1.0
         best_weights = best_weights or None
     result = RunResult(seed, folder, history, best_weights, elapsed, resumed_from_epoch=start_epoch if resume else None,
                        trainer=f"{trainer.name} ({why})")
@@ -282,16 +324,21 @@ def run_one(
             began = time.perf_counter()
             order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
             epoch_seed = seed * 100_003 + epoch
-            progress = _TorchProgress(keras, epoch, epochs) if verbose and trainer.name == "torch" else None
+            progress = _TorchProgress(keras, epoch, epochs) if verbose >= BAR and trainer.name == "torch" else None
             fitted = trainer.fit_epoch(data.x_train, data.y_train, order=order, seed=epoch_seed, epoch=epoch,
                                        progress=progress, callbacks=callbacks)
-            test_accuracy, test_loss = accuracy_and_loss(trainer.predict(data.x_test), data.y_test)
+            val_accuracy = val_loss = None
+            if data.x_val is not None and len(data.x_val):
+                val_accuracy, val_loss = accuracy_and_loss(trainer.predict(data.x_val), data.y_val)
+            test_accuracy, test_loss = accuracy_and_loss(trainer.predict(data.x_test), data.y_test)  # reported, never chooses
             seconds = time.perf_counter() - began
             elapsed += seconds
             row = {
                 "epoch": epoch + 1,
                 "loss": fitted["loss"],
                 "accuracy": fitted["accuracy"],
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
                 "test_loss": test_loss,
                 "test_accuracy": test_accuracy,
                 "lr": trainer.learning_rate,
@@ -300,8 +347,9 @@ def run_one(
                 "elapsed": elapsed,
             }
             history.append(row)
-            if test_accuracy > best_accuracy:
-                best_accuracy = test_accuracy
+            score = row[key] if key else None
+            if key is None or score > best_accuracy:  # no selection: every epoch replaces the last
+                best_accuracy = score if key else best_accuracy
                 weights = trainer.eval_weights()
                 best_weights = fold_standardization(train_spec, weights, MNIST_MEAN, MNIST_STD) if data.standardized else weights
             result.best_weights, result.elapsed = best_weights, elapsed
@@ -313,16 +361,23 @@ def run_one(
             )
             report.write_history(folder, history)
             if verbose:
-                best = max(history, key=lambda r: r["test_accuracy"])
-                log(
-                    f"epoch {epoch + 1}/{epochs}: test_accuracy {test_accuracy:.4f} test_loss {test_loss:.4f} "
-                    f"(best {best['test_accuracy']:.4f} at epoch {best['epoch']}) lr {row['lr']:.3g} {seconds:.1f} s"
-                )
+                log(epoch_line(row, history, key, epochs))
     except KeyboardInterrupt:
         result.interrupted = True
         log(f"interrupted: keeping the best model of {len(history)} complete epoch(s); `--resume {folder}` continues")
-    result.stats = report.run_stats(history, elapsed)
+    result.stats = report.run_stats(history, elapsed, data.selection)
     return result
+
+
+def epoch_line(row: dict, history: list[dict], key: str | None, epochs: int) -> str:
+    """One line per epoch, the same on a terminal and in a log file."""
+    val = f"val_accuracy {row['val_accuracy']:.4f} " if row.get("val_accuracy") is not None else ""
+    saved = ""
+    if key:
+        best = max((r for r in history if r.get(key) is not None), key=lambda r: r[key])
+        saved = f" (saved: epoch {best['epoch']}, {key} {best[key]:.4f})"
+    return (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.4f} {val}"
+            f"test_accuracy {row['test_accuracy']:.4f}{saved} lr {row['lr']:.3g} {row['seconds']:.1f} s")
 
 
 def _steps_per_execution(keras, recipe) -> int:

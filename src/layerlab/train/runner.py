@@ -30,7 +30,15 @@ from layerlab.text import printable
 from layerlab.train import report
 from layerlab.train.checkpoints import save_keras_model
 from layerlab.train.fold import foldable
-from layerlab.train.loop import Dataset, RunResult, accuracy_and_loss, choose_trainer, run_one, trained_recipe
+from layerlab.train.loop import (
+    Dataset,
+    RunResult,
+    accuracy_and_loss,
+    choose_trainer,
+    run_one,
+    split_validation,
+    trained_recipe,
+)
 from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, effective_ema_momentum, get_recipe, run_steps
 
 CONFIG = "train_config.json"
@@ -87,8 +95,18 @@ def with_initializers(model: S.Model, kernel: str | None, bias: str | None) -> S
     return S.Model(name=model.name, input_shape=model.input_shape, layers=layers)
 
 
-def load_data(spec: S.Model, standardize: bool, data_dir=None, train_limit=None, test_limit=None) -> Dataset:
-    """MNIST as the network's input: pixels/255 in the spec's layout (standardised on request)."""
+VAL_SIZE = 5000  # training images held out to choose the saved epoch
+SPLIT_SEED = 650  # the split is the same for every seed of a run, so runs compare on one validation set
+
+
+def load_data(spec: S.Model, standardize: bool, data_dir=None, train_limit=None, test_limit=None,
+              val_size: int | None = VAL_SIZE) -> Dataset:
+    """MNIST as the network's input: pixels/255 in the spec's layout (standardised on request).
+
+    ``val_size`` training images (stratified, ``SPLIT_SEED``) are held out as the validation set
+    that chooses the saved epoch; None is a run from before validation splits (it chose on the
+    test set, and a resumed one still does), 0 saves the last epoch.
+    """
     from layerlab.data import load_mnist, one_hot
 
     mnist = load_mnist(data_dir)
@@ -102,7 +120,10 @@ def load_data(spec: S.Model, standardize: bool, data_dir=None, train_limit=None,
     x_train, y_train = mnist.x_train[:train_limit], mnist.y_train[:train_limit]
     x_test, y_test = mnist.x_test[:test_limit], mnist.y_test[:test_limit]
     x_test_pixels = (x_test.astype(np.float32) / np.float32(255.0)).reshape((len(x_test), *spec.input_shape))
-    return Dataset(prepare(x_train), one_hot(y_train), prepare(x_test), one_hot(y_test), standardize, x_test_pixels)
+    keep, val = split_validation(y_train, val_size or 0, SPLIT_SEED)
+    selection = "test" if val_size is None else ("validation" if val_size else "last")
+    return Dataset(prepare(x_train[keep]), one_hot(y_train[keep]), prepare(x_test), one_hot(y_test), standardize, x_test_pixels,
+                   x_val=prepare(x_train[val]), y_val=one_hot(y_train[val]), selection=selection)
 
 
 def train(
@@ -119,6 +140,7 @@ def train(
     init: str | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    val_size: int = VAL_SIZE,
     verbose: int = 1,
     callbacks: tuple = (),
     log=print,
@@ -134,7 +156,9 @@ def train(
         data_dir: a folder with the four MNIST files (else $LAYERLAB_DATA, the cache, download).
         out: the report folder.
         train_limit, test_limit: use only the first N training / test images (quick trials).
-        verbose: 1 prints a progress bar and one line per epoch; 0 only the final lines.
+        val_size: training images held out (stratified) to choose the saved epoch; 0 saves the
+            last epoch. The test set never chooses.
+        verbose: 0 only the final lines; 1 one line per epoch; 2 also a live progress bar.
         callbacks: extra Keras callbacks for every fit call.
         log: where lines go.
         force: replace an earlier run in ``out`` (without it, training into one refuses).
@@ -151,6 +175,7 @@ def train(
     config = {
         "spec": network.to_dict(), "recipe": recipe.to_dict(), "runs": runs, "seed": seed, "init": init,
         "data_dir": str(data_dir) if data_dir else None, "train_limit": train_limit, "test_limit": test_limit,
+        "val_size": val_size,
     }
     out = Path(out)
     _check_out(out)
@@ -187,8 +212,8 @@ def _claim(out: Path, force: bool) -> None:
         return
     if not force:
         done = _finished(out) if (out / "run.json").is_file() else None
-        state = (f"a finished run ({done['best_test_accuracy']:.4f} best test accuracy)" if done and "best_test_accuracy" in done
-                 else "an earlier or unfinished run")
+        accuracy = done.get("test_accuracy", done.get("best_test_accuracy")) if done else None
+        state = f"a finished run ({accuracy:.4f} test accuracy)" if accuracy is not None else "an earlier or unfinished run"
         raise OutputError(f"--out {printable(str(out))} holds {state}; layerlab does not replace it unasked. "
                           f"Continue it with --resume {printable(str(out))}, replace it with --force, or choose another --out")
     for path in earlier:
@@ -259,7 +284,10 @@ def _run(out: Path, config: dict, *, resume: bool, verbose: int, callbacks: tupl
             f"every image, {1 / recipe.sample_fraction:.1f}x the time per epoch (--epochs {same} trains as many images)")
     train_spec = network if config["init"] else with_initializers(network, recipe.kernel_initializer, recipe.bias_initializer)
     began = time.perf_counter()
-    data = load_data(network, standardize, config["data_dir"], config["train_limit"], config["test_limit"])
+    data = load_data(network, standardize, config["data_dir"], config["train_limit"], config["test_limit"],
+                     config.get("val_size"))  # absent: a run from before validation splits
+    if data.selection == "test":
+        log(f"note: {out} is a run from before validation splits: its saved epoch is still chosen on the test set")
     data_seconds = time.perf_counter() - began
     load_before = _load_average()
     teacher = _distill(out, network, recipe, data, config["seed"], resume, log) if recipe.distill_epochs else {}
@@ -269,7 +297,7 @@ def _run(out: Path, config: dict, *, resume: bool, verbose: int, callbacks: tupl
         folder = out if config["runs"] == 1 else out / f"run-{index + 1}"
         done = _finished(folder)
         if resume and done is not None and done.get("epochs_done") == recipe.epochs:
-            results.append(_reload(folder, seed, done))
+            results.append(_reload(folder, seed, done, data.selection))
             continue
         if verbose and config["runs"] > 1:
             log(f"run {index + 1}/{config['runs']} (seed {seed})")
@@ -285,7 +313,7 @@ def _run(out: Path, config: dict, *, resume: bool, verbose: int, callbacks: tupl
         if result.interrupted:
             break
     scored = [r for r in results if r.history]
-    best = max(scored, key=lambda r: r.stats["best_test_accuracy"]) if scored else None
+    best = max(scored, key=lambda r: r.stats["selected_score"]) if scored else None  # validation, never test
     interrupted = any(r.interrupted for r in results)
     machine = {**teacher, "data_seconds": round(data_seconds, 3), "cpu_count": os.cpu_count(), "load_average_before": load_before,
                "load_average_after": _load_average()}
@@ -324,16 +352,20 @@ def _finished(folder: Path) -> dict | None:
     path = folder / "run.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if not data.get("interrupted") else None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # damaged: not a finished run (resume trains it again from its checkpoint)
+    return data if isinstance(data, dict) and not data.get("interrupted") else None
 
 
-def _reload(folder: Path, seed: int, done: dict) -> RunResult:
+def _reload(folder: Path, seed: int, done: dict, selection: str) -> RunResult:
     """A run finished before ``--resume``: its best weights come from its checkpoint."""
     from layerlab.train.checkpoints import CHECKPOINT, load_checkpoint
 
     meta, _, _, best_weights = load_checkpoint(folder / CHECKPOINT)
-    return RunResult(seed, folder, meta["history"], best_weights, meta["elapsed"], stats=report.run_stats(meta["history"], meta["elapsed"]))
+    return RunResult(seed, folder, meta["history"], best_weights, meta["elapsed"],
+                     stats=report.run_stats(meta["history"], meta["elapsed"], selection))
 
 
 def _load_average() -> list[float] | None:
@@ -352,7 +384,13 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
     summary: dict = {
         "spec": network.name, "recipe": recipe.to_dict(), "init": config["init"] or "recipe/spec",
         "standardized": data.standardized, "seeds": [config["seed"] + i for i in range(config["runs"])],
-        "train_images": len(data.x_train), "test_images": len(data.x_test), "versions": report.versions(),
+        "train_images": len(data.x_train), "test_images": len(data.x_test),
+        "validation_images": 0 if data.x_val is None else len(data.x_val),
+        "saved_epoch_chosen_on": {"validation": f"validation accuracy ({len(data.x_val)} training images held out, "
+                                                f"stratified, seed {SPLIT_SEED}); the test set never chooses",
+                                  "test": "test accuracy (a run from before validation splits)",
+                                  "last": "nothing: the last epoch is saved (--val-size 0)"}[data.selection],
+        "versions": report.versions(),
         "ema_momentum_used": effective_ema_momentum(
             recipe, run_steps(trained, len(data.x_train), recipe.epochs)),
         "sample_fraction_used": trained.sample_fraction,
@@ -367,17 +405,18 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
         summary["saved_model_test_accuracy"] = accuracy_and_loss(probabilities, data.y_test)[0]
         report.write_history(folder, result.history)
         report.write_plots(folder, result.history, f"{network.name}, recipe {recipe.name}, seed {result.seed}")
-        summary.update(seed=result.seed, saved="best epoch", trainer=result.trainer, **result.stats)
+        summary.update(seed=result.seed, saved="last epoch" if data.selection == "last" else "best epoch", trainer=result.trainer,
+                       **result.stats)
     report.write_summary(folder, network)
     if results is not None and len(results) > 1:
-        finals = [r.stats["final_test_accuracy"] for r in results if r.history]
-        bests = [r.stats["best_test_accuracy"] for r in results if r.history]
         summary["runs"] = [{"seed": r.seed, "folder": r.folder.name, **r.stats} for r in results]
-        summary["best_run_seed"] = result.seed if result else None
-        for key, values in (("final", finals), ("best", bests)):
-            summary[f"{key}_test_accuracy_mean"] = statistics.fmean(values) if values else None
-            summary[f"{key}_test_accuracy_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[f"{key}_test_accuracy_max"] = max(values) if values else None
+        summary["best_run_seed"] = result.seed if result else None  # the run whose saved epoch scored best on validation
+        for key in ("test_accuracy", "final_test_accuracy"):  # the saved epochs' and the last epochs' test accuracy
+            values = [r.stats[key] for r in results if r.history]
+            summary[f"{key}_mean"] = statistics.fmean(values) if values else None
+            summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[f"{key}_min"] = min(values) if values else None
+            summary[f"{key}_max"] = max(values) if values else None
     if wall is not None:
         summary["wall_seconds_total"] = round(wall, 3)
     summary.update(extra or {})
@@ -386,15 +425,17 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
 
 
 def _final_line(summary: dict, out: Path) -> str:
-    if "best_test_accuracy" not in summary:
+    if "test_accuracy" not in summary:
         return f"no complete epoch; nothing saved in {out}"
-    line = (
-        f"best test accuracy {summary['best_test_accuracy']:.4f} (seed {summary['seed']}, epoch {summary['best_epoch']}), "
-        f"final {summary['final_test_accuracy']:.4f}"
-    )
+    if summary.get("val_accuracy") is not None and summary.get("saved") == "best epoch" and "validation" in summary.get("saved_epoch_chosen_on", ""):
+        chosen = f"epoch {summary['saved_epoch']} chosen on validation ({summary['val_accuracy']:.4f})"
+    elif summary.get("saved") == "last epoch":
+        chosen = f"the last epoch ({summary['saved_epoch']})"
+    else:
+        chosen = f"epoch {summary['saved_epoch']} chosen on the test set (an old run)"
+    line = (f"saved model test accuracy {summary['test_accuracy']:.4f} ({chosen}, seed {summary['seed']}), "
+            f"final epoch {summary['final_test_accuracy']:.4f}")
     if "runs" in summary:
-        line += (
-            f"; {len(summary['runs'])} runs: best {summary['best_test_accuracy_mean']:.4f} +- {summary['best_test_accuracy_std']:.4f}, "
-            f"final {summary['final_test_accuracy_mean']:.4f} +- {summary['final_test_accuracy_std']:.4f}"
-        )
+        line += (f"; {len(summary['runs'])} runs: test {summary['test_accuracy_mean']:.4f} +- {summary['test_accuracy_std']:.4f} "
+                 f"(min {summary['test_accuracy_min']:.4f})")
     return line + f"; saved {out / 'model.keras'} and model.h5"
