@@ -160,6 +160,20 @@ GRID = {
     "dw_bn_relu6_cf_m3": ((2, 6, 7), [dw(df=CF, depth_multiplier=3, padding="same"), S.BatchNormalization(name="bn", axis=1),
                                       S.ReLU(name="r6", max_value=6.0)]),
     "zeropad_folded_into_dw_stride2": ((7, 8, 3), [S.ZeroPadding2D(name="zp", padding=((0, 1), (1, 0))), dw(strides=2)]),
+    # SeparableConv2D and the 1-D layers, as their 2-D forms (desugar.py)
+    "separable_stride2_same_m2": ((7, 8, 3), [S.SeparableConv2D(name="sep", filters=4, kernel_size=3, strides=2, padding="same",
+                                                                depth_multiplier=2, activation="relu")]),
+    "separable_cf_dilation_bn": ((2, 9, 9), [S.SeparableConv2D(name="sep", filters=3, kernel_size=3, dilation_rate=2, data_format=CF,
+                                                               use_bias=False), S.BatchNormalization(name="bn", axis=1)]),
+    "conv1d_same_stride2_odd": ((9, 3), [S.Conv1D(name="c1", filters=4, kernel_size=3, strides=2, padding="same")]),
+    "conv1d_causal_dilation": ((10, 2), [S.Conv1D(name="c1", filters=3, kernel_size=3, dilation_rate=2, padding="causal",
+                                                  activation="tanh"), S.Conv1D(name="c2", filters=2, kernel_size=2, padding="causal")]),
+    "conv1d_cf_pool_gap": ((2, 12), [S.Conv1D(name="c1", filters=3, kernel_size=3, data_format=CF),
+                                     S.MaxPooling1D(name="p", pool_size=2, padding="same", data_format=CF),
+                                     S.GlobalAveragePooling1D(name="g", data_format=CF)]),
+    "pool1d_avg_zeropad_gmp_keepdims": ((9, 2), [S.ZeroPadding1D(name="z", padding=(2, 1)),
+                                                 S.AveragePooling1D(name="a", pool_size=3, strides=2, padding="same"),
+                                                 S.GlobalMaxPooling1D(name="g", keepdims=True), S.Flatten(name="f")]),
     "dscnn_block": ((10, 4, 4), [dw(kernel_size=(10, 4), strides=(2, 2), padding="same", use_bias=False),
                                  S.Conv2D(name="pw", filters=6, kernel_size=1, use_bias=False), S.BatchNormalization(name="bn"),
                                  S.Activation(name="relu", activation="relu"), S.Flatten(name="flat"), S.Dense(name="d", units=3)]),
@@ -252,7 +266,8 @@ INT8_CASES = ["stride2_same_odd_7", "k4_stride2_same_9", "dilation_same", "wide_
               "zeropad_then_maxpool", "flatten_cf_dense", "conv_flatten_cl_on_cf", "conv_output_cf", "batchnorm_conv_cf",
               "batchnorm_dense", "rescaling_reshape", "dense_softmax", "conv_activation_chain", "elementwise_first",
               "dw_stride2_same_odd_7", "dw_stride2_same_even_8_m2", "dw_dilation_same_cf", "dw_bn_relu6_cf_m3", "dscnn_block",
-              "zeropad_folded_into_dw_stride2"]
+              "zeropad_folded_into_dw_stride2", "separable_stride2_same_m2", "separable_cf_dilation_bn", "conv1d_same_stride2_odd",
+              "conv1d_causal_dilation", "conv1d_cf_pool_gap", "pool1d_avg_zeropad_gmp_keepdims"]
 
 
 @pytest.mark.cc

@@ -38,6 +38,7 @@ import numpy as np
 from layerlab import geometry
 from layerlab import spec as S
 from layerlab.errors import ExportError
+from layerlab.export.c.desugar import ONE_D, desugar
 from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep etc.)
     AffineStep,
     Arena,
@@ -88,18 +89,16 @@ _NOTES = {
     S.DepthwiseConv2D: "Sequential chains; any depth_multiplier, strides, dilation, padding",
 }
 _DECLINED = {
-    (S.Conv1D,): "1-D convolutions have no C kernel yet",
-    (S.SeparableConv2D,): "separable convolutions have no C kernel yet (a DepthwiseConv2D then a 1x1 Conv2D does)",
-    (S.MaxPooling1D, S.AveragePooling1D): "1-D pooling has no C kernel yet",
-    (S.GlobalAveragePooling1D, S.GlobalMaxPooling1D): "1-D global pooling has no C kernel yet (the 2-D ones do)",
     (S.Concatenate,): "Concatenate has no C step yet (element-wise merges such as Add do)",
     (S.PReLU,): "PReLU has no C kernel yet",
-    (S.ZeroPadding1D, S.Cropping2D, S.UpSampling2D, S.Permute): "this data-movement layer has no C step yet",
+    (S.Cropping2D, S.UpSampling2D, S.Permute): "this data-movement layer has no C step yet",
 }
 _MERGES = (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum)
 _NOTES.update({cls: "graphs: any branches; a value read by several layers stays in the arena until its last reader"
                for cls in _MERGES})
 for _backend in (C_FLOAT, C_INT8):
+    _backend.register(S.SeparableConv2D, "_desugared", note="as Keras computes it: DepthwiseConv2D, then a 1x1 Conv2D (desugar.py)")
+    _backend.register(ONE_D, "_desugared", note="as its 2-D form on an image of height 1 (desugar.py); Conv1D 'causal' too")
     for _cls, _method in _HANDLERS.items():
         note = _NOTES.get(_cls, "")
         if _backend is C_INT8 and _cls in _MERGES:
@@ -602,13 +601,15 @@ def place_arena(steps: list[Step], *, input_in_arena: bool = False) -> Arena:
 
 
 def lower(spec: S.Model, weights) -> Plan:
-    """Lower ``spec`` with Keras-layout ``weights`` to a ``Plan``.
+    """Lower ``spec`` with Keras-layout ``weights`` to a ``Plan`` (composite and 1-D layers
+    rewritten first, see ``desugar``).
 
     Raises:
         ExportError: a layer or arrangement that has no C implementation (named).
     """
+    spec, weights = desugar(spec, weights)
     lowering = _Lowering(spec, weights)
     steps = lowering.run()
     arena = place_arena(steps)
     return Plan(steps=steps, input=c_order(spec.input_shape), output=c_order(spec.output_shape), arena=arena,
-                calibration_spec=_calibration_spec(spec, lowering.split_names))
+                calibration_spec=_calibration_spec(spec, lowering.split_names), weights=weights)

@@ -242,7 +242,7 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
     if activation not in MODES:
         raise ExportError(f"C export (int8): activation={activation!r} is not known, expected one of {MODES}")
     check_int8(plan)
-    ranges = calibrate(plan, weights, x_calibration)
+    ranges = calibrate(plan, plan.weights or weights, x_calibration)  # the weights of the spec as lowered
 
     def scale_of(tap: str) -> float:
         return max(ranges[tap], _TINY) / 127.0

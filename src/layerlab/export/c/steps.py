@@ -281,7 +281,8 @@ class Plan:
         input, output: the caller's layouts (C order of the model's input and output shapes).
         arena: the static arena's placement (``place_arena``).
         calibration_spec: the spec with every layer's own activation split into an Activation
-            layer, so a trace shows pre-activation values (int8 calibration).
+            layer, so a trace shows pre-activation values (int8 calibration); composite and 1-D
+            layers rewritten as lowered (``desugar``).
     """
 
     steps: list[Step]
@@ -289,3 +290,4 @@ class Plan:
     output: Layout
     arena: Arena
     calibration_spec: S.Model
+    weights: dict = field(default_factory=dict)  # Keras layouts, of the layers of calibration_spec
