@@ -379,6 +379,18 @@ GRAPHS = {
     "global_max_keepdims_cf": ((3, 5, 4), (
         S.Conv2D(name="c", filters=2, kernel_size=3, data_format=CF),
         S.GlobalMaxPooling2D(name="gmp", data_format=CF, keepdims=True), S.Flatten(name="f", data_format=CF))),
+    "fire_module_concat_channels": ((6, 6, 3), (
+        S.Conv2D(name="squeeze", filters=2, kernel_size=1, activation="relu"),
+        S.Conv2D(name="e1", filters=3, kernel_size=1, activation="relu"),
+        S.Conv2D(name="e3", inputs=("squeeze",), filters=4, kernel_size=3, padding="same", activation="relu"),
+        S.Concatenate(name="cat", inputs=("e1", "e3")), S.MaxPooling2D(name="p"))),
+    "concat_cf_and_width_axis": ((2, 5, 4), (
+        S.Conv2D(name="a", filters=2, kernel_size=3, padding="same", data_format=CF),
+        S.Concatenate(name="c1", inputs=("a", "input"), axis=1),
+        S.Concatenate(name="c2", inputs=("c1", "c1"), axis=3), S.Flatten(name="f", data_format=CF))),
+    "concat_vectors": ((12,), (
+        S.Dense(name="a", units=3, activation="tanh"), S.Dense(name="b", inputs=("input",), units=2),
+        S.Concatenate(name="c", inputs=("b", "input", "a")), S.Dense(name="d", units=4))),
     "dropout_between_branches": ((6, 6, 2), (
         S.Conv2D(name="a", filters=2, kernel_size=3, padding="same"),
         S.Dropout(name="drop", rate=0.5),
@@ -414,7 +426,8 @@ def test_graph_arena_reuses_memory_by_liveness():
 
 
 INT8_GRAPHS = ["residual_add", "residual_add_cf_odd", "residual_subtract", "residual_multiply", "identity_shortcut_to_dense",
-               "three_way_average_max_min", "dropout_between_branches", "mobilenet_tail_global_average", "global_max_keepdims_cf"]
+               "three_way_average_max_min", "dropout_between_branches", "mobilenet_tail_global_average", "global_max_keepdims_cf",
+               "fire_module_concat_channels", "concat_cf_and_width_axis", "concat_vectors"]
 
 
 @pytest.mark.cc

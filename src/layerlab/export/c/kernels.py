@@ -419,6 +419,32 @@ class Kernels:
             "merge.c.tmpl", title=self.title(k, step), fn=fn, size=step.output.size, formula=formula, then=then, params=params,
             statement=f"output[i] = {value};", post_pass=self.ops_pass("output", "output", step.output.size, step.pre)))
 
+    def _concat(self, k: int, fn: str, step: P.ConcatStep, q: QStep | None) -> None:
+        """Each input copied (int8: requantized to the output's scale) into its block of the output."""
+        ctype = self.types["ctype"]
+        blocks, start = [], 0
+        for i, layout in enumerate(step.inputs):
+            dims, src = layout.dims, layout.strides
+            offset = start * step.output.strides[step.axis]
+            start += dims[step.axis]
+            pad = 4 - len(dims)
+            if pad < 0:
+                raise ExportError(f"C export: Concatenate of rank-{len(dims)} tensors is not supported (rank <= 4)")
+            d, s_in, s_out = (1,) * pad + dims, (0,) * pad + src, (0,) * pad + step.output.strides
+            value = f"in{i}[i0 * {s_in[0]} + i1 * {s_in[1]} + i2 * {s_in[2]} + i3 * {s_in[3]}]"
+            if q:
+                value = (f"ll_clamp8((int32_t)(((int64_t){value} * {q.multipliers[i]} + ((int64_t)1 << {q.shift - 1})) >> {q.shift}))")
+                self.unit.helper("clamp8")
+            blocks.append(
+                f"    /* in{i}: dims {shape_text(dims)}, at {offset} of the output */\n"
+                f"    for (i0 = 0; i0 < {d[0]}; ++i0) for (i1 = 0; i1 < {d[1]}; ++i1) for (i2 = 0; i2 < {d[2]}; ++i2) "
+                f"for (i3 = 0; i3 < {d[3]}; ++i3) {{\n"
+                f"        output[{offset} + i0 * {s_out[0]} + i1 * {s_out[1]} + i2 * {s_out[2]} + i3 * {s_out[3]}] = {value};\n    }}\n")
+        params = ", ".join(f"const {ctype} *in{i}" for i in range(len(step.inputs))) + f", {ctype} *restrict output"
+        self.unit.functions.append(
+            f"/* {self.title(k, step)}\n * {len(step.inputs)} inputs along axis {step.axis} of {shape_text(step.output.dims)}. */\n"
+            f"static void {fn}({params})\n{{\n    int i0, i1, i2, i3;\n" + "".join(blocks) + "}\n")
+
     def _merge_q(self, k: int, fn: str, step: P.MergeStep, q: QStep, count: int) -> None:
         """int8 merge: the inputs requantized to the output scale with one shift (see quantize)."""
         rounding = f"((int64_t)1 << {q.shift - 1})"

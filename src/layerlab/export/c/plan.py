@@ -16,7 +16,8 @@ order; a layer reads the values it names in ``inputs``, else the layer before it
   layers after that: conv + maxpool + tanh is one loop that never stores the conv output. Fusing
   needs the later layer to be the only reader of the value, and to read nothing else.
 * Element-wise merges (Add, Subtract, Multiply, Average, Maximum, Minimum) are a ``MergeStep``
-  with the activation after them fused in; values read by several layers stay stored.
+  with the activation after them fused in; Concatenate a ``ConcatStep`` that copies each input
+  into its block; values read by several layers stay stored.
 * Element-wise layers (Activation except softmax, Rescaling) elsewhere form an
   ``ElementwiseStep``; softmax is a ``SoftmaxStep`` along the model's last axis.
 
@@ -42,6 +43,7 @@ from layerlab.export.c.desugar import ONE_D, desugar
 from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep etc.)
     AffineStep,
     Arena,
+    ConcatStep,
     ConvStep,
     CopyStep,
     DenseStep,
@@ -80,6 +82,7 @@ _HANDLERS = {
     S.ZeroPadding2D: "_pad", S.Flatten: "_flatten", S.Reshape: "_reshape", S.BatchNormalization: "_batchnorm",
     S.Activation: "_activation", S.Rescaling: "_activation", S.Dropout: "_dropout",
     S.GlobalAveragePooling2D: "_global_pool", S.GlobalMaxPooling2D: "_global_pool",
+    S.Concatenate: "_concat",
     S.Add: "_merge", S.Subtract: "_merge", S.Multiply: "_merge", S.Average: "_merge", S.Maximum: "_merge", S.Minimum: "_merge",
 }
 _NOTES = {
@@ -89,7 +92,6 @@ _NOTES = {
     S.DepthwiseConv2D: "Sequential chains; any depth_multiplier, strides, dilation, padding",
 }
 _DECLINED = {
-    (S.Concatenate,): "Concatenate has no C step yet (element-wise merges such as Add do)",
     (S.PReLU,): "PReLU has no C kernel yet",
     (S.Cropping2D, S.UpSampling2D, S.Permute): "this data-movement layer has no C step yet",
 }
@@ -471,6 +473,24 @@ class _Lowering:
         ops += more
         self._add(ElementwiseStep(layers=tuple((op.layer, _op_type(op)) for op in ops),
                                   input=self.layout, output=self.layout, taps={"in": tap_in, "out": last or layer.name}, ops=tuple(ops)))
+
+    def _concat(self, info: S.LayerInfo) -> None:
+        layer: S.Concatenate = info.layer
+        reads = tuple(self.values[name] for name in self.sources[info.index])
+        dims = tuple(info.output_shape)
+        axis = (layer.axis if layer.axis >= 0 else len(dims) + 1 + layer.axis) - 1  # Keras counts the batch axis
+        # Channel planes stay channel planes: the layout of the first input, for the whole output.
+        first = reads[0].layout
+        out = c_order(dims)
+        if len(dims) == 3:
+            for fmt in (S.CHANNELS_LAST, CHANNELS_FIRST):
+                if first.same_memory(planar_order(first.dims, fmt)):
+                    out = planar_order(dims, fmt)
+                    break
+        self.cur_name = layer.name
+        taps = {"in": ",".join(v.tap for v in reads), "out": layer.name}
+        self._add(ConcatStep(layers=((layer.name, layer.type),), input=first, output=out, taps=taps, axis=axis,
+                             inputs=tuple(v.layout for v in reads)), sources=reads)
 
     def _merge(self, info: S.LayerInfo) -> None:
         layer = info.layer

@@ -257,6 +257,9 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
         if isinstance(step, P.MergeStep):
             q = _quantize_merge(step, [scales[v] for v in step.sources], _out_scale(step.pre, scale_of(step.taps["out"])), where)
             cur = q.out_scale
+        elif isinstance(step, P.ConcatStep):
+            q = _quantize_concat([scales[v] for v in step.sources], scale_of(step.taps["out"]), where)
+            cur = q.out_scale
         elif isinstance(step, (P.ConvStep, P.DepthwiseStep, P.DenseStep)):
             q, cur = _quantize_weighted(step, cur, ranges, scale_of, activation, where)
         elif isinstance(step, P.ElementwiseStep):
@@ -305,6 +308,15 @@ def _quantize_merge(step: P.MergeStep, in_scales: list[float], out_scale: float,
     low = 0 if acts & {"relu", "relu6"} else -128
     high = min(127, int(round(6.0 / out_scale))) if "relu6" in acts else 127
     return QStep(in_scales[0], out_scale, multipliers=multipliers, shift=shift, low=low, high=high)
+
+
+def _quantize_concat(in_scales: list[float], out_scale: float, where: str) -> QStep:
+    """Each input requantized to the output's scale (one shift for all): ``(q * m_i + half) >> shift``."""
+    coefficients = [s / out_scale for s in in_scales]
+    shift = 29 - math.floor(math.log2(max(coefficients)))
+    if not 1 <= shift <= 56:
+        raise ExportError(f"{where}: Concatenate scales {coefficients} are out of range; the calibration ranges are broken")
+    return QStep(in_scales[0], out_scale, multipliers=tuple(int(round(c * 2.0**shift)) for c in coefficients), shift=shift)
 
 
 def _quantize_weighted(step, in_scale: float, ranges, scale_of, mode: str, where: str) -> tuple[QStep, float]:

@@ -243,6 +243,16 @@ class MergeStep(Step):
 
 
 @dataclass
+class ConcatStep(Step):
+    """Concatenate: each input copied into its block of the output along ``axis`` (of ``dims``);
+    ``inputs`` are the layouts the values are read in (``input`` is the first)."""
+
+    kind: ClassVar[str] = "concat"
+    axis: int = 0
+    inputs: tuple[Layout, ...] = ()
+
+
+@dataclass
 class CopyStep(Step):
     """Reorder values: same ``dims``, output strides differ from input strides."""
 

@@ -111,3 +111,10 @@ static float ll_minimum(float a, float b)
 {
     return a < b ? a : b;
 }
+
+@@ clamp8
+/* value saturated to int8's range. */
+static int32_t ll_clamp8(int32_t value)
+{
+    return value < -128 ? -128 : (value > 127 ? 127 : value);
+}
