@@ -184,8 +184,8 @@ ACTIVATIONS = ["relu", "relu6", "leaky_relu", "tanh", "sigmoid", "hard_sigmoid",
 
 @pytest.mark.cc
 @pytest.mark.parametrize("case", sorted(GRID))
-def test_small_models_match_engine(tmp_path, cc, case):
-    input_shape, layers = GRID[case]
+def test_small_models_match_engine(tmp_path, cc, case, cases=GRID):
+    input_shape, layers = cases[case]
     spec = S.Model(name=case, input_shape=input_shape, layers=tuple(layers))
     network = Network(spec, random_weights(spec, 11))
     x = normal_inputs(spec, 40)
@@ -403,11 +403,7 @@ GRAPHS = {
 @pytest.mark.cc
 @pytest.mark.parametrize("case", sorted(GRAPHS))
 def test_graphs_match_engine(tmp_path, cc, case):
-    input_shape, layers = GRAPHS[case]
-    spec = S.Model(name=case, input_shape=input_shape, layers=tuple(layers))
-    network = Network(spec, random_weights(spec, 12))
-    x = normal_inputs(spec, 30)
-    assert_matches_engine(network, x, c_predict(network, x, tmp_path, cc))
+    test_small_models_match_engine(tmp_path, cc, case, GRAPHS)
 
 
 def test_graph_arena_reuses_memory_by_liveness():
@@ -538,6 +534,18 @@ def test_cortex_m4_build_and_qemu_run(seed650_export, cc):
     assert_matches_engine(network, x, ours)
 
 
+def host_and_qemu(export: Path, x: np.ndarray, work: Path, harness: str) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs of the export's host build (``make``) and of its Cortex-M4 build in QEMU (``make qemu``) on ``x``."""
+    for target in ("all", "qemu"):
+        build = work / target
+        shutil.copytree(export, build)
+        x.tofile(build / "images.bin")
+        proc = subprocess.run([*MAKE, target], cwd=build, capture_output=True, text=True, timeout=300, env=MAKE_ENV)
+        assert proc.returncode == 0, proc.stderr
+    subprocess.run([f"./{harness}", "images.bin", "outputs.bin"], cwd=work / "all", check=True, timeout=60)
+    return np.fromfile(work / "all" / "outputs.bin", np.float32), np.fromfile(work / "qemu" / "outputs.bin", np.float32)
+
+
 @pytest.mark.arm
 @pytest.mark.mnist
 def test_cortex_m4_int8_qemu_run_matches_host(tmp_path, cc, mnist_dir):
@@ -547,15 +555,7 @@ def test_cortex_m4_int8_qemu_run_matches_host(tmp_path, cc, mnist_dir):
     network = Network(spec, random_weights(spec, 22))
     out = export_c(network, tmp_path / "q", name="seed650", int8=True, calibration=100, verify=False, data_dir=mnist_dir).parent
     x = np.random.default_rng(3).random((3, *spec.input_shape), dtype=np.float32)
-    for target in ("all", "qemu"):
-        build = tmp_path / target
-        shutil.copytree(out, build)
-        x.tofile(build / "images.bin")
-        proc = subprocess.run([*MAKE, target], cwd=build, capture_output=True, text=True, timeout=120, env=MAKE_ENV)
-        assert proc.returncode == 0, proc.stderr
-    subprocess.run(["./seed650_test", "images.bin", "outputs.bin"], cwd=tmp_path / "all", check=True, timeout=60)
-    host = np.fromfile(tmp_path / "all" / "outputs.bin", np.float32)
-    arm = np.fromfile(tmp_path / "qemu" / "outputs.bin", np.float32)
+    host, arm = host_and_qemu(out, x, tmp_path, "seed650_test")
     assert host.shape == (30,)
     np.testing.assert_allclose(arm, host, rtol=0, atol=1e-6)  # int8 inside; float only in the wrapper's softmax
 
@@ -652,15 +652,7 @@ def test_mlperf_models_export_verify_and_run_on_cortex_m4_as_on_the_host(tmp_pat
     report = export_c(network, tmp_path / "c", int8=int8, calibration_data=tmp_path / "x.npy").read_text()
     assert "PASS" in report and "FAIL" not in report
     x = rng.uniform(low, high, (2, *network.spec.input_shape)).astype(np.float32)
-    for target in ("all", "qemu"):
-        build = tmp_path / target
-        shutil.copytree(tmp_path / "c", build)
-        x.tofile(build / "images.bin")
-        proc = subprocess.run([*MAKE, target], cwd=build, capture_output=True, text=True, timeout=300, env=MAKE_ENV)
-        assert proc.returncode == 0, proc.stderr
-    subprocess.run(["./model_test", "images.bin", "outputs.bin"], cwd=tmp_path / "all", check=True, timeout=60)
-    host = np.fromfile(tmp_path / "all" / "outputs.bin", np.float32)
-    arm = np.fromfile(tmp_path / "qemu" / "outputs.bin", np.float32)
+    host, arm = host_and_qemu(tmp_path / "c", x, tmp_path, "model_test")
     assert host.shape == (2 * int(np.prod(network.spec.output_shape)),)
     ref = network.predict(x).reshape(-1)
     np.testing.assert_allclose(arm, host, rtol=0, atol=1e-6 * max(1.0, float(np.max(np.abs(ref)))))

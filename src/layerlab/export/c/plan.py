@@ -285,13 +285,7 @@ class _Lowering:
         kernel, bias = weights["kernel"], weights.get("bias")
         taps = {"acc": layer.name}
         pre: list[Op] = []
-        if layer.activation == "linear":
-            kernel, bias, bn_names, bn_tap = self._fold_batchnorm(
-                kernel, bias, lambda bn: bn.layer.feature_axis(bn.input_shapes[0]) == (0 if layer.data_format == CHANNELS_FIRST else 2))
-            names += bn_names
-            taps["acc"] = bn_tap or layer.name
-        elif layer.activation in ELEMENTWISE:
-            pre.append(Op(self.split_names[layer.name], layer.activation))
+        kernel, bias = self._fold_or_activate(layer, kernel, bias, names, taps, pre, 0 if layer.data_format == CHANNELS_FIRST else 2)
         softmax_act = layer.activation == "softmax"
         if not softmax_act:  # element-wise layers after a softmax stay after it
             more, _ = self._take_elementwise()
@@ -323,6 +317,29 @@ class _Lowering:
         if softmax_act:
             self._softmax_step(((self.split_names[layer.name], "softmax"),), self.split_names[layer.name])
 
+    def _fold_or_activate(self, layer, kernel, bias, names: list, taps: dict, pre: list, channel_axis: int):
+        """A linear conv / depthwise / dense takes the batch norm after it into its weights (when
+        its ``channel_axis`` is the one normalised); one with an element-wise activation gets it
+        as its first op (softmax stays a step of its own). Returns the (folded) kernel and bias."""
+        if layer.activation == "linear":
+            kernel, bias, bn_names, bn_tap = self._fold_batchnorm(
+                kernel, bias, lambda bn: bn.layer.feature_axis(bn.input_shapes[0]) == channel_axis)
+            names += bn_names
+            taps["acc"] = bn_tap or layer.name
+        elif layer.activation in ELEMENTWISE:
+            pre.append(Op(self.split_names[layer.name], layer.activation))
+        return kernel, bias
+
+    def _then_elementwise(self, names: list, taps: dict, pre: list, take: bool = True) -> None:
+        """Fuse the element-wise layers that follow (when ``take``) into ``pre``; set the taps."""
+        if take:
+            more, _ = self._take_elementwise()
+            pre += more
+            names += [(op.layer, _op_type(op)) for op in more]
+        taps["out"] = pre[-1].layer if pre else taps["acc"]
+        if pre:
+            taps["pre_out"] = pre[-1].layer
+
     def _padded_window(self, info: S.LayerInfo, image, layer, names: list) -> geometry.Window2D:
         """The window of a conv or depthwise conv, with a ZeroPadding2D folded before it (its
         name goes first in ``names``): its zeros add to the layer's own padding, and out-of-image
@@ -351,19 +368,8 @@ class _Lowering:
         pre: list[Op] = []
         if layer.activation == "softmax":
             raise _unsupported(info, "has activation softmax over channels; C export has softmax only as a last Dense/Activation")
-        if layer.activation == "linear":
-            kernel, bias, bn_names, bn_tap = self._fold_batchnorm(
-                kernel, bias, lambda bn: bn.layer.feature_axis(bn.input_shapes[0]) == (0 if layer.data_format == CHANNELS_FIRST else 2))
-            names += bn_names
-            taps["acc"] = bn_tap or layer.name
-        elif layer.activation in ELEMENTWISE:
-            pre.append(Op(self.split_names[layer.name], layer.activation))
-        more, _ = self._take_elementwise()
-        pre += more
-        names += [(op.layer, _op_type(op)) for op in more]
-        taps["out"] = pre[-1].layer if pre else taps["acc"]
-        if pre:
-            taps["pre_out"] = pre[-1].layer
+        kernel, bias = self._fold_or_activate(layer, kernel, bias, names, taps, pre, 0 if layer.data_format == CHANNELS_FIRST else 2)
+        self._then_elementwise(names, taps, pre)
         out = self._wanted(tuple(info.output_shape), layer.data_format)
         self._add(DepthwiseStep(layers=tuple(names), input=self.layout, output=out, taps=taps, kernel_hwio=kernel, bias=bias,
                                 window=win, data_format=layer.data_format, multiplier=multiplier, pre=tuple(pre)))
@@ -378,19 +384,8 @@ class _Lowering:
         names = [(layer.name, layer.type)]
         taps = {"acc": layer.name}
         pre: list[Op] = []
-        if layer.activation == "linear":
-            kernel, bias, bn_names, bn_tap = self._fold_batchnorm(kernel, bias, lambda bn: bn.layer.feature_axis(bn.input_shapes[0]) == 0)
-            names += bn_names
-            taps["acc"] = bn_tap or layer.name
-        elif layer.activation in ELEMENTWISE:
-            pre.append(Op(self.split_names[layer.name], layer.activation))
-        if layer.activation != "softmax":
-            more, _ = self._take_elementwise()
-            pre += more
-            names += [(op.layer, _op_type(op)) for op in more]
-        taps["out"] = pre[-1].layer if pre else taps["acc"]
-        if pre:
-            taps["pre_out"] = pre[-1].layer
+        kernel, bias = self._fold_or_activate(layer, kernel, bias, names, taps, pre, 0)
+        self._then_elementwise(names, taps, pre, take=layer.activation != "softmax")  # a softmax's followers stay after it
         self._add(DenseStep(layers=tuple(names), input=self.layout, output=c_order(info.output_shape), taps=taps,
                             kernel=kernel, bias=bias, pre=tuple(pre)))
         if layer.activation == "softmax":
