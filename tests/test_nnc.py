@@ -25,6 +25,7 @@ from layerlab.network import Network
 from layerlab.nnc import files, schema, windows
 from layerlab.nnc.exporter import export_file, export_network, nnc_init
 from layerlab.nnc.importer import import_file, import_network
+from layerlab.nnc.sdcproj import read_sdcproj
 from layerlab.specfile import load_spec
 from nnc_helpers import NNCNet, run_oracle
 
@@ -393,6 +394,16 @@ def nnabla(tmp_path_factory, shared_dir):
         jobs.append({"id": nnp, "kind": "run", "file": str(shared_dir / "nnc" / nnp), "network": None,
                      "x": str(work / f"{nnp}_x.npy"), "y": str(work / f"{nnp}_y.npy")})
         np.save(work / f"{nnp}_x.npy", np.load(shared_dir / "nnc" / ref)["x"])
+    projects = {}
+    for project in SDCPROJ:  # NNC's own project files, written as .nnp with layerlab's reading of them
+        nnc, _ = read_sdcproj(shared_dir / "nnc" / project, seed=3)
+        path = work / f"{project}.nnp"
+        path.write_bytes(files.nnp_bytes(nnc.proto, nnc.parameters))
+        x = rng.uniform(0, 1, (4, 1, 28, 28)).astype(np.float32)
+        np.save(work / f"{project}_x.npy", x)
+        jobs.append({"id": project, "kind": "run", "file": str(path), "network": None, "x": str(work / f"{project}_x.npy"),
+                     "y": str(work / f"{project}_y.npy")})
+        projects[project] = (nnc, x)
     jobs.append({"id": "save_h5", "kind": "save_h5", "file": str(shared_dir / "nnc" / "lenet_010000.nnp"), "h5": str(work / "lenet.h5")})
     jobs.append({"id": "schema", "kind": "schema", "messages": SCHEMA_MESSAGES})
     for init, shape in GLOROT_SHAPES.items():
@@ -400,7 +411,59 @@ def nnabla(tmp_path_factory, shared_dir):
     results = run_oracle(python, jobs, work)
     failed = {k: v["error"] for k, v in results.items() if not v["ok"]}
     assert not failed, f"nnabla failed on: {failed}"
-    return {"work": work, "results": results, "cases": cases, "exports": exports}
+    return {"work": work, "results": results, "cases": cases, "exports": exports, "projects": projects}
+
+
+SDCPROJ = ("LeNet.sdcproj", "02_binary_cnn.sdcproj")
+
+
+@pytest.mark.nnabla
+@pytest.mark.keras
+@pytest.mark.parametrize("project", SDCPROJ)
+def test_sdcproj_imports_and_agrees_with_nnabla(nnabla, keras, project):
+    """An NNC project file: nnabla runs its .nnp, the engine and Keras run the imported model, same
+    parameters: they agree within 1e-5 on seeded random inputs."""
+    nnc, x = nnabla["projects"][project]
+    y_ref = np.load(nnabla["work"] / f"{project}_y.npy")
+    result = import_network(nnc)
+    np.testing.assert_allclose(result.network.predict(x), y_ref, **TOL)
+    np.testing.assert_allclose(_keras_predict(result.network, x), y_ref, **TOL)
+
+
+def test_sdcproj_reading_losses_defaults_and_errors(shared_dir, tmp_path, capsys):
+    nnc, notes = read_sdcproj(shared_dir / "nnc" / "LeNet.sdcproj")
+    assert notes == ["note: [Layer_11] (CategoricalCrossEntropy 'CategoricalCrossEntropy') is a training loss: dropped; "
+                     "the network's output is what it reads"]
+    assert nnc.proto.executor[0].output_variable[0].variable_name == "Softmax_Output"
+    w = nnc.parameters["Convolution/conv/W"]
+    assert w.shape == (16, 1, 7, 7) and abs(float(w.std()) - (2 / (49 + 16 * 49)) ** 0.5) < 0.01  # NNC's Glorot normal
+    assert not nnc.parameters["Convolution/conv/b"].any()  # Constant 0
+    # Absent properties take NNC's defaults; unsupported layers are listed together, before anything is written.
+    text = (shared_dir / "nnc" / "LeNet.sdcproj").read_text()
+    trimmed = text.replace("Property_5_Name=Padding\n", "Property_5_Name=Comment\n", 1)  # Padding absent
+    (tmp_path / "d.sdcproj").write_text(trimmed)
+    assert read_sdcproj(tmp_path / "d.sdcproj")[0].proto.network[0].function[0].convolution_param.pad.dim == [0, 0]
+    odd = text.replace("Type=ReLU", "Type=BinaryConnectAffine", 1).replace("Type=Tanh", "Type=LoopControl", 1)
+    (tmp_path / "odd.sdcproj").write_text(odd)
+    with pytest.raises(NNCError, match=r"layers that layerlab cannot convert: \[Layer_5\] \(LoopControl 'Tanh_2'\); "
+                                       r"\[Layer_9\] \(BinaryConnectAffine 'ReLU'\)\. Nothing was written"):
+        read_sdcproj(tmp_path / "odd.sdcproj")
+    assert cli(["nnc", "import", str(tmp_path / "odd.sdcproj"), "--out", str(tmp_path / "m.keras")]) == 1
+    assert not (tmp_path / "m.keras").exists()
+    (tmp_path / "junk.sdcproj").write_text("[Layer_0]\nType\n")
+    with pytest.raises(NNCError, match=r"junk\.sdcproj: not a Neural Network Console project|incomplete"):
+        read_sdcproj(tmp_path / "junk.sdcproj")
+
+
+def test_sdcproj_params_from_a_matching_nnp_and_a_clear_mismatch(shared_dir, tmp_path):
+    nnc, _ = read_sdcproj(shared_dir / "nnc" / "LeNet.sdcproj", seed=1)
+    trained = {k: v + 1.0 for k, v in nnc.parameters.items()}
+    (tmp_path / "trained.nnp").write_bytes(files.nnp_bytes(nnc.proto, trained))
+    again, _ = read_sdcproj(shared_dir / "nnc" / "LeNet.sdcproj", params=tmp_path / "trained.nnp")
+    assert all(np.array_equal(again.parameters[k], trained[k]) for k in trained)
+    with pytest.raises(NNCError, match=r"--params .*lenet_010000\.nnp does not match .*LeNet\.sdcproj: Convolution/conv/W "
+                                       r"\(16, 1, 7, 7\) is not in it;.*it has parameters the project does not: conv1/conv/W"):
+        read_sdcproj(shared_dir / "nnc" / "LeNet.sdcproj", params=shared_dir / "nnc" / "lenet_010000.nnp")
 
 
 @pytest.mark.nnabla

@@ -8,7 +8,9 @@ the last dimension equals the number of filters. JAX runs both layouts correctly
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import numpy as np
 
@@ -31,6 +33,26 @@ def training_backend() -> str:
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
     return "torch" if importlib.util.find_spec("torch") is not None else BACKEND
+
+
+@contextlib.contextmanager
+def without_tensorflow():
+    """Keep TensorFlow out of this process while Keras runs on the JAX or torch backend.
+
+    Keras imports TensorFlow whenever it is installed (``keras.utils.set_random_seed`` seeds it
+    too), and TensorFlow 2.21 then prints absl start-up lines ("oneDNN custom operations are
+    on", "Could not find cuda drivers") that no environment variable silences, at the top of
+    every log. layerlab never needs it there: ``sys.modules[name] = None`` makes ``import tensorflow``
+    fail, so Keras sees it as absent. Undone afterwards; a no-op when it is already imported.
+    """
+    blocked = "tensorflow" not in sys.modules and os.environ.get("KERAS_BACKEND") != "tensorflow"
+    if blocked:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
 
 
 def import_keras():

@@ -17,18 +17,23 @@ from layerlab.publish import publish_file, refuse_inputs
 
 KERAS_SUFFIXES = (".keras", ".h5")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+NNC_SUFFIXES = (".nnp", ".nntxt")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("nnc", help="convert Sony Neural Network Console (nnabla) networks to Keras and back")
     sub = parser.add_subparsers(dest="nnc_command", metavar="ACTION", required=True)
 
-    imp = sub.add_parser("import", help="NNC .nnp / .nntxt -> Keras model or spec, with a mapping table")
-    imp.add_argument("source", help="an .nnp archive or .nntxt network file")
+    imp = sub.add_parser("import", help="NNC .nnp / .nntxt / .sdcproj -> Keras model or spec, with a mapping table")
+    imp.add_argument("source", help="an .nnp archive, an .nntxt network file, or an NNC project file (.sdcproj)")
+    imp.add_argument("--params", metavar="NNP", help=".sdcproj: take the trained parameters from this .nnp (matched by name "
+                     "and shape) instead of NNC's initialisation")
+    imp.add_argument("--seed", type=non_negative_int, default=0, help=".sdcproj: seed of NNC's random initialisers")
     imp.add_argument("--network", default=None, help="network to convert (default: the executor's, e.g. MainRuntime)")
     imp.add_argument("--data-format", default="channels_first", choices=("channels_first", "channels_last"),
                      help="layout of the Keras model (NNC's own is channels_first)")
-    imp.add_argument("--out", required=True, help="model.keras, model.h5 (with weights) or spec.json / spec.yaml")
+    imp.add_argument("--out", required=True, help="model.keras, model.h5 (with weights), spec.json / spec.yaml, or (from an "
+                     ".sdcproj) network.nnp / .nntxt that nnabla runs")
     add_force(imp)
     imp.set_defaults(func=run_import)
 
@@ -42,29 +47,52 @@ def register(subparsers) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from layerlab.nnc.importer import import_file
+    from layerlab.nnc.importer import import_file, import_network
 
     out = Path(args.out)
     suffix = out.suffix.lower()
-    if suffix not in KERAS_SUFFIXES + SPEC_SUFFIXES:
-        raise NNCError(f"--out {args.out}: unknown output type {suffix or '(none)'!r}. Use .keras, .h5, .json or .yaml")
-    result = import_file(args.source, network=args.network, data_format=args.data_format)
+    project = Path(args.source).suffix.lower() == ".sdcproj"
+    allowed = KERAS_SUFFIXES + SPEC_SUFFIXES + (NNC_SUFFIXES if project else ())
+    if suffix not in allowed:
+        raise NNCError(f"--out {args.out}: unknown output type {suffix or '(none)'!r}. Use {', '.join(allowed)}")
+    if args.params and not project:
+        raise NNCError(f"--params {args.params}: only an .sdcproj takes its parameters from another file; {args.source} has its own")
+    refuse_inputs(out, [args.source, args.params])
+    if project:
+        from layerlab.nnc import files
+        from layerlab.nnc.sdcproj import read_sdcproj
+
+        nnc, notes = read_sdcproj(args.source, params=args.params, seed=args.seed)
+        for note in notes:
+            print(note)
+        if not args.params:
+            print(f"note: parameters are NNC's initialisation (seed {args.seed}); pass the trained .nnp with --params")
+        if suffix in NNC_SUFFIXES:  # the project as the network NNC's runtime runs
+            data = (files.to_text(nnc.proto) + files.to_text(files.parameters_message(nnc.parameters))).encode() \
+                if suffix == ".nntxt" else files.nnp_bytes(nnc.proto, nnc.parameters)
+            with publish_file(out, inputs=[args.source, args.params], force=args.force) as tmp:
+                tmp.write_bytes(data)
+            print(f"wrote {out} (network 'Main', executor 'Runtime')")
+            return 0
+        result = import_network(nnc, network=args.network, data_format=args.data_format)
+    else:
+        result = import_file(args.source, network=args.network, data_format=args.data_format)
     spec = result.network.spec
     print(f"network '{result.network_name}': input '{result.input_variable}' {spec.input_shape} -> output "
           f"'{result.output_variable}' {spec.output_shape}, {spec.param_count} parameters, {args.data_format}")
     print(result.table())
-    refuse_inputs(out, [args.source])
     if suffix in SPEC_SUFFIXES:
         spec.save(out, force=args.force, inputs=[args.source])
         print(f"wrote {out} (architecture only; write .keras or .h5 to keep the weights)")
         return 0
-    from layerlab.keras_build import build_keras
+    from layerlab.keras_build import build_keras, without_tensorflow
 
     # build_keras builds with zeros when weights are given (no random kernels compiled only to
     # be overwritten) and gives the layers the spec's initializers back, so the file retrains with NNC's.
-    kmodel = build_keras(spec, result.network.weights)
-    with publish_file(out, inputs=[args.source], force=args.force) as tmp:
-        kmodel.save(tmp)
+    with without_tensorflow():  # Keras on JAX: no TensorFlow start-up lines
+        kmodel = build_keras(spec, result.network.weights)
+        with publish_file(out, inputs=[args.source], force=args.force) as tmp:
+            kmodel.save(tmp)
     print(f"wrote {out}")
     return 0
 

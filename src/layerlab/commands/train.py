@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 
@@ -52,32 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-@contextlib.contextmanager
-def _without_tensorflow():
-    """Keep TensorFlow out of a training on the JAX or torch backend.
-
-    Keras imports TensorFlow whenever it is installed (``keras.utils.set_random_seed`` seeds it
-    too), and TensorFlow 2.21 then prints absl start-up lines ("oneDNN custom operations are
-    on", "Could not find cuda drivers") that no environment variable silences, at the top of
-    every log. Training never needs it: ``sys.modules[name] = None`` makes ``import tensorflow``
-    fail, so Keras sees it as absent. Undone afterwards; a no-op when it is already imported.
-    """
-    blocked = "tensorflow" not in sys.modules and os.environ.get("KERAS_BACKEND") != "tensorflow"
-    if blocked:
-        sys.modules["tensorflow"] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        if blocked and sys.modules.get("tensorflow", 0) is None:
-            del sys.modules["tensorflow"]
-
-
 def run(args: argparse.Namespace) -> int:
-    from layerlab.keras_build import training_backend
+    from layerlab.keras_build import training_backend, without_tensorflow
 
     # Chosen before Keras is imported: torch when installed (about 2x faster here), else JAX.
     os.environ["KERAS_BACKEND"] = training_backend()
-    with _without_tensorflow():
+    with without_tensorflow():
         return _run(args)
 
 
