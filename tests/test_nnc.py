@@ -238,7 +238,31 @@ def _case_channel_softmax_bn_no_bias():
     return n, None
 
 
+def _case_depthwise_relu6_global_average():
+    n = NNCNet((3, 7, 8))
+    x = n.last
+    w, b = n.param("dw/depthwise_conv/W", (6, 3, 3)), n.param("dw/depthwise_conv/b", (6,))
+    n.fn("DepthwiseConvolution", [x, w, b], "depthwise_convolution_param", base_axis=1, pad=(1, 1), stride=(2, 2),
+         dilation=(1, 1), multiplier=2)
+    n.act("ReLU6")
+    n.fn("GlobalAveragePooling")
+    # width 8, stride 2: Keras 'same' would pad (0, 1), NNC pads 1 each side: ZeroPadding2D + 'valid'
+    return n, [("ZeroPadding2D", ((1, 1), (1, 1))), ("DepthwiseConv2D", "valid"), ("Activation", None), ("GlobalAveragePooling2D", None)]
+
+
+def _case_elementwise_merges():
+    n = NNCNet((2, 5, 5))
+    a = n.conv(2, 2, (3, 3), pad=(1, 1))
+    b = n.conv(2, 2, (1, 1), x="x")
+    s = n.fn("Sub2", [a, b], "sub2_param", inplace=False)
+    m = n.fn("Mul2", [s, a], "mul2_param", inplace=False)
+    mx = n.fn("Maximum2", [m, b])
+    n.fn("Minimum2", [mx, "x"])
+    return n, None
+
+
 IMPORT_CASES = {
+    "depthwise_relu6_global_average": _case_depthwise_relu6_global_average, "elementwise_merges": _case_elementwise_merges,
     "conv_same": _case_conv_same, "conv_stride2_dilation": _case_conv_stride2_dilation,
     "max_same_negative": _case_max_same_negative, "max_zero_pad_after_relu": _case_max_zero_pad_after_relu,
     "average": _case_average, "dense_bn_scalars": _case_dense_bn_scalars, "reshape": _case_reshape, "graph": _case_graph,
@@ -330,12 +354,33 @@ def _export_graph() -> S.Model:
     ))
 
 
+def _export_mobile(df: str) -> S.Model:
+    """The new layer types: depthwise (multiplier 2, 'same' on odd and even sizes), ReLU6, global
+    pooling, and every element-wise merge."""
+    return S.Model(name=f"mobile_{df}", input_shape=(3, 7, 8) if df == "channels_first" else (7, 8, 3), layers=(
+        S.DepthwiseConv2D(name="dw", kernel_size=3, strides=2, padding="same", depth_multiplier=2, data_format=df),
+        S.ReLU(name="r6", max_value=6.0),
+        S.DepthwiseConv2D(name="dw2", kernel_size=3, padding="same", use_bias=False, data_format=df, activation="relu6"),
+        S.Subtract(name="sub", inputs=("r6", "dw2")),
+        S.Multiply(name="mul", inputs=("sub", "r6")),
+        S.Maximum(name="max", inputs=("mul", "dw2", "r6")),
+        S.Minimum(name="min", inputs=("max", "sub")),
+        S.Average(name="avg", inputs=("min", "dw2", "r6")),
+        S.GlobalMaxPooling2D(name="gmp", inputs=("avg",), data_format=df, keepdims=True),
+        S.Flatten(name="gf", data_format=df),
+        S.GlobalAveragePooling2D(name="gap", inputs=("avg",), data_format=df),
+        S.Add(name="both", inputs=("gf", "gap")),
+        S.Dense(name="out", units=4),
+    ))
+
+
 def _export_nets() -> dict[str, Network]:
     from layerlab.presets import seed650
 
     seed = seed650(kernel_initializer="nnc_glorot_normal", bias_initializer="zeros")
     nets = {"seed650": Network(seed, nnc_init(seed, 1))}
-    for name, spec in (("zoo_cf", _export_zoo("channels_first")), ("zoo_cl", _export_zoo("channels_last")), ("graph", _export_graph())):
+    for name, spec in (("zoo_cf", _export_zoo("channels_first")), ("zoo_cl", _export_zoo("channels_last")), ("graph", _export_graph()),
+                       ("mobile_cf", _export_mobile("channels_first")), ("mobile_cl", _export_mobile("channels_last"))):
         nets[name] = Network(spec, _random_weights(spec, 3))
     return nets
 
@@ -385,7 +430,7 @@ def nnabla(tmp_path_factory, shared_dir):
         path = work / f"export_{name}.nnp"
         export_file(network, str(path))
         x = rng.normal(size=(3, *network.spec.input_shape)).astype(np.float32)
-        x_nchw = x.transpose(0, 3, 1, 2) if name == "zoo_cl" else x
+        x_nchw = x.transpose(0, 3, 1, 2) if name.endswith("_cl") else x
         np.save(work / f"export_{name}_x.npy", x_nchw)
         jobs.append({"id": f"export_{name}", "kind": "run", "file": str(path), "network": None,
                      "x": str(work / f"export_{name}_x.npy"), "y": str(work / f"export_{name}_y.npy")})
@@ -544,7 +589,7 @@ def test_export_pooling_sweep_runs_in_nnabla(nnabla):
 
 
 @pytest.mark.nnabla
-@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "zoo_cl", "graph"])
+@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "zoo_cl", "graph", "mobile_cf", "mobile_cl"])
 def test_export_runs_in_nnabla(nnabla, name):
     network, x = nnabla["exports"][name]
     y_ref = np.load(nnabla["work"] / f"export_{name}_y.npy")
@@ -641,7 +686,7 @@ def test_seed650_nnc_preset_and_export_initializers(tmp_path):
 
 # -- round trip and pure-int planning (no nnabla) ------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "graph"])
+@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "graph", "mobile_cf"])
 def test_export_then_import_round_trip(tmp_path, name):
     network = _export_nets()[name]
     path = tmp_path / "net.nnp"

@@ -25,7 +25,8 @@ from layerlab.nnc.functions import flatten_perm
 from layerlab.registry import NNC_EXPORT
 from layerlab.text import printable
 
-_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax"}
+_ACTIVATIONS = {"relu": "ReLU", "relu6": "ReLU6", "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax"}
+_MERGES = {S.Add: "Add2", S.Subtract: "Sub2", S.Multiply: "Mul2", S.Maximum: "Maximum2", S.Minimum: "Minimum2", S.Average: "Add2"}
 _INITIALIZERS = {"zeros": ("Constant", 0.0), "ones": ("Constant", 1.0)}
 
 
@@ -238,6 +239,47 @@ class _Writer:
     def _merge(self, layer, sources, info, nxt, extra_consumers, shape_out):
         return self.merge(layer, sources, shape_out)
 
+    def _depthwise(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        """DepthwiseConv2D as nnabla's DepthwiseConvolution: W (C * M, kh, kw), channel c * M + m."""
+        x, win = sources[0], layer.window(info.input_shapes[0])
+        funcs, caveat, src, pad = [], "", x.var, (0, 0)
+        if layer.padding == "same":
+            if (win.pad_top, win.pad_left) == (win.pad_bottom, win.pad_right):
+                pad = (win.pad_top, win.pad_left)
+            else:
+                pads = (win.pad_top, win.pad_bottom, win.pad_left, win.pad_right)
+                padded = (x.shape[0], x.shape[1] + pads[0] + pads[1], x.shape[2] + pads[2] + pads[3])
+                src = self.function(f"{layer.name}_pad", "Pad", [src], padded, pad_param={"pad_width": pads, "mode": "constant", "constant_value": 0.0})
+                funcs.append(src)
+                caveat = f"Keras 'same' pads {pads}: an explicit Pad, NNC pads symmetrically"
+        kh, kw, channels, multiplier = self.net.weights[layer.name]["kernel"].shape
+        kernel = self.net.weights[layer.name]["kernel"].transpose(2, 3, 0, 1).reshape(channels * multiplier, kh, kw)
+        inputs = [src, self.parameter(f"{layer.name}/depthwise_conv/W", kernel, self.init(layer.depthwise_initializer, None))]
+        if layer.use_bias:
+            inputs.append(self.parameter(f"{layer.name}/depthwise_conv/b", self.net.weights[layer.name]["bias"], self.init(layer.bias_initializer, None)))
+        var = self.function(layer.name, "DepthwiseConvolution", inputs, shape_out, depthwise_convolution_param={
+            "base_axis": 1, "pad": pad, "stride": layer.strides, "dilation": layer.dilation_rate, "multiplier": multiplier})
+        funcs.append(var)
+        out, more, _ = self.activation(layer.activation, f"{layer.name}_{layer.activation}", _Out(var, shape_out))
+        return out, funcs + more, caveat
+
+    def _global_pool(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        """GlobalAveragePooling2D as NNC's GlobalAveragePooling; GlobalMaxPooling2D as a MaxPooling over
+        the whole image; then a Reshape to (C,) unless keepdims."""
+        x = self.materialize(sources[0], layer.name)
+        channels, h, w = x.shape
+        name = layer.name if layer.keepdims else f"{layer.name}_pool"
+        if isinstance(layer, S.GlobalAveragePooling2D):
+            var = self.function(name, "GlobalAveragePooling", [x.var], (channels, 1, 1))
+        else:
+            var = self.function(name, "MaxPooling", [x.var], (channels, 1, 1), max_pooling_param={
+                "kernel": (h, w), "stride": (h, w), "ignore_border": True, "pad": (0, 0)})
+        funcs = [var]
+        if not layer.keepdims:
+            var = self.function(layer.name, "Reshape", [var], (channels,), reshape_param={"shape": (-1, channels)})
+            funcs.append(var)
+        return _Out(var, shape_out), funcs, ""
+
     def conv(self, layer: S.Conv2D, x: _Out, info: S.LayerInfo, shape_out):
         win = layer.window(info.input_shapes[0])
         funcs, caveat, src = [], "", x.var
@@ -345,12 +387,19 @@ class _Writer:
         sources = [self.materialize(s, layer.name) for s in sources]
         if any(s.perm is not None for s in sources):
             raise NNCError(f"layer '{layer.name}' ({layer.type}): inputs in Keras' Flatten order cannot be merged exactly in NNC")
-        if isinstance(layer, S.Add):
+        if type(layer) in _MERGES:  # folded left over the inputs, as Keras does; Average then scales by 1/n
+            kind = _MERGES[type(layer)]
+            param = {f"{kind.lower()}_param": {}} if kind in ("Add2", "Sub2", "Mul2") else {}
+            average = isinstance(layer, S.Average)
             var, funcs = sources[0].var, []
             for index, other in enumerate(sources[1:]):
-                var = self.function(layer.name if index == len(sources) - 2 else f"{layer.name}_{index}", "Add2", [var, other.var], shape_out, add2_param={})
+                last = index == len(sources) - 2 and not average
+                var = self.function(layer.name if last else f"{layer.name}_{index}", kind, [var, other.var], shape_out, **param)
                 funcs.append(var)
-            return _Out(var, shape_out), funcs, ""
+            if average:
+                var = self.function(layer.name, "MulScalar", [var], shape_out, mul_scalar_param={"val": 1.0 / len(sources)})
+                funcs.append(var)
+            return _Out(var, shape_out), funcs, "the sum times 1/n (Keras divides by n)" if average else ""
         rank = len(sources[0].shape)
         axis = layer.axis if layer.axis >= 0 else rank + 1 + layer.axis
         if rank == 3 and self.df == S.CHANNELS_LAST:
@@ -408,12 +457,13 @@ for _cls, _method in {
     S.ZeroPadding2D: "_zero_padding", S.Conv2D: "_conv", S.MaxPooling2D: "_pool", S.AveragePooling2D: "_pool",
     S.Flatten: "_flatten", S.Dense: "_dense", S.Activation: "_activation", S.Dropout: "_dropout",
     S.Rescaling: "_rescaling", S.BatchNormalization: "_batchnorm", S.Reshape: "_reshape", S.Add: "_merge",
-    S.Concatenate: "_merge",
+    S.Concatenate: "_merge", S.Subtract: "_merge", S.Multiply: "_merge", S.Average: "_merge", S.Maximum: "_merge",
+    S.Minimum: "_merge", S.DepthwiseConv2D: "_depthwise", S.GlobalAveragePooling2D: "_global_pool",
+    S.GlobalMaxPooling2D: "_global_pool",
 }.items():
     NNC_EXPORT.register(_cls, _method)
 NNC_EXPORT.register(S.ReLU, "_activation", note="ReLU() and ReLU(max_value=6) only")
 NNC_EXPORT.decline((S.Conv1D, S.MaxPooling1D, S.AveragePooling1D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D,
                     S.ZeroPadding1D), "1-D layers have no NNC export yet")
-NNC_EXPORT.decline((S.DepthwiseConv2D, S.SeparableConv2D, S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.PReLU,
-                    S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Cropping2D, S.UpSampling2D, S.Permute),
+NNC_EXPORT.decline((S.SeparableConv2D, S.PReLU, S.Cropping2D, S.UpSampling2D, S.Permute),
                    "no NNC function is mapped to it yet")

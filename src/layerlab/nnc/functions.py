@@ -24,10 +24,13 @@ from layerlab.registry import NNC_IMPORT
 SUPPORTED = (
     "Convolution", "MaxPooling", "AveragePooling", "Affine", "Tanh", "ReLU", "Sigmoid", "Softmax",
     "BatchNormalization", "Dropout", "Reshape", "MulScalar", "AddScalar", "Identity", "Add2", "Concatenate", "Pad",
+    "DepthwiseConvolution", "GlobalAveragePooling", "ReLU6", "Sub2", "Mul2", "Maximum2", "Minimum2",
 )
-_ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu", "Sigmoid": "sigmoid"}
+_ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu", "Sigmoid": "sigmoid", "ReLU6": "relu6"}
 # Functions whose output is >= 0 for any input (zero padding can then never win a max).
-_NONNEGATIVE = {"ReLU", "Sigmoid", "Softmax"}
+_NONNEGATIVE = {"ReLU", "Sigmoid", "Softmax", "ReLU6"}
+# Element-wise merges of two inputs of one shape: NNC function -> spec class.
+_MERGES = {"Add2": S.Add, "Sub2": S.Subtract, "Mul2": S.Multiply, "Maximum2": S.Maximum, "Minimum2": S.Minimum}
 _INITIALIZERS = {"NormalConvolutionGlorot": "nnc_glorot_normal", "NormalAffineGlorot": "nnc_glorot_normal"}
 
 
@@ -193,17 +196,8 @@ def _convolution(c: _Call) -> Converted:
         raise c.fail(f"shape mismatch: W has shape {kernel.shape}, expected (filters, {channels}, kh, kw) for input {c.x.shape}")
     filters, _, kh, kw = kernel.shape
     bias = c.param(2, (filters,), "b", optional=True)
-    pad = _pair(p.pad, (0, 0), "pad", c)
-    stride = _pair(p.stride, (1, 1), "stride", c)
-    dilation = _pair(p.dilation, (1, 1), "dilation", c)
-    outs = tuple(windows.conv_length(n, k, s, q, d) for n, k, s, q, d in zip((h, w), (kh, kw), stride, pad, dilation, strict=True))
-    if min(outs) < 1:
-        raise c.fail(f"kernel ({kh}, {kw}) with pad {pad} and dilation {dilation} does not fit input ({h}, {w})")
-    plan = windows.conv_plan((h, w), (kh, kw), stride, pad, dilation)
-    layers: list[S.Layer] = []
+    stride, dilation, outs, plan, layers = _window(c, p, (h, w), (kh, kw))
     base = c.function.name
-    if plan.zero_pad:
-        layers.append(S.ZeroPadding2D(name=c.name(base + "_pad"), inputs=c.inputs(), padding=plan.zero_pad, data_format=c.df))
     conv = S.Conv2D(
         name=c.name(base), inputs=() if layers else c.inputs(), filters=filters, kernel_size=(kh, kw), strides=stride,
         padding=plan.padding, dilation_rate=dilation, data_format=c.df, activation="linear", use_bias=bias is not None,
@@ -213,6 +207,54 @@ def _convolution(c: _Call) -> Converted:
     if bias is not None:
         weights["bias"] = bias
     return Converted(layers + [conv], Tensor(conv.name, (filters, *outs)), {conv.name: weights}, plan.caveat)
+
+
+def _window(c: _Call, p: Any, hw: tuple[int, int], kernel: tuple[int, int]):
+    """A convolution's (stride, dilation, output size, Keras padding plan, [ZeroPadding2D]) from
+    its parameter message ``p`` (symmetric zero ``pad``)."""
+    pad = _pair(p.pad, (0, 0), "pad", c)
+    stride = _pair(p.stride, (1, 1), "stride", c)
+    dilation = _pair(p.dilation, (1, 1), "dilation", c)
+    outs = tuple(windows.conv_length(n, k, s, q, d) for n, k, s, q, d in zip(hw, kernel, stride, pad, dilation, strict=True))
+    if min(outs) < 1:
+        raise c.fail(f"kernel {kernel} with pad {pad} and dilation {dilation} does not fit input {hw}")
+    plan = windows.conv_plan(hw, kernel, stride, pad, dilation)
+    layers: list[S.Layer] = []
+    if plan.zero_pad:
+        layers.append(S.ZeroPadding2D(name=c.name(c.function.name + "_pad"), inputs=c.inputs(), padding=plan.zero_pad, data_format=c.df))
+    return stride, dilation, outs, plan, layers
+
+
+def _depthwise(c: _Call) -> Converted:
+    """nnabla's DepthwiseConvolution: W (C * multiplier, kh, kw), output channel c * multiplier + m
+    reads input channel c, as Keras' DepthwiseConv2D orders them."""
+    p = c.function.depthwise_convolution_param
+    channels, h, w = c.image()
+    if p.base_axis != 1:
+        raise c.fail(f"base_axis={p.base_axis}: layerlab converts base_axis=1")
+    multiplier = int(p.multiplier) or 1
+    kernel = c.param(1, None, "W")
+    if kernel.ndim != 3 or kernel.shape[0] != channels * multiplier:
+        raise c.fail(f"shape mismatch: W has shape {kernel.shape}, expected ({channels * multiplier}, kh, kw) for input {c.x.shape}")
+    _, kh, kw = kernel.shape
+    bias = c.param(2, (channels * multiplier,), "b", optional=True)
+    stride, dilation, outs, plan, layers = _window(c, p, (h, w), (kh, kw))
+    base = c.function.name
+    conv = S.DepthwiseConv2D(
+        name=c.name(base), inputs=() if layers else c.inputs(), kernel_size=(kh, kw), strides=stride, padding=plan.padding,
+        dilation_rate=dilation, depth_multiplier=multiplier, data_format=c.df, activation="linear", use_bias=bias is not None)
+    # (C * M, kh, kw) -> Keras (kh, kw, C, M)
+    weights = {"kernel": np.ascontiguousarray(kernel.reshape(channels, multiplier, kh, kw).transpose(2, 3, 0, 1))}
+    if bias is not None:
+        weights["bias"] = bias
+    return Converted(layers + [conv], Tensor(conv.name, (channels * multiplier, *outs)), {conv.name: weights}, plan.caveat)
+
+
+def _global_average(c: _Call) -> Converted:
+    """nnabla's GlobalAveragePooling: the mean of each channel, output (C, 1, 1)."""
+    channels, _, _ = c.image()
+    layer = S.GlobalAveragePooling2D(name=c.name(c.function.name), inputs=c.inputs(), data_format=c.df, keepdims=True)
+    return Converted([layer], Tensor(layer.name, (channels, 1, 1), None, c.x.nonnegative))
 
 
 def _pooling(c: _Call) -> Converted:
@@ -398,10 +440,10 @@ def _merge(c: _Call) -> Converted:
     if any(s.perm is not None for s in sources):
         raise c.fail("inputs in Keras' Flatten order cannot be merged exactly", "Use --data-format channels_first")
     names = tuple(s.layer for s in sources)
-    if c.function.type == "Add2":
+    if c.function.type in _MERGES:
         if len(sources) != 2 or sources[0].shape != sources[1].shape:
-            raise c.fail(f"shape mismatch: Add2 needs two inputs of one shape, received {[s.shape for s in sources]}")
-        layer: S.Layer = S.Add(name=c.name(c.function.name), inputs=names)
+            raise c.fail(f"shape mismatch: {c.function.type} needs two inputs of one shape, received {[s.shape for s in sources]}")
+        layer: S.Layer = _MERGES[c.function.type](name=c.name(c.function.name), inputs=names)
         shape = sources[0].shape
     else:
         axis = int(c.function.concatenate_param.axis)
@@ -423,16 +465,19 @@ _CONVERTERS: dict[str, Callable[[_Call], Converted]] = {
     "Tanh": _activation, "ReLU": _activation, "Sigmoid": _activation, "Softmax": _activation,
     "BatchNormalization": _batch_normalization, "Dropout": _dropout, "Reshape": _reshape,
     "MulScalar": _scalar, "AddScalar": _scalar, "Identity": _identity, "Add2": _merge, "Concatenate": _merge,
-    "Pad": _pad,
+    "Pad": _pad, "DepthwiseConvolution": _depthwise, "GlobalAveragePooling": _global_average, "ReLU6": _activation,
+    **dict.fromkeys(("Sub2", "Mul2", "Maximum2", "Minimum2"), _merge),
 }
 assert set(_CONVERTERS) == set(SUPPORTED)
 
 # The spec layers an NNC network imports as, with the NNC functions that become each.
 for _cls, _functions in {
     S.Conv2D: "Convolution", S.MaxPooling2D: "MaxPooling", S.AveragePooling2D: "AveragePooling",
-    S.Dense: "Affine", S.Flatten: "Affine (its implicit flatten)", S.Activation: "Tanh, ReLU, Sigmoid, Softmax",
+    S.Dense: "Affine", S.Flatten: "Affine (its implicit flatten)", S.Activation: "Tanh, ReLU, ReLU6, Sigmoid, Softmax",
     S.BatchNormalization: "BatchNormalization", S.Dropout: "Dropout", S.Reshape: "Reshape",
     S.Rescaling: "MulScalar, AddScalar", S.Add: "Add2", S.Concatenate: "Concatenate", S.ZeroPadding2D: "Pad",
+    S.DepthwiseConv2D: "DepthwiseConvolution", S.GlobalAveragePooling2D: "GlobalAveragePooling", S.Subtract: "Sub2",
+    S.Multiply: "Mul2", S.Maximum: "Maximum2", S.Minimum: "Minimum2",
 }.items():
     NNC_IMPORT.register(_cls, _functions, note=f"from NNC {_functions}")
 NNC_IMPORT.decline(tuple(cls for cls in LAYER_TYPES.values() if cls not in NNC_IMPORT.handlers),
