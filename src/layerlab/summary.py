@@ -33,7 +33,7 @@ def summary_text(model: Model) -> str:
     """The summary as an aligned text table with totals (shapes in the model's data_format).
 
     Activation size counts the output values of a layer (float32 bytes = 4x). The largest two
-    consecutive activations bound the RAM of a ping-pong buffer scheme.
+    consecutive activations bound the RAM of a chain's buffers (the C export's arena reports its own peak).
     """
     rows = summary_rows(model)
     header = ("#", "layer", "type", "output shape", "params", "MACs", "activations")
