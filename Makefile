@@ -22,7 +22,7 @@ $(VENV)/.installed-%: pyproject.toml
 	touch $@
 
 train: $(VENV)/.installed-train,torch
-	$(VENV)/bin/layerlab train --spec seed650 --recipe fast --out $(RUN) $(if $(DATA),--data-dir $(DATA))
+	$(VENV)/bin/layerlab train --spec seed650 --recipe fast --out $(RUN) $(if $(DATA),--data-dir $(DATA)) $(if $(FORCE),--force)
 
 tools:
 	bash scripts/install-test-tools.sh
