@@ -391,6 +391,17 @@ GRAPHS = {
     "concat_vectors": ((12,), (
         S.Dense(name="a", units=3, activation="tanh"), S.Dense(name="b", inputs=("input",), units=2),
         S.Concatenate(name="c", inputs=("b", "input", "a")), S.Dense(name="d", units=4))),
+    "unet_up_crop_concat": ((6, 7, 2), (
+        S.Conv2D(name="down", filters=3, kernel_size=3, strides=2, padding="same", activation="relu"),
+        S.UpSampling2D(name="up", size=(2, 2)),
+        S.Cropping2D(name="crop", cropping=((0, 0), (1, 0))),  # 3x4 up to 6x8, back to the input's 6x7
+        S.Concatenate(name="skip", inputs=("crop", "input")),
+        S.Conv2D(name="out", filters=2, kernel_size=1))),
+    "up_crop_permute_cf": ((2, 3, 4), (
+        S.UpSampling2D(name="up", size=(3, 2), data_format=CF),
+        S.Cropping2D(name="crop", cropping=((1, 1), (0, 3)), data_format=CF),
+        S.Permute(name="perm", dims=(3, 1, 2)),
+        S.Conv2D(name="c", filters=2, kernel_size=2, data_format=CF))),
     "dropout_between_branches": ((6, 6, 2), (
         S.Conv2D(name="a", filters=2, kernel_size=3, padding="same"),
         S.Dropout(name="drop", rate=0.5),
@@ -423,7 +434,8 @@ def test_graph_arena_reuses_memory_by_liveness():
 
 INT8_GRAPHS = ["residual_add", "residual_add_cf_odd", "residual_subtract", "residual_multiply", "identity_shortcut_to_dense",
                "three_way_average_max_min", "dropout_between_branches", "mobilenet_tail_global_average", "global_max_keepdims_cf",
-               "fire_module_concat_channels", "concat_cf_and_width_axis", "concat_vectors"]
+               "fire_module_concat_channels", "concat_cf_and_width_axis", "concat_vectors", "unet_up_crop_concat",
+               "up_crop_permute_cf"]
 
 
 @pytest.mark.cc

@@ -419,6 +419,21 @@ class Kernels:
             "merge.c.tmpl", title=self.title(k, step), fn=fn, size=step.output.size, formula=formula, then=then, params=params,
             statement=f"output[i] = {value};", post_pass=self.ops_pass("output", "output", step.output.size, step.pre)))
 
+    def _remap(self, k: int, fn: str, step: P.RemapStep, q: QStep | None) -> None:
+        ctype = self.types["ctype"]
+        dims, src, dst = step.output.dims, step.input.strides, step.output.strides
+        index = " + ".join(f"(i{a} / {u} + {o}) * {s}" if u > 1 else f"(i{a} + {o}) * {s}" if o else f"i{a} * {s}"
+                           for a, (u, o, s) in enumerate(zip(step.up, step.offset, src, strict=True)))
+        loops = "".join(f"{'    ' * (a + 1)}for (i{a} = 0; i{a} < {d}; ++i{a}) {{\n" for a, d in enumerate(dims))
+        ends = "".join(f"{'    ' * (a + 1)}}}\n" for a in reversed(range(len(dims))))
+        store = " + ".join(f"i{a} * {s}" for a, s in enumerate(dst))
+        self.unit.functions.append(
+            f"/* {self.title(k, step)}\n * output {shape_text(dims)}: along axis k, cell i copies input cell i / up[k] + "
+            f"offset[k] (up {shape_text(step.up)}, offset {shape_text(step.offset)}). */\n"
+            f"static void {fn}(const {ctype} *restrict input, {ctype} *restrict output)\n{{\n"
+            f"    int {', '.join(f'i{a}' for a in range(len(dims)))};\n{loops}"
+            f"{'    ' * (len(dims) + 1)}output[{store}] = input[{index}];\n{ends}}}\n")
+
     def _concat(self, k: int, fn: str, step: P.ConcatStep, q: QStep | None) -> None:
         """Each input copied (int8: requantized to the output's scale) into its block of the output."""
         ctype = self.types["ctype"]

@@ -57,6 +57,7 @@ from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep
     Plan,
     Pool,
     PoolStep,
+    RemapStep,
     Slot,
     SoftmaxStep,
     Step,
@@ -82,7 +83,7 @@ _HANDLERS = {
     S.ZeroPadding2D: "_pad", S.Flatten: "_flatten", S.Reshape: "_reshape", S.BatchNormalization: "_batchnorm",
     S.Activation: "_activation", S.Rescaling: "_activation", S.Dropout: "_dropout",
     S.GlobalAveragePooling2D: "_global_pool", S.GlobalMaxPooling2D: "_global_pool",
-    S.Concatenate: "_concat",
+    S.Concatenate: "_concat", S.Cropping2D: "_remap", S.UpSampling2D: "_remap", S.Permute: "_permute",
     S.Add: "_merge", S.Subtract: "_merge", S.Multiply: "_merge", S.Average: "_merge", S.Maximum: "_merge", S.Minimum: "_merge",
 }
 _NOTES = {
@@ -93,7 +94,6 @@ _NOTES = {
 }
 _DECLINED = {
     (S.PReLU,): "PReLU has no C kernel yet",
-    (S.Cropping2D, S.UpSampling2D, S.Permute): "this data-movement layer has no C step yet",
 }
 _MERGES = (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum)
 _NOTES.update({cls: "graphs: any branches; a value read by several layers stays in the arena until its last reader"
@@ -468,6 +468,28 @@ class _Lowering:
         ops += more
         self._add(ElementwiseStep(layers=tuple((op.layer, _op_type(op)) for op in ops),
                                   input=self.layout, output=self.layout, taps={"in": tap_in, "out": last or layer.name}, ops=tuple(ops)))
+
+    def _remap(self, info: S.LayerInfo) -> None:
+        """Cropping2D and UpSampling2D (nearest): one copy, each output cell from one input cell."""
+        layer = info.layer
+        self.cur_name = layer.name
+        cf = layer.data_format == CHANNELS_FIRST
+        if isinstance(layer, S.Cropping2D):
+            (top, _), (left, _) = layer.cropping
+            up, offset = (1, 1, 1), ((0, top, left) if cf else (top, left, 0))
+        else:
+            height, width = layer.size
+            up, offset = ((1, height, width) if cf else (height, width, 1)), (0, 0, 0)
+        out = self._wanted(tuple(info.output_shape), layer.data_format)
+        self._add(RemapStep(layers=((layer.name, layer.type),), input=self.layout, output=out, taps={"out": layer.name},
+                            up=up, offset=offset))
+
+    def _permute(self, info: S.LayerInfo) -> None:
+        """Permute is a view: the same values, their axes read in another order (no copy)."""
+        layer: S.Permute = info.layer
+        self.cur_name = layer.name
+        strides = tuple(self.layout.strides[d - 1] for d in layer.dims)  # dims count from 1, batch excluded
+        self._view(Layout(tuple(info.output_shape), strides), layer.name)
 
     def _concat(self, info: S.LayerInfo) -> None:
         layer: S.Concatenate = info.layer

@@ -266,7 +266,7 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
             out = _out_scale(step.ops, scale_of(step.taps["out"]))
             q = QStep(cur, out, stage1=_stage(step.ops, "int8", np.array([cur]), ranges[step.taps["in"]], out, activation))
             cur = out
-        elif isinstance(step, (P.PoolStep, P.PadStep, P.CopyStep)):
+        elif isinstance(step, (P.PoolStep, P.PadStep, P.CopyStep, P.RemapStep)):
             q = QStep(cur, cur)  # scale-preserving: max, zeros, moves; the mean rounds in the same unit
         else:  # the last step, a softmax (check_int8 refused every other kind)
             final_softmax = step

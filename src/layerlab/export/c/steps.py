@@ -243,6 +243,17 @@ class MergeStep(Step):
 
 
 @dataclass
+class RemapStep(Step):
+    """Each output cell copies one input cell: along axis k, output index i reads input index
+    ``i // up[k] + offset[k]`` (Cropping2D: up 1, offset the cells cropped before; UpSampling2D
+    nearest: up the size, offset 0). Scale-preserving, so the same code serves int8."""
+
+    kind: ClassVar[str] = "remap"
+    up: tuple[int, ...] = ()
+    offset: tuple[int, ...] = ()
+
+
+@dataclass
 class ConcatStep(Step):
     """Concatenate: each input copied into its block of the output along ``axis`` (of ``dims``);
     ``inputs`` are the layouts the values are read in (``input`` is the first)."""
