@@ -174,6 +174,8 @@ GRID = {
     "pool1d_avg_zeropad_gmp_keepdims": ((9, 2), [S.ZeroPadding1D(name="z", padding=(2, 1)),
                                                  S.AveragePooling1D(name="a", pool_size=3, strides=2, padding="same"),
                                                  S.GlobalMaxPooling1D(name="g", keepdims=True), S.Flatten(name="f")]),
+    "prelu_per_channel_cf": ((2, 5, 6), [conv(df=CF, padding="same"), S.PReLU(name="pr", shared_axes=(2, 3))]),
+    "prelu_full_then_dense": ((4, 3, 2), [S.PReLU(name="pr"), S.Flatten(name="f"), S.Dense(name="d", units=3)]),
     "dscnn_block": ((10, 4, 4), [dw(kernel_size=(10, 4), strides=(2, 2), padding="same", use_bias=False),
                                  S.Conv2D(name="pw", filters=6, kernel_size=1, use_bias=False), S.BatchNormalization(name="bn"),
                                  S.Activation(name="relu", activation="relu"), S.Flatten(name="flat"), S.Dense(name="d", units=3)]),
@@ -444,6 +446,12 @@ def test_int8_graphs_track_the_engine(tmp_path, cc, case):
     """int8 merges requantize their inputs to one scale: within a few quantization steps of float."""
     input_shape, layers = GRAPHS[case]
     assert_int8_tracks(tmp_path, cc, S.Model(name=case, input_shape=input_shape, layers=tuple(layers)))
+
+
+def test_int8_prelu_is_refused_before_calibration(tmp_path):
+    spec = S.Model(name="p", input_shape=(4, 4, 2), layers=(S.PReLU(name="pr"),))
+    with pytest.raises(ExportError, match=r"C export \(int8\): step 0 \(pr \(PReLU\)\): PReLU's per-value slopes have no int8 form yet"):
+        export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", int8=True, verify=False)
 
 
 def test_int8_merge_with_another_activation_is_refused(tmp_path):

@@ -45,8 +45,8 @@ def test_declines_have_a_reason_the_user_reads():
 
 
 @pytest.mark.parametrize("backend, error, layer, message", [
-    (registry.C_FLOAT, ExportError, S.PReLU(name="up"),
-     r"^C export: layer 3 'up' \(PReLU\) is not supported because PReLU has no C kernel yet$"),
+    (registry.C_INT8, ExportError, S.PReLU(name="up"),
+     r"^C export \(int8\): layer 3 'up' \(PReLU\) is not supported because PReLU's per-value slopes have no int8 form yet; export float32$"),
     (registry.NNC_EXPORT, NNCError, S.Permute(name="p", dims=(2, 1)),
      r"^NNC export: layer 3 'p' \(Permute\) is not supported because no NNC function is mapped to it yet$"),
     (registry.PROBE, UnsupportedLayerError, S.Add(name="a"),

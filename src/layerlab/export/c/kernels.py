@@ -419,6 +419,16 @@ class Kernels:
             "merge.c.tmpl", title=self.title(k, step), fn=fn, size=step.output.size, formula=formula, then=then, params=params,
             statement=f"output[i] = {value};", post_pass=self.ops_pass("output", "output", step.output.size, step.pre)))
 
+    def _prelu(self, k: int, fn: str, step: P.PReLUStep, q: QStep | None) -> None:
+        if q:
+            raise ExportError(f"C export (int8): step {k} ({step.describe()}): PReLU has no int8 form yet. Export float32 instead")
+        alpha = self.unit.array(k, "float", f"{fn}_alpha", step.alpha, f"{fn}: alpha for every value, in the tensor's memory order")
+        self.unit.functions.append(
+            f"/* {self.title(k, step)}\n * {step.output.size} values: x if x > 0, else alpha * x (in place when input == output). */\n"
+            f"static void {fn}(const float *input, float *output)\n{{\n    int i;\n"
+            f"    for (i = 0; i < {step.output.size}; ++i) {{\n        const float x = input[i];\n"
+            f"        output[i] = x > 0.0f ? x : {alpha}[i] * x;\n    }}\n}}\n")
+
     def _remap(self, k: int, fn: str, step: P.RemapStep, q: QStep | None) -> None:
         ctype = self.types["ctype"]
         dims, src, dst = step.output.dims, step.input.strides, step.output.strides

@@ -57,6 +57,7 @@ from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep
     Plan,
     Pool,
     PoolStep,
+    PReLUStep,
     RemapStep,
     Slot,
     SoftmaxStep,
@@ -84,6 +85,7 @@ _HANDLERS = {
     S.Activation: "_activation", S.Rescaling: "_activation", S.Dropout: "_dropout",
     S.GlobalAveragePooling2D: "_global_pool", S.GlobalMaxPooling2D: "_global_pool",
     S.Concatenate: "_concat", S.Cropping2D: "_remap", S.UpSampling2D: "_remap", S.Permute: "_permute",
+    S.PReLU: "_prelu",
     S.Add: "_merge", S.Subtract: "_merge", S.Multiply: "_merge", S.Average: "_merge", S.Maximum: "_merge", S.Minimum: "_merge",
 }
 _NOTES = {
@@ -93,15 +95,17 @@ _NOTES = {
     S.DepthwiseConv2D: "Sequential chains; any depth_multiplier, strides, dilation, padding",
 }
 _DECLINED = {
-    (S.PReLU,): "PReLU has no C kernel yet",
 }
 _MERGES = (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum)
 _NOTES.update({cls: "graphs: any branches; a value read by several layers stays in the arena until its last reader"
                for cls in _MERGES})
+C_INT8.decline(S.PReLU, "PReLU's per-value slopes have no int8 form yet; export float32")
 for _backend in (C_FLOAT, C_INT8):
     _backend.register(S.SeparableConv2D, "_desugared", note="as Keras computes it: DepthwiseConv2D, then a 1x1 Conv2D (desugar.py)")
     _backend.register(ONE_D, "_desugared", note="as its 2-D form on an image of height 1 (desugar.py); Conv1D 'causal' too")
     for _cls, _method in _HANDLERS.items():
+        if _backend is C_INT8 and _cls is S.PReLU:
+            continue
         note = _NOTES.get(_cls, "")
         if _backend is C_INT8 and _cls in _MERGES:
             note = "inputs requantized to the output's scale; ReLU or ReLU6 after it; Multiply of two inputs"
@@ -468,6 +472,17 @@ class _Lowering:
         ops += more
         self._add(ElementwiseStep(layers=tuple((op.layer, _op_type(op)) for op in ops),
                                   input=self.layout, output=self.layout, taps={"in": tap_in, "out": last or layer.name}, ops=tuple(ops)))
+
+    def _prelu(self, info: S.LayerInfo) -> None:
+        layer = info.layer
+        self.cur_name = layer.name
+        dims = self.layout.dims
+        alpha = np.broadcast_to(self.weights[layer.name]["alpha"], dims)  # Keras' shape, 1 on the shared axes
+        flat = np.empty(self.layout.size, np.float32)
+        index = sum(np.indices(dims)[a] * self.layout.strides[a] for a in range(len(dims)))  # memory offset of each value
+        flat[index.reshape(-1)] = alpha.reshape(-1)
+        self._add(PReLUStep(layers=((layer.name, layer.type),), input=self.layout, output=self.layout,
+                            taps={"in": self.tap, "out": layer.name}, alpha=flat))
 
     def _remap(self, info: S.LayerInfo) -> None:
         """Cropping2D and UpSampling2D (nearest): one copy, each output cell from one input cell."""

@@ -215,6 +215,8 @@ def check_int8(plan: P.Plan) -> None:
         where = f"C export (int8): step {index} ({step.describe()})"
         if isinstance(step, P.SoftmaxStep) and not (index == len(plan.steps) - 1 and index > 0):
             raise ExportError(f"{where}: softmax has no int8 form except as the last layer. Export float32 instead")
+        if isinstance(step, P.PReLUStep):
+            raise ExportError(f"{where}: PReLU's per-value slopes have no int8 form yet. Export float32 instead")
         if isinstance(step, P.MergeStep):
             odd = [op.describe() for op in step.pre if op.is_rescale or op.activation not in MERGE_OPS]
             if odd:

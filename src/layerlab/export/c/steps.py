@@ -243,6 +243,16 @@ class MergeStep(Step):
 
 
 @dataclass
+class PReLUStep(Step):
+    """Keras PReLU, ``relu(x) - alpha * relu(-x)``, in place: ``alpha`` is broadcast to the whole
+    tensor and stored in the tensor's own memory order (one weight per value)."""
+
+    kind: ClassVar[str] = "prelu"
+    in_place_ok: ClassVar[bool] = True
+    alpha: np.ndarray = None  # (size,) in memory order
+
+
+@dataclass
 class RemapStep(Step):
     """Each output cell copies one input cell: along axis k, output index i reads input index
     ``i // up[k] + offset[k]`` (Cropping2D: up 1, offset the cells cropped before; UpSampling2D
