@@ -79,6 +79,24 @@ def _pad(x_nhwc: np.ndarray, win: geometry.Window2D, value: float) -> np.ndarray
     )
 
 
+def conv_input(x: np.ndarray, kernel_shape: tuple[int, ...], strides, padding: str, data_format: str, dilation_rate,
+               where: str) -> tuple[np.ndarray, geometry.Window2D]:
+    """What every convolution does first: ``x`` as NHWC, checked against the kernel's
+    ``(kernel_h, kernel_w, in_channels, ...)``, padded with zeros as geometry's window says.
+
+    Returns:
+        ``(x_pad, window)``: x_pad ``(batch, H + pads, W + pads, C)``.
+    """
+    _check_rank4(x, where)
+    x_nhwc = _to_nhwc(x, data_format)
+    kernel_h, kernel_w, in_channels = kernel_shape[:3]
+    if x_nhwc.shape[3] != in_channels:
+        raise ShapeError(f"{where}: input has {x_nhwc.shape[3]} channels, the kernel expects {in_channels}. "
+                         "Check data_format and the input layout")
+    win = _window(x_nhwc, (kernel_h, kernel_w), strides, padding, dilation_rate, where)
+    return _pad(x_nhwc, win, 0.0), win  # convolutions pad zeros
+
+
 def conv2d(
     x: np.ndarray,
     kernel_hwio: np.ndarray,
@@ -105,15 +123,9 @@ def conv2d(
     Returns:
         ``(batch, out_h, out_w, filters)`` or ``(batch, filters, out_h, out_w)``; float32.
     """
-    where = f"Conv2D (kernel {tuple(kernel_hwio.shape)} HWIO)"
-    _check_rank4(x, where)
-    x_nhwc = _to_nhwc(x, data_format)
-    kernel_h, kernel_w, in_channels, filters = kernel_hwio.shape
-    if x_nhwc.shape[3] != in_channels:
-        raise ShapeError(f"{where}: input has {x_nhwc.shape[3]} channels, the kernel expects {in_channels}. "
-                         "Check data_format and the input layout")
-    win = _window(x_nhwc, (kernel_h, kernel_w), strides, padding, dilation_rate, where)
-    x_pad = _pad(x_nhwc, win, 0.0)  # Conv2D pads zeros
+    kernel_h, kernel_w, _, filters = kernel_hwio.shape
+    x_pad, win = conv_input(x, kernel_hwio.shape, strides, padding, data_format, dilation_rate,
+                            f"Conv2D (kernel {tuple(kernel_hwio.shape)} HWIO)")
     out = np.zeros((x.shape[0], win.out_h, win.out_w, filters), dtype=np.float32)  # (N, out_h, out_w, F)
     for filter_y in range(kernel_h):
         for filter_x in range(kernel_w):

@@ -40,15 +40,9 @@ def depthwise_conv2d(
     Returns:
         ``(batch, out_h, out_w, C * M)`` or ``(batch, C * M, out_h, out_w)``; float32.
     """
-    where = f"DepthwiseConv2D (kernel {tuple(kernel.shape)})"
-    L._check_rank4(x, where)
-    x_nhwc = L._to_nhwc(x, data_format)
     kernel_h, kernel_w, channels, multiplier = kernel.shape
-    if x_nhwc.shape[3] != channels:
-        raise ShapeError(f"{where}: input has {x_nhwc.shape[3]} channels, the kernel expects {channels}. "
-                         "Check data_format and the input layout")
-    win = L._window(x_nhwc, (kernel_h, kernel_w), strides, padding, dilation_rate, where)
-    x_pad = L._pad(x_nhwc, win, 0.0)  # zeros, as Conv2D
+    x_pad, win = L.conv_input(x, kernel.shape, strides, padding, data_format, dilation_rate,
+                              f"DepthwiseConv2D (kernel {tuple(kernel.shape)})")
     out = np.zeros((x.shape[0], win.out_h, win.out_w, channels, multiplier), np.float32)  # (N, oh, ow, C, M)
     for filter_y in range(kernel_h):
         for filter_x in range(kernel_w):
