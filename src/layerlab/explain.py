@@ -197,11 +197,22 @@ def padding_lines(win: geometry.Window2D, padding: str) -> list[str]:
     return lines
 
 
-def unread_lines(win: geometry.Window2D) -> list[str]:
-    """Input rows/columns that no window reads (e.g. the border that 'valid' drops)."""
+def unread(win: geometry.Window2D) -> tuple[list[int], list[int]]:
+    """Input rows and columns that no window reads (e.g. the border that 'valid' drops)."""
     rows = set(range(win.in_h)) - {in_y for out_y in range(win.out_h) for in_y, _ in win.window(out_y, 0)}
     cols = set(range(win.in_w)) - {in_x for out_x in range(win.out_w) for _, in_x in win.window(0, out_x)}
-    return [f"{word} {', '.join(map(str, sorted(values)))}" for word, values in (("rows", rows), ("columns", cols)) if values]
+    return sorted(rows), sorted(cols)
+
+
+def unread_lines(win: geometry.Window2D, most: int | None = None) -> list[str]:
+    """``unread`` as text ('rows 26, 27'); with ``most``, longer lists are cut to their first ``most``."""
+    lines = []
+    for word, values, size in zip(("rows", "columns"), unread(win), (win.in_h, win.in_w), strict=True):
+        if values:
+            shown = values if most is None or len(values) <= most else values[:most]
+            tail = "" if len(shown) == len(values) else f", ... ({len(values)} of {size})"
+            lines.append(f"{word} {', '.join(map(str, shown))}{tail}")
+    return lines
 
 
 def _windowed(result, precision: int, max_windows: int) -> list[str]:

@@ -78,6 +78,17 @@ def default_scale(path: str | Path) -> float:
     return 1.0 if Path(path).suffix.lower() in ARRAY_SUFFIXES else 255.0
 
 
+def pixel_scale(spec: S.Model, scale: float | None = None) -> float:
+    """What image pixels (0..255) are divided by for this model: ``scale`` when given, else 1 when
+    the model rescales its own input (a first Rescaling of 1/255: it takes raw pixels), else 255."""
+    if scale is not None:
+        return float(scale)
+    first = spec.layers[0]
+    if isinstance(first, S.Rescaling) and abs(first.scale * 255.0 - 1.0) < 1e-6:
+        return 1.0
+    return 255.0
+
+
 def fit_to_model(x: np.ndarray, spec: S.Model, where: str) -> np.ndarray:
     """``x`` as ``(N, *spec.input_shape)``: a batch, one sample, or either with extra axes of size 1."""
     x = np.asarray(x)

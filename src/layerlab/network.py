@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from layerlab import spec as S
 from layerlab.errors import ModelFileError, NonFiniteError, ShapeError
 from layerlab.spec import Model
 
@@ -126,3 +127,15 @@ class Network:
         from layerlab import engine
 
         return engine.run(self.spec, self.weights, self.check_input(x), trace=True)
+
+
+def output_layouts(spec: Model) -> dict[str, str]:
+    """The layout of each layer's output ('input': the model input's): a layer's own data_format
+    where it has one, else the layout of what flows in."""
+    out = {"input": next((l.data_format for l in spec.layers if hasattr(l, "data_format")), S.CHANNELS_LAST)}
+    previous = "input"
+    for layer in spec.layers:
+        source = layer.inputs[0] if layer.inputs else previous
+        out[layer.name] = getattr(layer, "data_format", None) or out[source]
+        previous = layer.name
+    return out

@@ -29,9 +29,9 @@ def _input_image(args: argparse.Namespace, network) -> tuple[np.ndarray, int | N
     if not 0 <= args.image < len(data.x_test):
         raise ShapeError(f"--image {args.image}: MNIST has test images 0..{len(data.x_test) - 1}")
     pixels, label = data.x_test[args.image], int(data.y_test[args.image])
-    from layerlab.export.c import mnist_scale
+    from layerlab.inputs import pixel_scale
 
-    return input_for_model(pixels, network.spec, scale=mnist_scale(network.spec, args.scale)), label
+    return input_for_model(pixels, network.spec, scale=pixel_scale(network.spec, args.scale)), label
 
 
 def _export(args: argparse.Namespace) -> int:

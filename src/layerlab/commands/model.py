@@ -27,6 +27,7 @@ from layerlab import spec as S
 from layerlab.commands import non_negative_int, positive_int
 from layerlab.errors import ShapeError
 from layerlab.io import atomic_path, atomic_write_text
+from layerlab.network import output_layouts
 from layerlab.publish import publish_folder
 from layerlab.text import csv_text, file_stem, printable
 
@@ -274,17 +275,6 @@ def evaluate_command(args) -> int:
 
 # trace -----------------------------------------------------------------------------------------------
 
-def layouts(spec: S.Model) -> dict[str, str]:
-    """The layout of each layer's output: its own data_format for image layers, else what flows in."""
-    out = {"input": next((l.data_format for l in spec.layers if hasattr(l, "data_format")), S.CHANNELS_LAST)}
-    previous = "input"
-    for layer in spec.layers:
-        source = layer.inputs[0] if layer.inputs else previous
-        out[layer.name] = getattr(layer, "data_format", None) or out[source]
-        previous = layer.name
-    return out
-
-
 def trace_command(args) -> int:
     loaded = _load(args)
     net = loaded.network
@@ -327,7 +317,7 @@ def trace_command(args) -> int:
     with publish_folder(out, inputs=[args.model, args.architecture, args.input], force=args.force, kind="trace") as staging:
         atomic_write_text(staging / "trace.csv", text.getvalue())
         if not args.no_png:
-            layout = layouts(net.spec)
+            layout = output_layouts(net.spec)
             for r in rows:
                 name = f"{r['index']:02d}_{file_stem(r['layer'])}.png"
                 plot_feature_maps(outputs[r["layer"]][0], layout[r["layer"]], f"{printable(r['layer'])} ({r['type']}) {r['shape']}", staging / name)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from layerlab import spec as S
 from layerlab.errors import ExportError
 from layerlab.export.c.codegen import generate
 from layerlab.export.c.names import c_identifier
@@ -26,6 +25,7 @@ from layerlab.export.c.quantize import check_int8, quantize
 from layerlab.export.c.report import render_report
 from layerlab.export.c.verify import INT8_AGREEMENT, INT8_RANGE_ERROR, INT8_TOLERANCE_POINTS, Inputs
 from layerlab.export.c.verify import verify as verify_export
+from layerlab.inputs import pixel_scale
 from layerlab.publish import publish_folder
 
 __all__ = ["export_c"]
@@ -133,17 +133,6 @@ def _is_mnist_shaped(spec) -> bool:
     return int(np.prod(spec.input_shape)) == 28 * 28
 
 
-def mnist_scale(spec, scale: float | None) -> float:
-    """What MNIST pixels are divided by for this model: ``scale`` when given, else 1 when the model
-    rescales its own input (a first Rescaling of 1/255: it takes raw pixels), else 255."""
-    if scale is not None:
-        return float(scale)
-    first = spec.layers[0]
-    if isinstance(first, S.Rescaling) and abs(first.scale * 255.0 - 1.0) < 1e-6:
-        return 1.0
-    return 255.0
-
-
 def _input_note(spec, data) -> str:
     fmt = next((getattr(l, "data_format", None) for l in spec.layers if getattr(l, "data_format", None)), None)
     return f"{data.describe()}, {fmt}" if fmt else data.describe()
@@ -154,7 +143,7 @@ class _Data:
 
     From ``calibration_data`` (a .npy/.npz/image file of real inputs) when given: int8 calibrates
     on its first 80% and is checked on the rest (held out). Otherwise real MNIST when the model
-    takes a 28x28 grey image (pixels divided by ``mnist_scale``); otherwise seeded random
+    takes a 28x28 grey image (pixels divided by ``pixel_scale``); otherwise seeded random
     normals, which check float32 arithmetic but cannot calibrate int8 (refused).
     """
 
@@ -170,7 +159,7 @@ class _Data:
         if self.path is not None:
             return f"inputs as in {Path(self.path).name}" + (f" / {self.scale:g}" if self.scale not in (None, 1) else "")
         if _is_mnist_shaped(self.spec):
-            scale = mnist_scale(self.spec, self.scale)
+            scale = pixel_scale(self.spec, self.scale)
             return "raw pixels 0..255" if scale == 1 else f"pixels / {scale:g}"
         return "model inputs"
 
@@ -198,7 +187,7 @@ class _Data:
     def _scaled(self, pixels: np.ndarray) -> np.ndarray:
         from layerlab.data import input_for_model
 
-        return input_for_model(pixels, self.spec, scale=mnist_scale(self.spec, self.scale))
+        return input_for_model(pixels, self.spec, scale=pixel_scale(self.spec, self.scale))
 
     def inputs(self, count: int, need_labels: bool) -> Inputs:
         if self.path is not None:
