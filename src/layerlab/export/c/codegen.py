@@ -57,6 +57,7 @@ def generate(plan: P.Plan, qplan: QPlan | None, *, prefix: str, model_name: str,
         fn = kernels.render(k, step)
         rendered.append((fn, step))
         calls.append(f"    {fn}({', '.join(step.srcs)}, {step.dst});")
+        calls.append(f"    LL_TRACE({k}, {step.dst}, {extent(step.output)});")
     ctype = "int8_t" if qplan else "float"
     upper = prefix.upper()
     kind_line = "float32 inference." if not qplan else (
@@ -97,6 +98,11 @@ def generate(plan: P.Plan, qplan: QPlan | None, *, prefix: str, model_name: str,
         "cortex-m/mps2-an386.ld": render("cortex_m/mps2_an386.ld.tmpl", **values),
     }
     return Generated(files=files, buffers=buffers, flash=dict(unit.flash), steps=rendered, arena=arena)
+
+
+def extent(layout) -> int:
+    """Elements from a tensor's first value to its last in its buffer (strided layouts leave gaps)."""
+    return 1 + sum((d - 1) * s for d, s in zip(layout.dims, layout.strides, strict=True))
 
 
 def _int8_entry(plan, qplan: QPlan, arena: P.Arena, calls, unit: Unit, values) -> tuple[str, str, str]:
