@@ -107,10 +107,11 @@ EXCEL_VALUES = Backend("excel_values", "xlsx export", "Excel values", "layerlab.
 EXCEL_FORMULAS = Backend("excel_formulas", "xlsx-formulas", "Excel formulas", "layerlab.export.excel_formulas", ExportError)
 NNC_IMPORT = Backend("nnc_import", "NNC import", "NNC import", "layerlab.nnc.functions", NNCError)
 NNC_EXPORT = Backend("nnc_export", "NNC export", "NNC export", "layerlab.nnc.exporter", NNCError)
+VIEW = Backend("view", "layerlab view", "view click", "layerlab.view.data")
 
 BACKENDS: tuple[Backend, ...] = (
     LOADER, ENGINE, ENGINE_FAST, KERAS, TRAINER, PROBE, C_FLOAT, C_INT8, EXCEL_VALUES, EXCEL_FORMULAS,
-    NNC_IMPORT, NNC_EXPORT,
+    NNC_IMPORT, NNC_EXPORT, VIEW,
 )
 
 
