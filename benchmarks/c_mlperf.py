@@ -5,8 +5,11 @@
 For each .h5 in ../shared/models/mlperf_tiny: layerlab's float32 and int8 C (int8 calibrated on
 2000 seeded uniform inputs in the model's input range, checked on the 500 held out): the export's
 own verification line, Cortex-M4 flash and RAM (arm-none-eabi-size of the object; RAM = static
-buffers + the deepest stack from GCC's call graph), and host CPU time per inference (the export's
-harness, ``--bench``, best of ``--passes``). Beside it, TFLite Micro (PyPI ``tflite-micro``) on the
+buffers + the deepest stack from GCC's call graph), host CPU time per inference (the export's
+harness, ``--bench``, best of ``--passes``), and instructions executed per inference on an
+emulated Cortex-M4 (``layerlab.export.c.emulate``: the ``-cm4.elf`` in ``unicorn``, mean of 3
+inputs; int8 counts ``predict_q``, the int8 network alone), per MAC, and whether the emulated
+float outputs equal the host build's bit for bit. Beside it, TFLite Micro (PyPI ``tflite-micro``) on the
 reference int8 .tflite: the arena its RecordingMicroAllocator reports (what a TFLM user must
 reserve, besides stack) and its host time per ``invoke``; and the TFLite interpreter's agreement
 of that int8 file with the float model on the same 500 held-out inputs (classifiers only: the
@@ -68,7 +71,7 @@ def layerlab_rows(path: Path, x_range, passes: int, work: Path, tflite: Path | N
             report = export_c(network, out, int8=int8, calibration_data=work / "x.npy", calibration=2000,
                               verify_images=500).read_text()
         except Exception as exc:  # a table row, not a traceback
-            rows.append([path.name, f"layerlab {kind}", "-", "-", "-", f"not exported: {str(exc).splitlines()[0][:120]}"])
+            rows.append([path.name, f"layerlab {kind}", "-", "-", "-", "-", "-", "-", f"not exported: {str(exc).splitlines()[0][:120]}"])
             continue
         flash = _grab(r"flash \(code \+ weights\) (\d+) B", report)
         ram = _grab(r"static RAM (\d+) B\n", report)
@@ -79,10 +82,36 @@ def layerlab_rows(path: Path, x_range, passes: int, work: Path, tflite: Path | N
         bench = subprocess.run([str(exe), "--bench", str(passes), str(work / "images.bin")], capture_output=True, text=True, check=True)
         host = min(float(v) for v in re.findall(r"^predict ([\d.]+)", bench.stdout, re.M)) / 1000.0
         total = int(ram) + int(stack) if ram.isdigit() and stack.isdigit() else "?"
-        rows.append([path.name, f"layerlab {kind}", flash, f"{total} ({ram} static + {stack} stack)", f"{host:.1f}", check[:150]])
+        instructions, per_mac, same = emulated(out, exe, network, work / "images.bin", int8)
+        rows.append([path.name, f"layerlab {kind}", flash, f"{total} ({ram} static + {stack} stack)", f"{host:.1f}",
+                     instructions, per_mac, same, check[:150]])
     if tflite is not None and tflite.is_file():
-        rows.append([path.name, "TFLite int8 (interpreter)", "-", "-", "-", tflite_agreement(network, tflite, x[2000:])])
+        rows.append([path.name, "TFLite int8 (interpreter)", "-", "-", "-", "-", "-", "-", tflite_agreement(network, tflite, x[2000:])])
     return rows
+
+
+def emulated(out: Path, exe: Path, network, images: Path, int8: bool, samples: int = 3) -> tuple[str, str, str]:
+    """Instructions per inference on the emulated Cortex-M4 (unicorn, mean of ``samples`` inputs),
+    per MAC, and whether the emulated outputs equal the host build's bit for bit."""
+    try:
+        from layerlab.export.c.emulate import count
+    except ImportError as exc:
+        return "-", "-", f"not counted ({exc})"
+    prefix = exe.name[: -len("_test")]
+    try:
+        subprocess.run(["make", "--no-print-directory", "-s", f"{prefix}-cm4.elf"], cwd=out, check=True, capture_output=True)
+        size = int(np.prod(network.spec.input_shape))
+        x = np.fromfile(images, np.float32)[: samples * size].reshape(samples, size)
+        x.tofile(out / "emulated-in.bin")
+        subprocess.run([str(exe), str(out / "emulated-in.bin"), str(out / "emulated-out.bin")], check=True, capture_output=True)
+        host = np.fromfile(out / "emulated-out.bin", np.float32).reshape(samples, -1)
+        counts = [count(out / f"{prefix}-cm4.elf", prefix, x[i], int8=int8, input_size=size, output_size=host.shape[1])
+                  for i in range(samples)]
+    except Exception as exc:  # a table cell, not a traceback
+        return "-", "-", f"not counted: {str(exc).splitlines()[0][:80]}"
+    mean = sum(c.instructions for c in counts) / samples
+    same = all(np.array_equal(c.output, host[i]) for i, c in enumerate(counts))
+    return f"{mean:,.0f}", f"{mean / network.spec.macs:.2f}", "yes" if same else "NO"
 
 
 def tflite_agreement(network, tflite: Path, x: np.ndarray) -> str:
@@ -107,19 +136,19 @@ def tflite_agreement(network, tflite: Path, x: np.ndarray) -> str:
 
 def tflm_row(model: str, tflite: Path, passes: int) -> list[str]:
     if not tflite.is_file():
-        return [model, "TFLite Micro int8", "-", "-", "-", f"{tflite.name} not found"]
+        return [model, "TFLite Micro int8", "-", "-", "-", "-", "-", "-", f"{tflite.name} not found"]
     try:
         proc = subprocess.run([sys.executable, "-c", TFLM_PROBE, str(tflite), str(max(passes, 20))], capture_output=True, text=True,
                               timeout=300)
     except subprocess.TimeoutExpired:
-        return [model, "TFLite Micro int8", "-", "-", "-", "timed out"]
+        return [model, "TFLite Micro int8", "-", "-", "-", "-", "-", "-", "timed out"]
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        return [model, "TFLite Micro int8", "-", "-", "-", f"not run: {text.strip().splitlines()[-1][:120] if text.strip() else proc.returncode} "
+        return [model, "TFLite Micro int8", "-", "-", "-", "-", "-", "-", f"not run: {text.strip().splitlines()[-1][:120] if text.strip() else proc.returncode} "
                 "(pip install tflite-micro)"]
     arena = _grab(r"Arena allocation total (\d+) bytes", text)
     return [model, f"TFLite Micro int8 ({tflite.name})", f"{tflite.stat().st_size} (.tflite)", f"{arena} (arena, + stack)",
-            _grab(r"invoke_us ([\d.]+)", text), "reference interpreter (x86 build of the TFLM kernels)"]
+            _grab(r"invoke_us ([\d.]+)", text), "-", "-", "-", "reference interpreter (x86 build of the TFLM kernels)"]
 
 
 def main() -> int:
@@ -130,13 +159,14 @@ def main() -> int:
     folder = Path(args.models)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}; "
           f"{time.strftime('%Y-%m-%d')}")
-    print("| model | engine | flash B | RAM B | host us / inference | check |")
-    print("|---|---|---|---|---|---|")
+    print("| model | engine | flash B | RAM B | host us / inference | Cortex-M4 instructions / inference | per MAC "
+          "| emulated = host | check |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="layerlab-c-bench-") as tmp:
         for model, (x_range, tflite) in MODELS.items():
             path = folder / model
             if not path.is_file():
-                print(f"| {model} | - | - | - | - | not found in {folder} |")
+                print(f"| {model} | - | - | - | - | - | - | - | not found in {folder} |")
                 continue
             work = Path(tmp) / path.stem
             work.mkdir()
