@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import random_weights, require_path, require_tool
+from conftest import random_weights, require_module, require_path, require_tool
 from layerlab import spec as S
 from layerlab.errors import ExportError, OutputError
 from layerlab.export.c import export_c
+from layerlab.export.c import toolchain as T
 from layerlab.export.c import verify as V
 from layerlab.export.c.codegen import generate
 from layerlab.export.c.names import c_comment, c_identifier
@@ -678,3 +679,25 @@ def test_mlperf_models_export_verify_and_run_on_cortex_m4_as_on_the_host(tmp_pat
     np.testing.assert_allclose(arm, host, rtol=0, atol=1e-6 * max(1.0, float(np.max(np.abs(ref)))))
     if not int8:
         np.testing.assert_allclose(host, ref, rtol=0, atol=1e-5 * float(np.max(np.abs(ref))))
+    # the same ELF in a second emulator (unicorn), which counts instructions: the same outputs as QEMU, bit for bit
+    require_module("unicorn")
+    require_module("elftools")
+    from layerlab.export.c.emulate import count
+
+    size, outputs = int(np.prod(network.spec.input_shape)), int(np.prod(network.spec.output_shape))
+    counted = [count(tmp_path / "qemu" / "model-cm4.elf", "model", x[i], int8=int8, input_size=size, output_size=outputs)
+               for i in range(len(x))]
+    np.testing.assert_array_equal(np.concatenate([c.output for c in counted]), arm)
+    assert all(network.spec.macs / 2 < c.instructions < 20 * network.spec.macs for c in counted)
+    assert all(0 < c.stack < 4096 for c in counted)
+    if int8:  # the portable loops (-DLAYERLAB_NO_DSP) give the same int8 network bit for bit, in more instructions
+        build = tmp_path / "qemu"
+        (build / "model-cm4.elf").unlink()
+        proc = subprocess.run([*MAKE, "model-cm4.elf", f"ARM_FLOAT={' '.join(T.ARM_FLOAT)} -DLAYERLAB_NO_DSP"], cwd=build,
+                              capture_output=True, text=True, timeout=300, env=MAKE_ENV)
+        assert proc.returncode == 0, proc.stderr
+        portable = [count(build / "model-cm4.elf", "model", x[i], int8=True, input_size=size, output_size=outputs) for i in range(len(x))]
+        np.testing.assert_array_equal(np.concatenate([c.output for c in portable]), arm)
+        dense = any(isinstance(l, S.Dense) for l in network.spec.layers)
+        assert all((p.instructions > c.instructions) if dense else (p.instructions >= c.instructions)
+                   for p, c in zip(portable, counted, strict=True))

@@ -343,11 +343,14 @@ class Kernels:
         if q:
             kernel = unit.array(k, "int8_t", f"{fn}_kernel", q.kernel_q.T,
                                 f"{fn} kernel{folded}, int8 per-unit, shape ({units}, {in_features}): Keras' (in, units) transposed so each unit reads one row")
-            bias_init = unit.array(k, "int32_t", f"{fn}_bias", q.bias_q, f"{fn} bias in accumulator units") + "[unit]" if q.bias_q is not None else "0"
+            bias = unit.array(k, "int32_t", f"{fn}_bias", q.bias_q, f"{fn} bias in accumulator units") if q.bias_q is not None else None
             stage = self.stage_function(k, f"{fn}_stage1", q.stage1)
-            finish = f"{stage}(acc, unit)" if stage else "acc"
-            unit.functions.append(render("dense_q.c.tmpl", title=title, fn=fn, units=units, in_features=in_features,
-                                         kernel=kernel, bias_init=bias_init, finish=finish))
+            init = lambda u: f"{bias}[{u}]" if bias else "0"  # noqa: E731
+            done = lambda acc, u: f"{stage}({acc}, {u})" if stage else acc  # noqa: E731
+            unit.helper("dot_dsp")
+            unit.functions.append(render("dense_q.c.tmpl", title=title, fn=fn, units=units, in_features=in_features, kernel=kernel,
+                                         bias_init=init("unit"), bias_init0=init("unit"), bias_init1=init("unit + 1"),
+                                         finish=done("acc", "unit"), finish0=done("acc0", "unit"), finish1=done("acc1", "unit + 1")))
             return
         kernel = unit.array(k, "float", f"{fn}_kernel", step.kernel, f"{fn} kernel{folded}, shape ({in_features}, {units}), layout (in, units), as Keras")
         bias_init = unit.array(k, "float", f"{fn}_bias", step.bias, f"{fn} bias{folded}, shape ({units},)") + "[tile + u]" if step.bias is not None else "0.0f"

@@ -9,6 +9,34 @@
 #else
 #define LL_NOINLINE
 #endif
+@@ dot_dsp
+/* Cortex-M DSP extension (ARMv7E-M: M4, M7, M33 with DSP): SMLAD multiplies two pairs of 16-bit
+ * values and adds both products to an accumulator in one instruction, as CMSIS-NN does. Four int8
+ * values are read as one word; SXTB16 sign-extends bytes 0 and 2 (and, rotated by 8, bytes 1 and 3)
+ * into 16-bit pairs. Chosen at compile time (__ARM_FEATURE_DSP); -DLAYERLAB_NO_DSP, or any other
+ * target, builds the portable loop instead. Both give the same int32 sums (integer arithmetic). */
+#if defined(__ARM_FEATURE_DSP) && !defined(LAYERLAB_NO_DSP)
+#include <arm_acle.h>
+#include <string.h>
+#define LL_DSP 1
+/* acc0 += x[0..3] . w0[0..3] and acc1 += x[0..3] . w1[0..3]: the input is extended once for both rows. */
+static inline void ll_dot4x2(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t *acc0, int32_t *acc1)
+{
+    uint32_t xv, a, b;
+    memcpy(&xv, x, 4);
+    memcpy(&a, w0, 4);
+    memcpy(&b, w1, 4);
+    {
+        const int16x2_t x_even = __sxtb16(xv), x_odd = __sxtb16((xv >> 8) | (xv << 24));
+        *acc0 = __smlad(x_even, __sxtb16(a), *acc0);
+        *acc0 = __smlad(x_odd, __sxtb16((a >> 8) | (a << 24)), *acc0);
+        *acc1 = __smlad(x_even, __sxtb16(b), *acc1);
+        *acc1 = __smlad(x_odd, __sxtb16((b >> 8) | (b << 24)), *acc1);
+    }
+}
+#else
+#define LL_DSP 0
+#endif
 @@ tap_begin
 /* First tap t of a window starting at in0 (t * dilation from it) that lies at or after 0. */
 static int ll_tap_begin(int in0, int dilation)
