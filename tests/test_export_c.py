@@ -701,3 +701,73 @@ def test_mlperf_models_export_verify_and_run_on_cortex_m4_as_on_the_host(tmp_pat
         dense = any(isinstance(l, S.Dense) for l in network.spec.layers)
         assert all((p.instructions > c.instructions) if dense else (p.instructions >= c.instructions)
                    for p, c in zip(portable, counted, strict=True))
+
+
+@pytest.mark.cc
+def test_requantize_helpers_equal_the_64_bit_formula(tmp_path, cc):
+    """ll_requantize and ll_requantize_high (32-bit forms of the high word, no variable 64-bit shift
+    on a 32-bit core) against the plain 64-bit expression, on 2 million seeded cases."""
+    from layerlab.export.c.emit import _helpers
+
+    helpers = _helpers()
+    source = "\n".join(["#include <stdint.h>", "#include <stdio.h>", helpers["inline"], helpers["requantize"], helpers["requantize_high"], r"""
+static int32_t plain(int32_t acc, int32_t multiplier, int shift, int32_t low)
+{
+    const int64_t scaled = ((int64_t)acc * multiplier + ((int64_t)1 << (shift - 1))) >> shift;
+    return scaled > 127 ? 127 : scaled < low ? low : (int32_t)scaled;
+}
+int main(void)
+{
+    uint64_t s = 88172645463325252ull;
+    long i, bad = 0;
+    for (i = 0; i < 2000000; ++i) {
+        int32_t acc, mult, low;
+        int shift;
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        acc = (int32_t)(s >> 32) >> (s & 15);
+        mult = (int32_t)(0x40000000u + ((uint32_t)s & 0x3fffffffu));
+        shift = 20 + (int)((s >> 20) % 43);
+        low = (s >> 40) & 1 ? 0 : -128;
+        bad += ll_requantize(acc, mult, shift, low) != plain(acc, mult, shift, low);
+        if (shift >= 33) bad += ll_requantize_high(acc, mult, shift - 32, low) != plain(acc, mult, shift, low);
+    }
+    printf("%ld\n", bad);
+    return 0;
+}
+"""])
+    (tmp_path / "rq.c").write_text(source)
+    subprocess.run([cc, *T.HOST_CFLAGS, "-Wno-unused-function", "-o", str(tmp_path / "rq"), str(tmp_path / "rq.c")], check=True)
+    assert subprocess.run([str(tmp_path / "rq")], capture_output=True, text=True, check=True).stdout.strip() == "0"
+
+
+@pytest.mark.arm
+def test_int8_dsp_kernels_on_cortex_m4_equal_the_portable_host_build(tmp_path, cc):
+    """The SMLAD paths (conv runs with pairs of positions, dilated taps, a column conv, odd filter
+    counts and channel tails, depthwise four channels a word, Dense two units a step) give in QEMU
+    and unicorn the very outputs of the portable loops on the host."""
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        require_tool(tool)
+    spec = S.Model(name="dsp", input_shape=(9, 11, 3), layers=(
+        S.Conv2D(name="c1", filters=6, kernel_size=3, padding="same", activation="relu"),
+        S.Conv2D(name="c2", filters=7, kernel_size=3, dilation_rate=2, padding="same"),
+        S.DepthwiseConv2D(name="dw", kernel_size=3, strides=2, padding="same", activation="relu"),
+        S.Conv2D(name="pw", filters=9, kernel_size=1),
+        S.Reshape(name="col", target_shape=(30, 1, 9)),
+        S.Conv2D(name="c3", filters=5, kernel_size=(3, 1), activation="relu"),
+        S.Flatten(name="f"), S.Dense(name="d", units=5, activation="softmax")))
+    network = Network(spec, random_weights(spec, 5))
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "x.npy", rng.normal(0, 1, (200, *spec.input_shape)).astype(np.float32))
+    export_c(network, tmp_path / "c", name="dsp", int8=True, calibration_data=tmp_path / "x.npy")
+    x = rng.normal(0, 1, (3, *spec.input_shape)).astype(np.float32)
+    host, arm = host_and_qemu(tmp_path / "c", x, tmp_path, "dsp_test")
+    np.testing.assert_allclose(arm, host, rtol=0, atol=1e-6)
+    source = (tmp_path / "c" / "dsp.c").read_text()
+    assert "ll_dot_2x2" in source and "ll_depthwise4" in source and "ll_dot4x2" in source
+    require_module("unicorn")
+    require_module("elftools")
+    from layerlab.export.c.emulate import count
+
+    for i in range(len(x)):
+        c = count(tmp_path / "qemu" / "dsp-cm4.elf", "dsp", x[i], int8=True, input_size=x[i].size, output_size=5)
+        np.testing.assert_array_equal(c.output, arm[5 * i : 5 * i + 5])

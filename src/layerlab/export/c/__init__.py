@@ -82,7 +82,7 @@ def _export(network, out_dir, *, name, int8, calibration, verify, verify_images,
         prefix = f"m_{prefix}"
     network.refuse_nonfinite("C export")
     spec = network.spec
-    plan = lower(spec, network.weights)
+    plan = lower(spec, network.weights, int8=int8)
     data = _Data(spec, data_dir, scale, calibration_data)
     inputs_ = data.inputs(verify_images, need_labels=int8) if verify else None
     qplan = None

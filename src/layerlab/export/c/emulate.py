@@ -40,11 +40,13 @@ class Count:
         instructions: executed by the inference call (``predict`` or ``predict_q``).
         stack: deepest stack it used, in bytes (measured: the stack was filled with a pattern first).
         output: ``predict``'s float32 output for the same input (to compare with the host build).
+        by_function: instructions per function of the ELF (the steps, the helpers they call).
     """
 
     instructions: int
     stack: int
     output: np.ndarray
+    by_function: dict[str, int]
 
 
 def _thumb_lengths(code: bytes) -> int:
@@ -83,6 +85,10 @@ class Emulator:
                     uc.mem_write(segment["p_vaddr"], data + b"\0" * (segment["p_memsz"] - len(data)))
             symbols = image.get_section_by_name(".symtab")
             self.symbols = {s.name: s["st_value"] for s in symbols.iter_symbols() if s.name} if symbols else {}
+            functions = sorted((s["st_value"] & ~1, s["st_value"] + s["st_size"], s.name) for s in (symbols.iter_symbols() if symbols else ())
+                               if s["st_info"]["type"] == "STT_FUNC" and s["st_size"])
+        self._functions = functions
+        self.by_function: dict[str, int] = {}
         self.heap = (self.symbols.get("end", RAM + 0x100000) + 15) & ~15
         self._enable_fpu()
         self._blocks: dict[int, int] = {}
@@ -114,6 +120,7 @@ class Emulator:
         uc.reg_write(UC_ARM_REG_SP, STACK_TOP)
         uc.reg_write(UC_ARM_REG_LR, STOP | 1)
         self.executed = 0
+        self.by_function = {}
         hook = uc.hook_add(UC_HOOK_BLOCK, self._on_block) if count else None
         try:
             uc.emu_start(self.symbol(name) | 1, STOP, timeout=0, count=0)
@@ -125,10 +132,20 @@ class Emulator:
         return self.executed
 
     def _on_block(self, uc, address: int, size: int, _user) -> None:
-        n = self._blocks.get(address)
-        if n is None:
-            n = self._blocks[address] = _thumb_lengths(bytes(uc.mem_read(address, size)))
+        known = self._blocks.get(address)
+        if known is None:
+            known = self._blocks[address] = (_thumb_lengths(bytes(uc.mem_read(address, size))), self._function_at(address))
+        n, name = known
         self.executed += n
+        self.by_function[name] = self.by_function.get(name, 0) + n
+
+    def _function_at(self, address: int) -> str:
+        import bisect
+
+        i = bisect.bisect_right(self._functions, (address, float("inf"), "")) - 1
+        if i >= 0 and self._functions[i][0] <= address < self._functions[i][1]:
+            return self._functions[i][2]
+        return "?"
 
     def stack_fill(self, depth: int = 64 * 1024) -> None:
         self.uc.mem_write(STACK_TOP - depth, bytes([STACK_FILL]) * depth)
@@ -156,11 +173,11 @@ def count(elf: str | Path, prefix: str, x: np.ndarray, *, int8: bool, input_size
         emu.call(f"{prefix}_quantize_input", inp, inq)
         emu.stack_fill()
         executed = emu.call(f"{prefix}_predict_q", inq, out, count=True)
-        stack = emu.stack_used()
+        stack, by_function = emu.stack_used(), dict(emu.by_function)
         emu.call(f"{prefix}_predict", inp, out)
     else:
         emu.stack_fill()
         executed = emu.call(f"{prefix}_predict", inp, out, count=True)
-        stack = emu.stack_used()
+        stack, by_function = emu.stack_used(), dict(emu.by_function)
     output = np.frombuffer(bytes(emu.uc.mem_read(out, 4 * output_size)), "<f4").copy()
-    return Count(executed, stack, output)
+    return Count(executed, stack, output, by_function)

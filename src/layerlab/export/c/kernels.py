@@ -7,6 +7,8 @@ calls in ``*_predict``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from layerlab.errors import ExportError
@@ -124,11 +126,17 @@ class Kernels:
         if stage.kind in ("requant", "lut"):
             index = "value"
             if stage.source == "int32":
-                unit.helper("requantize")
                 mult = unit.array(k, "int32_t", f"{fn}_multiplier", stage.multiplier, f"{fn}: Q31 requantization multiplier per channel")
-                shift = unit.array(k, "uint8_t", f"{fn}_shift", stage.shift, f"{fn}: requantization right shift per channel")
                 low = "0" if stage.relu and stage.kind == "requant" else "-128"
-                index = f"ll_requantize(value, {mult}[channel], {shift}[channel], {low})"
+                if int(np.min(stage.shift)) >= 33:  # every scale below 1/2: the high word alone, no branch
+                    unit.helper("inline", "requantize_high")
+                    high_shift = np.asarray(stage.shift, np.int64) - 32
+                    shift = unit.array(k, "uint8_t", f"{fn}_shift", high_shift, f"{fn}: right shift of the product's high word per channel")
+                    index = f"ll_requantize_high(value, {mult}[channel], {shift}[channel], {low})"
+                else:
+                    unit.helper("inline", "requantize")
+                    shift = unit.array(k, "uint8_t", f"{fn}_shift", stage.shift, f"{fn}: requantization right shift per channel")
+                    index = f"ll_requantize(value, {mult}[channel], {shift}[channel], {low})"
             else:
                 lines.append("(void)channel;")
             if stage.kind == "lut":
@@ -148,7 +156,8 @@ class Kernels:
             lines.append(f"return ll_quantize({apply}({real}) * {float_literal(1.0 / stage.out_scale)});" if apply else
                          f"return ll_quantize({real} * {float_literal(1.0 / stage.out_scale)});")
         body = "\n".join(f"    {line}" for line in lines)
-        self.unit.functions.append(f"static int32_t {fn}(int32_t value, int channel)\n{{\n{body}\n}}\n")
+        self.unit.helper("inline")
+        self.unit.functions.append(f"LL_INLINE int32_t {fn}(int32_t value, int channel)\n{{\n{body}\n}}\n")
         return fn
 
     def name(self, k: int, step: P.Step) -> str:
@@ -168,6 +177,9 @@ class Kernels:
         unit, win = self.unit, step.window
         image = step.input.image(step.data_format)
         kernel_h, kernel_w, in_channels, filters = step.kernel_hwio.shape
+        if q and step.pool is None and image.stride_c == 1:
+            self._conv_dot(k, fn, step, q)
+            return
         layout = "layout HWIO (filter_y, filter_x, in_channel, out_channel), as Keras"
         folded = " with the BatchNormalization folded in" if any(t == "BatchNormalization" for _, t in step.layers) else ""
         if q:
@@ -326,6 +338,20 @@ class Kernels:
             post = self.ops_pass("output", "output", step.output.size, step.pre)
         fy = tap_range("in_y0", win.pad_top, win.pad_bottom, image.h, kernel_h, win.dilation_h, unit)
         fx = tap_range("in_x0", win.pad_left, win.pad_right, image.w, kernel_w, win.dilation_w, unit)
+        if q and step.multiplier == 1 and image.stride_c == 1 and out.stride_c == 1:  # channels side by side: four a word
+            unit.helper("inline", "noinline", "hot", "dot_dsp")
+            init = lambda c: f"{bias}[{c}]" if bias else "0"  # noqa: E731
+            put = lambda acc, c: f"(int8_t){stage1}({acc}, {c})" if stage1 else f"(int8_t){acc}"  # noqa: E731
+            unit.functions.append(render(
+                "depthwise_dot.c.tmpl", title=self.title(k, step), fn=fn, in_shape=shape_text(step.input.dims),
+                out_shape=shape_text(step.output.dims), channels=image.c, out_h=win.out_h, out_w=win.out_w, stride_h=win.stride_h,
+                stride_w=win.stride_w, pad_top=win.pad_top, pad_left=win.pad_left, filter_y_begin=fy[0], filter_y_end=fy[1],
+                filter_x_begin=fx[0], filter_x_end=fx[1], dilation_h=win.dilation_h, dilation_w=win.dilation_w,
+                in_stride_y=image.stride_y, in_stride_x=image.stride_x, kernel=kernel, kernel_row=kernel_w * out_channels,
+                out_stride_y=out.stride_y, out_stride_x=out.stride_x,
+                **{f"bias_{i}": init(f"channel + {i}" if i else "channel") for i in range(4)}, bias_c=init("channel"),
+                **{f"store_{i}": put(f"acc[{i}]", f"channel + {i}" if i else "channel") for i in range(4)}, store_c=put("acc", "channel")))
+            return
         unit.functions.append(render(
             "depthwise.c.tmpl", title=self.title(k, step), fn=fn, in_shape=shape_text(step.input.dims), out_shape=shape_text(step.output.dims),
             multiplier=step.multiplier, channels=image.c, out_channels=out_channels, out_h=win.out_h, out_w=win.out_w,
@@ -334,6 +360,60 @@ class Kernels:
             in_stride_y=image.stride_y, in_stride_x=image.stride_x, in_stride_c=image.stride_c, kernel=kernel,
             kernel_row=kernel_w * out_channels, acc_init=f"{bias}[out_channel]" if bias else zero, store=store,
             out_stride_y=out.stride_y, out_stride_x=out.stride_x, out_stride_c=out.stride_c, post_pass=post, **self.types))
+
+    def _conv_dot(self, k: int, fn: str, step: P.ConvStep, q: QStep) -> None:
+        """int8 conv over channels-inner input: per tap, a dot product of runs of channels (SMLAD)."""
+        unit, win = self.unit, step.window
+        image, out = step.input.image(step.data_format), step.output.image(step.data_format)
+        kernel_h, kernel_w, in_channels, filters = step.kernel_hwio.shape
+        folded = " with the BatchNormalization folded in" if any(t == "BatchNormalization" for _, t in step.layers) else ""
+        ohwi = q.kernel_q.transpose(3, 0, 1, 2)
+        if win.out_w == 1 and image.w == 1 and kernel_w == 1 and win.out_h > 1:
+            # A column (a 1-D conv as Keras builds it, (steps, 1, channels)) runs as a row, so that
+            # neighbouring outputs pair up: the same bytes, heights and widths swapped.
+            win = dataclasses.replace(win, in_h=win.in_w, in_w=win.in_h, out_h=win.out_w, out_w=win.out_h, pad_top=win.pad_left,
+                                      pad_bottom=win.pad_right, pad_left=win.pad_top, pad_right=win.pad_bottom, kernel_h=win.kernel_w,
+                                      kernel_w=win.kernel_h, stride_h=win.stride_w, stride_w=win.stride_h, dilation_h=win.dilation_w,
+                                      dilation_w=win.dilation_h)
+            image, out = (dataclasses.replace(i, h=i.w, w=i.h, stride_y=i.stride_x, stride_x=i.stride_y) for i in (image, out))
+            kernel_h, kernel_w = kernel_w, kernel_h
+        kernel = unit.array(k, "int8_t", f"{fn}_kernel", ohwi,
+                            f"{fn} kernel{folded}, int8 per-channel, layout OHWI (out_channel, filter_y, filter_x, in_channel): each filter's channels side by side")
+        bias = unit.array(k, "int32_t", f"{fn}_bias", q.bias_q, f"{fn} bias in accumulator units") if q.bias_q is not None else None
+        stage1 = self.stage_function(k, f"{fn}_stage1", q.stage1)
+        store = lambda acc, c: f"(int8_t){stage1}({acc}, {c})" if stage1 else f"(int8_t){acc}"  # noqa: E731
+        fy = tap_range("in_y0", win.pad_top, win.pad_bottom, image.h, kernel_h, win.dilation_h, unit)
+        fx = tap_range("in_x0", win.pad_left, win.pad_right, image.w, kernel_w, win.dilation_w, unit)
+        unit.helper("inline", "noinline", "hot", "dot_dsp", "dot_x2", "dot_2x2")
+        # Output x positions whose taps all lie inside the input along x: [interior_begin, interior_end).
+        span_w = (kernel_w - 1) * win.dilation_w
+        interior_begin = min(win.out_w, -(-win.pad_left // win.stride_w))
+        last_start = image.w - 1 - span_w + win.pad_left
+        interior_end = max(interior_begin, min(win.out_w, last_start // win.stride_w + 1) if last_start >= 0 else 0)
+        w_row = f"{kernel} + (f * {kernel_h} + fy) * {kernel_w * in_channels}"
+        g_row = f"{kernel} + (g * {kernel_h} + fy) * {kernel_w * in_channels}"
+        pad = " " * 24
+        if win.dilation_w == 1 and image.stride_x == in_channels:  # a kernel row is one run: kernel_w * channels bytes
+            interior = (f"{pad}ll_dot_2x2(x, x + {win.stride_w * image.stride_x}, {w_row}, {g_row}, {kernel_w * in_channels}, acc);")
+            border = (f"{pad}ll_dot_x2(row + (in_x0 + filter_x_begin) * {image.stride_x}, {w_row} + filter_x_begin * {in_channels},\n"
+                      f"{pad}          {g_row} + filter_x_begin * {in_channels}, (filter_x_end - filter_x_begin) * {in_channels}, &acc0, &acc1);")
+        else:  # one run of channels per tap
+            interior = (f"{pad}int fx;\n{pad}for (fx = 0; fx < {kernel_w}; ++fx) {{\n"
+                        f"{pad}    ll_dot_2x2(x + fx * {win.dilation_w * image.stride_x}, x + fx * {win.dilation_w * image.stride_x} + "
+                        f"{win.stride_w * image.stride_x}, {w_row} + fx * {in_channels}, {g_row} + fx * {in_channels}, {in_channels}, acc);\n{pad}}}")
+            border = (f"{pad}int fx;\n{pad}for (fx = filter_x_begin; fx < filter_x_end; ++fx) {{\n"
+                      f"{pad}    ll_dot_x2(row + (in_x0 + fx * {win.dilation_w}) * {image.stride_x}, {w_row} + fx * {in_channels},\n"
+                      f"{pad}              {g_row} + fx * {in_channels}, {in_channels}, &acc0, &acc1);\n{pad}}}")
+        unit.functions.append(render(
+            "conv_dot.c.tmpl", title=self.title(k, step), fn=fn, in_shape=shape_text(step.input.dims), out_shape=shape_text(step.output.dims),
+            in_channels=in_channels, filters=filters, out_h=out.h, out_w=out.w, stride_h=win.stride_h, stride_w=win.stride_w,
+            pad_top=win.pad_top, pad_left=win.pad_left, fy_begin=fy[0], fy_end=fy[1], fx_begin=fx[0], fx_end=fx[1],
+            dilation_h=win.dilation_h, in_stride_y=image.stride_y, in_stride_x=image.stride_x,
+            out_stride_y=out.stride_y, out_stride_x=out.stride_x, out_stride_c=out.stride_c,
+            bias_f=f"{bias}[f]" if bias else "0", bias_g=f"{bias}[g]" if bias else "0",
+            interior_begin=interior_begin, interior_end=interior_end, interior_taps=interior, border_taps=border,
+            store_f=store("acc0", "f"), store_g=store("acc1", "g"), store0_f=store("acc[0]", "f"), store1_g=store("acc[1]", "g"),
+            store2_f=store("acc[2]", "f"), store3_g=store("acc[3]", "g")))
 
     def _dense(self, k: int, fn: str, step: P.DenseStep, q: QStep | None) -> None:
         unit = self.unit
@@ -347,7 +427,7 @@ class Kernels:
             stage = self.stage_function(k, f"{fn}_stage1", q.stage1)
             init = lambda u: f"{bias}[{u}]" if bias else "0"  # noqa: E731
             done = lambda acc, u: f"{stage}({acc}, {u})" if stage else acc  # noqa: E731
-            unit.helper("dot_dsp")
+            unit.helper("inline", "noinline", "hot", "dot_dsp")
             unit.functions.append(render("dense_q.c.tmpl", title=title, fn=fn, units=units, in_features=in_features, kernel=kernel,
                                          bias_init=init("unit"), bias_init0=init("unit"), bias_init1=init("unit + 1"),
                                          finish=done("acc", "unit"), finish0=done("acc0", "unit"), finish1=done("acc1", "unit + 1")))

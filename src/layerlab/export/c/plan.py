@@ -63,6 +63,7 @@ from layerlab.export.c.steps import (  # noqa: F401  (re-exported: plan.ConvStep
     SoftmaxStep,
     Step,
     c_order,
+    channels_inner,
     ordered,
     planar_order,
 )
@@ -140,8 +141,9 @@ class _Lowering:
     output of; ``done`` holds the layers already lowered.
     """
 
-    def __init__(self, spec: S.Model, weights) -> None:
+    def __init__(self, spec: S.Model, weights, channels_inner_memory: bool = False) -> None:
         self.infos = spec.infos
+        self.image_layout = channels_inner if channels_inner_memory else planar_order
         self.weights = weights
         self.steps: list[Step] = []
         self.split_names = {info.layer.name: f"{info.layer.name}:activation" for info in self.infos}
@@ -223,9 +225,9 @@ class _Lowering:
             if isinstance(layer, S.Reshape):
                 return c_order(dims)
             if not isinstance(layer, (S.Dropout, S.Activation, S.ReLU, S.Rescaling, S.BatchNormalization)):
-                return planar_order(dims, data_format)
+                return self.image_layout(dims, data_format)
             name = layer.name
-        return c_order(dims) if name == self.output_name else planar_order(dims, data_format)
+        return c_order(dims) if name == self.output_name else self.image_layout(dims, data_format)
 
     # -- the pass -------------------------------------------------------------------------------
     def run(self) -> list[Step]:
@@ -414,7 +416,7 @@ class _Lowering:
         window = geometry.window_2d((image.h, image.w), (image.h, image.w), (1, 1), "valid", (1, 1))
         kind = "max" if isinstance(layer, S.GlobalMaxPooling2D) else "avg"
         dims = (image.c, 1, 1) if layer.data_format == CHANNELS_FIRST else (1, 1, image.c)
-        self._add(PoolStep(layers=((layer.name, layer.type),), input=self.layout, output=planar_order(dims, layer.data_format),
+        self._add(PoolStep(layers=((layer.name, layer.type),), input=self.layout, output=self.image_layout(dims, layer.data_format),
                            taps={"out": layer.name}, pool=Pool(kind, window, layer.name), data_format=layer.data_format))
         if not layer.keepdims:  # (C,): the same memory, one value per channel
             self._view(c_order(tuple(info.output_shape)), layer.name)
@@ -516,8 +518,8 @@ class _Lowering:
         out = c_order(dims)
         if len(dims) == 3:
             for fmt in (S.CHANNELS_LAST, CHANNELS_FIRST):
-                if first.same_memory(planar_order(first.dims, fmt)):
-                    out = planar_order(dims, fmt)
+                if first.same_memory(self.image_layout(first.dims, fmt)):
+                    out = self.image_layout(dims, fmt)
                     break
         self.cur_name = layer.name
         taps = {"in": ",".join(v.tap for v in reads), "out": layer.name}
@@ -652,15 +654,17 @@ def place_arena(steps: list[Step], *, input_in_arena: bool = False) -> Arena:
                  peak_values=alive[peak], input_offset=input_slot)
 
 
-def lower(spec: S.Model, weights) -> Plan:
+def lower(spec: S.Model, weights, *, int8: bool = False) -> Plan:
     """Lower ``spec`` with Keras-layout ``weights`` to a ``Plan`` (composite and 1-D layers
-    rewritten first, see ``desugar``).
+    rewritten first, see ``desugar``). Image tensors are written channel plane by channel plane
+    for float32 (neighbouring x positions vectorize), channels side by side for ``int8`` (a Cortex-M
+    reads four channels as one word for SMLAD).
 
     Raises:
         ExportError: a layer or arrangement that has no C implementation (named).
     """
     spec, weights = desugar(spec, weights)
-    lowering = _Lowering(spec, weights)
+    lowering = _Lowering(spec, weights, channels_inner_memory=int8)
     steps = lowering.run()
     arena = place_arena(steps)
     return Plan(steps=steps, input=c_order(spec.input_shape), output=c_order(spec.output_shape), arena=arena,

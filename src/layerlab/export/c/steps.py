@@ -84,6 +84,14 @@ def planar_order(dims: tuple[int, ...], data_format: str) -> Layout:
     return ordered(tuple(dims), (0, 1, 2) if data_format == CHANNELS_FIRST else (2, 0, 1))
 
 
+def channels_inner(dims: tuple[int, ...], data_format: str) -> Layout:
+    """The channels of one position side by side, positions row by row (HWC in memory whatever the
+    data_format): the layout int8 steps write, so a kernel reads four channels as one word (SMLAD)."""
+    if len(dims) != 3:
+        return c_order(tuple(dims))
+    return ordered(tuple(dims), (1, 2, 0) if data_format == CHANNELS_FIRST else (0, 1, 2))
+
+
 @dataclass(frozen=True)
 class Op:
     """One element-wise operation: a Keras activation or a Rescaling ``x * scale + offset``."""

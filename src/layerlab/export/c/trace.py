@@ -72,7 +72,7 @@ class CTrace:
         network.refuse_nonfinite("C export")
         self.network, self.int8 = network, int8
         spec = network.spec
-        plan = lower(spec, network.weights)
+        plan = lower(spec, network.weights, int8=int8)
         qplan = None
         if int8:
             check_int8(plan)
