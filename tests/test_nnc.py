@@ -292,6 +292,10 @@ def _sweep_net(variant, hw, kernel, stride, pad, ignore_border):
 
 
 SWEEP = dict(_pool_sweep())
+# The issue's case (3x3 stride 2 clipped on 25x25: NNC pads (0, 2), Keras 'same' (1, 1)) and more
+# where Keras' padding cannot match: odd and even sizes, pad > 0, kernel > stride.
+SWEEP.update({f"sweep_max_{h}x{w}_k{k}_s{s}_p{p}_clip": ("max", (h, w), k, s, p, False)
+              for h, w, k, s, p in ((25, 25, 3, 2, 0), (24, 25, 3, 2, 1), (9, 10, 4, 3, 1), (8, 8, 5, 2, 2))})
 # Keras pooling -> NNC: (layer type, input (H, W), pool_size, strides, padding).
 EXPORT_SWEEP = {
     f"xsweep_{cls.__name__}_{h}x{w}_k{k}_s{st}_{padding}": (cls, (h, w), k, st, padding)
@@ -557,6 +561,8 @@ def test_pooling_sweep_is_exact_or_refused(nnabla):
     # Without padding (ignore_border=True, pad 0) Keras 'valid' is always exact, and after a ReLU
     # zero padding always is for max pooling: neither may be refused.
     assert not [n for n in refused if n.endswith("_p0_ib") or "_max_relu_" in n], refused
+    # Max pooling is never refused: what Keras cannot pad is built from border copies (exact).
+    assert not [n for n in refused if n.startswith("sweep_max")], refused
 
 
 @pytest.mark.nnabla
@@ -766,9 +772,23 @@ def test_shape_mismatch_parameter_and_declared_output():
 def test_no_exact_keras_mapping_is_an_error():
     n = NNCNet((1, 7, 7))
     n.act("Tanh")
-    n.pool("MaxPooling", (3, 3), (2, 2), ignore_border=False)
-    with pytest.raises(NNCError, match=r"MaxPooling.*no exact Keras equivalent: .*-inf padding.*Fix: in NNC use IgnoreBorder=True"):
+    n.pool("AveragePooling", (3, 3), (2, 2), ignore_border=False, including_pad=False)
+    with pytest.raises(NNCError, match=r"AveragePooling.*no exact Keras equivalent: .*padding left out of the divisor.*Fix: in NNC use IgnoreBorder=True"):
         import_network(n.finish().nnc_file())
+
+
+def test_max_pooling_keras_cannot_pad_is_built_from_border_copies():
+    """3x3 stride 2 clipped on 7x7: NNC pads (0, 2) with -inf, Keras 'same' would pad (1, 1). The
+    import repeats the last row and column twice and pools 'valid' (nnabla checks the numbers in
+    test_pooling_sweep_is_exact_or_refused); the import report says what it did."""
+    n = NNCNet((1, 7, 7))
+    n.act("Tanh")
+    n.pool("MaxPooling", (3, 3), (2, 2), ignore_border=False)
+    result = import_network(n.finish().nnc_file())
+    types = [l.type for l in result.network.spec.layers]
+    assert types == ["Activation", "Cropping2D", "UpSampling2D", "Concatenate", "Cropping2D", "UpSampling2D", "Concatenate", "MaxPooling2D"]
+    assert result.network.spec.output_shape == (1, 4, 4)
+    assert "border cells repeated" in result.rows[-1].caveat and "((0, 2), (0, 2))" in result.rows[-1].caveat
 
 
 def test_dropout_is_identity_in_keras():

@@ -271,8 +271,14 @@ def _pooling(c: _Call) -> Converted:
     including_pad = bool(getattr(p, "including_pad", False))
     if c.x.inf_pad:
         return _pool_after_inf_pad(c, kernel, stride, pad, p.ignore_border)
-    plan = windows.pool_plan(kind, (h, w), kernel, stride, pad, p.ignore_border, including_pad, c.x.nonnegative)
     outs = tuple(windows.pool_length(n, k, s, q, p.ignore_border) for n, k, s, q in zip((h, w), kernel, stride, pad, strict=True))
+    try:
+        plan = windows.pool_plan(kind, (h, w), kernel, stride, pad, p.ignore_border, including_pad, c.x.nonnegative)
+    except windows.NoExactMapping:
+        edges = windows.max_pool_edge_padding((h, w), kernel, stride, pad, p.ignore_border) if kind == "max" else None
+        if edges is None:
+            raise
+        return _max_pool_with_edges(c, kernel, stride, edges, (channels, *outs))
     layers: list[S.Layer] = []
     base = c.function.name
     if plan.zero_pad:
@@ -284,6 +290,41 @@ def _pooling(c: _Call) -> Converted:
     if not caveat and plan.padding == windows.SAME:
         caveat = f"ignore_border={str(p.ignore_border).lower()}, pad {pad} equals Keras 'same' here (same window starts and output size)"
     return Converted(layers + [pool], Tensor(pool.name, (channels, *outs), nonnegative=c.x.nonnegative), caveat=caveat)
+
+
+def _max_pool_with_edges(c: _Call, kernel, stride, edges, shape) -> Converted:
+    """NNC max pooling whose -inf padding no Keras padding matches, from standard layers: each
+    border row and column repeated into the padding (Cropping2D + UpSampling2D, joined with
+    Concatenate), then a 'valid' MaxPooling2D. Exact: see ``windows.max_pool_edge_padding``."""
+    channels, h, w = c.image()
+    base, df = c.function.name, c.df
+    axis = {"h": 2, "w": 3} if df == S.CHANNELS_FIRST else {"h": 1, "w": 2}
+    layers: list[S.Layer] = []
+    source, size = c.x.layer, (h, w)
+    for which, (before, after) in zip("hw", edges, strict=True):
+        if not before and not after:
+            continue
+        n = size[0] if which == "h" else size[1]
+        parts = []
+        for side, count in (("before", before), ("after", after)):
+            if not count:
+                continue
+            keep = ((0, n - 1) if side == "before" else (n - 1, 0))
+            crop = S.Cropping2D(name=c.name(f"{base}_edge_{which}_{side}"), inputs=(source,),
+                                cropping=(keep, (0, 0)) if which == "h" else ((0, 0), keep), data_format=df)
+            repeat = S.UpSampling2D(name=c.name(f"{base}_edge_{which}_{side}_x{count}"), inputs=(crop.name,),
+                                    size=(count, 1) if which == "h" else (1, count), data_format=df)
+            layers += [crop, repeat]
+            parts.append((side, repeat.name))
+        names = [name for side, name in parts if side == "before"] + [source] + [name for side, name in parts if side == "after"]
+        join = S.Concatenate(name=c.name(f"{base}_edge_{which}"), inputs=tuple(names), axis=axis[which])
+        layers.append(join)
+        source = join.name
+        size = (h + before + after, size[1]) if which == "h" else (size[0], w + before + after)
+    pool = S.MaxPooling2D(name=c.name(base), inputs=(source,), pool_size=kernel, strides=stride, padding=windows.VALID, data_format=df)
+    caveat = (f"-inf padding {edges} (before, after) per axis that no Keras padding matches: the border cells repeated into it "
+              "(Cropping2D + UpSampling2D + Concatenate), then 'valid'; exact, since every window holds the border cell it repeats")
+    return Converted(layers + [pool], Tensor(pool.name, shape, nonnegative=c.x.nonnegative), caveat=caveat)
 
 
 def _pool_after_inf_pad(c: _Call, kernel, stride, pad, ignore_border) -> Converted:

@@ -148,6 +148,28 @@ def pool_plan(kind: str, in_hw: tuple[int, int], kernel: tuple[int, int], stride
     )
 
 
+def max_pool_edge_padding(in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], pad: tuple[int, int],
+                          ignore_border: bool) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """For an NNC MaxPooling no single Keras layer computes: the ``(before, after)`` cells per axis
+    that, filled with copies of the border cell next to them, make a Keras 'valid' max pooling give
+    exactly NNC's output; None when no padding does.
+
+    Exact because every NNC window holds at least one real cell per axis (pad < kernel, and a
+    window starts at or before the last real cell), so a window that reaches into the padding also
+    holds the border cell the padding repeats: a copy can tie the max but never beat it, as -inf.
+    """
+    if any(p >= k for p, k in zip(pad, kernel, strict=True)):
+        return None
+    sides = []
+    for n, k, s, p in zip(in_hw, kernel, stride, pad, strict=True):
+        out = pool_length(n, k, s, p, ignore_border)
+        after = _zero_pad_after(n, k, s, p, out) if out >= 1 else None
+        if after is None or (out - 1) * s - p > n - 1:
+            return None
+        sides.append((p, after))
+    return sides[0], sides[1]
+
+
 @dataclass(frozen=True)
 class NNCPooling:
     """NNC pooling arguments equivalent to a Keras pooling layer (see ``keras_pool_to_nnc``)."""
