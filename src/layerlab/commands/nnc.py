@@ -39,7 +39,8 @@ def register(subparsers) -> None:
 
     exp = sub.add_parser("export", help="Keras model file or spec -> NNC .nnp that nnabla runs identically")
     exp.add_argument("source", help="a Keras model file (.h5, .keras) or a spec (built-in name, .json, .yaml)")
-    exp.add_argument("--out", required=True, help="NETWORK.nnp (or .nntxt with the parameters inline)")
+    exp.add_argument("--out", required=True, help="NETWORK.nnp (or .nntxt with the parameters inline), or PROJECT.sdcproj "
+                     "(the network as an NNC project, without parameters)")
     add_force(exp)
     exp.add_argument("--network-name", default="MainRuntime", help="name of the NNC network (default MainRuntime)")
     exp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the NNC initialisation of a spec without weights")
@@ -97,14 +98,27 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_sdcproj(net, out: Path, args: argparse.Namespace):
+    """The network as a Neural Network Console project (``nnc.sdcproj.sdcproj_text``)."""
+    from layerlab.nnc.exporter import export_network
+    from layerlab.nnc.sdcproj import sdcproj_text
+    from layerlab.publish import publish_file
+
+    proto, params, rows = export_network(net, "MainRuntime")
+    text = sdcproj_text(proto, params, str(args.source))
+    with publish_file(out, inputs=[args.source], force=args.force) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+    return rows
+
+
 def run_export(args: argparse.Namespace) -> int:
     from layerlab.network import Network
     from layerlab.nnc.exporter import export_file, nnc_init, rows_table
     from layerlab.spec import CHANNELS_LAST
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".nnp", ".nntxt"):
-        raise NNCError(f"--out {args.out}: expected an .nnp (or .nntxt) file name")
+    if out.suffix.lower() not in (".nnp", ".nntxt", ".sdcproj"):
+        raise NNCError(f"--out {args.out}: expected an .nnp (or .nntxt) file name, or .sdcproj for an NNC project")
     source = Path(args.source)
     note = ""
     if source.suffix.lower() in KERAS_SUFFIXES:
@@ -118,7 +132,12 @@ def run_export(args: argparse.Namespace) -> int:
         net = Network(spec, nnc_init(spec, seed=args.seed), source=str(args.source))
         note = (f"note: {args.source} is a spec without weights: parameters are NNC's default initialisation "
                 f"(Glorot normal, biases 0), seed {args.seed}")
-    rows = export_file(net, out, network_name=args.network_name, force=args.force, inputs=[args.source])
+    if out.suffix.lower() == ".sdcproj":
+        rows = _export_sdcproj(net, out, args)
+        note = (note + "\n" if note else "") + (f"note: a project holds no parameters: also export --out {out.with_suffix('.nnp').name}, "
+                                                 f"then `layerlab nnc import {out.name} --params {out.with_suffix('.nnp').name}` reads both")
+    else:
+        rows = export_file(net, out, network_name=args.network_name, force=args.force, inputs=[args.source])
     print(rows_table(rows))
     if note:
         print(note)

@@ -208,10 +208,11 @@ def _topological(layers: list[_Layer], sources: dict[int, list[int]], path: Path
     return order
 
 
-def _variable(net, name: str, shape: tuple[int, ...], kind: str = "Buffer") -> None:
+def _variable(net, name: str, shape: tuple[int, ...], kind: str = "Buffer"):
     var = net.variable.add()
     var.name, var.type = name, kind
     var.shape.dim.extend([-1, *shape] if kind == "Buffer" else list(shape))
+    return var
 
 
 def _function(net, name: str, kind: str, inputs: list[str], output: str):
@@ -247,7 +248,8 @@ def _parameter(net, layer: _Layer, scope: str, suffix: str, shape: tuple[int, ..
         raise NNCError(f"{layer.where}: initializer {kind!r} is not one layerlab reproduces. Train the project in NNC and "
                        "pass its .nnp with --params")
     name = f"{scope}/{suffix}"
-    _variable(net, name, shape, "Parameter")
+    var = _variable(net, name, shape, "Parameter")
+    var.initializer.type, var.initializer.multiplier = kind, multiplier  # as the .nnp NNC would write declares it
     parameters[name] = array
     return name
 
@@ -341,3 +343,118 @@ def _trained(initial: dict[str, np.ndarray], params: str | Path, path: Path) -> 
     if problems:
         raise NNCError(f"--params {printable(str(params))} does not match {printable(str(path))}: {'; '.join(problems)}")
     return {name: np.asarray(trained[name], np.float32) for name in initial}
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+WRITTEN_ACTIVATIONS = {v: k for k, v in ACTIVATIONS.items()}  # nnabla function type -> sdcproj Type
+
+
+def sdcproj_text(proto, parameters: dict[str, np.ndarray], where: str) -> str:
+    """An nnabla network (``exporter.export_network``) as a Neural Network Console project.
+
+    The layers NNC's GUI draws (Input, Convolution, Affine, pooling, activations, Softmax) with
+    every property written out, the links between them, a loss (CategoricalCrossEntropy after a
+    final Softmax, SquaredError otherwise) so the project trains in NNC, and NNC's default
+    training settings (MNIST datasets for a 1x28x28 input). Parameters are not part of a project:
+    keep the .nnp beside it (``nnc import X.sdcproj --params X.nnp`` reads both).
+
+    Raises:
+        NNCError: functions a project cannot hold, all listed.
+    """
+    net = proto.network[0]
+    shapes = {v.name: tuple(int(d) for d in v.shape.dim[1:]) for v in net.variable}
+    params = {name for name in parameters} | {v.name for v in net.variable if v.type == "Parameter"}
+    odd: dict[str, list[str]] = {}
+    for f in net.function:
+        if (f.type not in ("Convolution", "Affine", "MaxPooling", "AveragePooling", "Softmax", *WRITTEN_ACTIVATIONS)
+                or (f.type == "Convolution" and f.convolution_param.group not in (0, 1))):
+            odd.setdefault(f.type if f.type != "Convolution" else "grouped Convolution", []).append(f.name)
+    if odd:
+        listed = "; ".join(f"{kind} x{len(names)} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})" for kind, names in odd.items())
+        raise NNCError(f"{where}: a .sdcproj written by layerlab holds Convolution, Affine, pooling, activations and "
+                       f"Softmax layers; this network also has {listed}. Export --out NAME.nnp instead (nnabla runs it)")
+    declared = {v.name: v.initializer for v in net.variable if v.HasField("initializer")}
+
+    def _initializer(prefix: str, variable: str, kind: str, multiplier: str) -> list[tuple[str, str]]:
+        """The parameter's initializer as the network declares it (NNC's default when it declares none)."""
+        if variable in declared and declared[variable].type:
+            kind, multiplier = declared[variable].type, f"{declared[variable].multiplier:g}"
+        return [(f"{prefix}.Initializer", kind), (f"{prefix}.InitializerMultiplier", multiplier)]
+
+    layers: list[tuple[str, list[tuple[str, str]]]] = []
+    links: list[tuple[int, int]] = []
+    input_name = next(v.variable_name for v in proto.executor[0].data_variable)
+    layers.append(("Input", [("Name", "Input"), ("Size", _csv(shapes[input_name])), ("Dataset", "x"), ("Generator", "None"),
+                             ("GeneratorMultiplier", "1.0")]))
+    producer = {input_name: 0}
+    last = None
+    for f in net.function:
+        reads = [name for name in f.input if name not in params]
+        props = [("Name", f.name)]
+        scope = next((name.rsplit("/", 2)[0] for name in f.input if name in params), f.name)
+        if f.type == "Convolution":
+            p = f.convolution_param
+            props += [("OutMaps", str(parameters[f.input[1]].shape[0])),
+                      ("KernelShape", _csv(parameters[f.input[1]].shape[2:])), ("WithBias", str(len(f.input) > 2)),
+                      ("BorderMode", "valid"), ("Padding", _csv(p.pad.dim)), ("Strides", _csv(p.stride.dim)),
+                      ("Dilation", _csv(p.dilation.dim)), ("ParameterScope", scope),
+                      *_initializer("W", f.input[1], "NormalConvolutionGlorot", "1"),
+                      *(_initializer("b", f.input[2], "Constant", "0") if len(f.input) > 2 else [])]
+        elif f.type == "Affine":
+            props += [("OutShape", _csv(parameters[f.input[1]].shape[1:])), ("WithBias", str(len(f.input) > 2)),
+                      ("ParameterScope", scope), *_initializer("W", f.input[1], "NormalAffineGlorot", "1"),
+                      *(_initializer("b", f.input[2], "Constant", "0") if len(f.input) > 2 else [])]
+        elif f.type in ("MaxPooling", "AveragePooling"):
+            p = f.max_pooling_param if f.type == "MaxPooling" else f.average_pooling_param
+            props += [("KernelShape", _csv(p.kernel.dim)), ("Strides", _csv(p.stride.dim)), ("IgnoreBorder", str(bool(p.ignore_border))),
+                      ("Padding", _csv(p.pad.dim or (0, 0)))]
+            if f.type == "AveragePooling":
+                props.append(("IncludingPad", str(bool(p.including_pad))))
+        elif f.type == "Softmax":
+            props.append(("Axis", str(int(f.softmax_param.axis) - 1)))  # the project counts without the batch axis
+        kind = WRITTEN_ACTIVATIONS.get(f.type, f.type)
+        layers.append((kind, props))
+        k = len(layers) - 1
+        links += [(producer[name], k) for name in reads]
+        producer[f.output[0]] = k
+        last = f
+    loss = "CategoricalCrossEntropy" if last is not None and last.type == "Softmax" else "SquaredError"
+    layers.append((loss, [("Name", loss)] + ([("Axis", "0")] if loss == "CategoricalCrossEntropy" else []) +
+                   [("T.Dataset", "y"), ("T.Generator", "None"), ("T.GeneratorMultiplier", "1.0")]))
+    links.append((len(layers) - 2, len(layers) - 1))
+    return _render(layers, links, mnist=shapes[input_name] == (1, 28, 28))
+
+
+def _csv(values) -> str:
+    return ",".join(str(int(v)) for v in values)
+
+
+def _render(layers, links, mnist: bool) -> str:
+    out = ["[Engine]", "SDeepEngineType=NNabla", "RNNTrainingMode=0", "[Network_Global]", f"NumLayer={len(layers)}",
+           f"NumLink={len(links)}"]
+    for i, (kind, props) in enumerate(layers):
+        out += [f"[Layer_{i}]", f"ID={i}", f"Type={kind}", "Position_0=24", f"Position_1={24 + 48 * i}", "Position_2=240", "Position_3=48"]
+        for k, (name, value) in enumerate(props):
+            out += [f"Property_{k}_Name={name}", f"Property_{k}_Value={value}"]
+        out.append(f"NumProperty={len(props)}")
+    for i, (src, dst) in enumerate(links):
+        out += [f"[Link_{i}]", f"ID={i}", f"SourceLayerID={src}", "SourcePinIndex=0", f"DestLayerID={dst}", "DestPinIndex=0"]
+    train, valid = (("{SDCPATH}samples\\sample_dataset\\mnist\\mnist_training.csv", "{SDCPATH}samples\\sample_dataset\\mnist\\mnist_test.csv")
+                    if mnist else ("", ""))
+    out += ["[Dataset]", "Num=2", "MainIndex=0",
+            "[Dataset_0]", "Name=Training", f"URI={train}", "Shuffle=1", "EnableCache=1", "ImageNormalization=1", "NumData=0",
+            "[Dataset_1]", "Name=Validation", f"URI={valid}", "Shuffle=0", "EnableCache=1", "ImageNormalization=1", "NumData=0",
+            "[Description]", "Text=written by layerlab" + (": dataset-require=MNIST" if mnist else ""),
+            "[Config]", "MaxEpoch=10", "SaveBest=1", "BatchSize=64", "NumOptimizer=1", "NumMonitor=2", "NumExecutor=1",
+            "[Optimizer_0]", "Optimizer_Name=Optimizer", "Optimizer_NetworkName=Main", "Optimizer_DatasetName=Training",
+            "UpdateInterval=1", "SolverName=Adam", "SolverParameterNum=4", "SolverParameterName_0=Alpha", "SolverParameter_0=0.001",
+            "SolverParameterName_1=Beta1", "SolverParameter_1=0.9", "SolverParameterName_2=Beta2", "SolverParameter_2=0.999",
+            "SolverParameterName_3=Epsilon", "SolverParameter_3=1e-08", "WeightDecay=0", "LearningRateMultiplier=1",
+            "LearningRateUpdateInterval=1",
+            "[Monitor_0]", "Monitor_Name=train_error", "Monitor_NetworkName=MainValidation", "Monitor_DatasetName=Training",
+            "[Monitor_1]", "Monitor_Name=valid_error", "Monitor_NetworkName=MainValidation", "Monitor_DatasetName=Validation",
+            "[Executor_0]", "Executor_Name=Executor", "Executor_NetworkName=MainRuntime", "Executor_DatasetName=Validation",
+            "NumEvaluations=1", "RepeatEvaluationType=0", "NeedBackPropagation=0",
+            "[Script]", "Enabled=0", "NumScript=0"]
+    return "\r\n".join(out) + "\r\n"  # NNC writes Windows line ends
