@@ -434,6 +434,42 @@ def test_browser_server_draw_predict_click(browser, mnist_dir):
 
 
 @pytest.mark.browser
+def test_browser_upload_an_image(browser, tmp_path, mnist_dir):
+    """A photo-like upload (dark ink on white paper, larger than 28x28) is resized, inverted to
+    MNIST's white on black, and predicted as Network.predict predicts the page's pixels."""
+    require_module("PIL")
+    from PIL import Image, ImageDraw
+
+    from layerlab.modelfile import load
+    from layerlab.view.server import serve
+
+    picture = Image.new("L", (140, 140), 255)
+    ImageDraw.Draw(picture).line([(70, 20), (70, 120)], fill=0, width=14)
+    picture.save(tmp_path / "one.png")
+    net = load(require_path(KERAS224))
+    session = _session(net, 1.0, data_dir=str(mnist_dir))
+    started, holder = threading.Event(), {}
+    thread = threading.Thread(target=serve, args=(session,), daemon=True, kwargs={
+        "open_browser": False, "ready": lambda url, server: (holder.update(url=url, server=server), started.set())})
+    thread.start()
+    assert started.wait(30)
+    try:
+        page, errors = _page(browser, holder["url"])
+        runs = int(page.evaluate("window.layerlab.runs"))
+        page.set_input_files("#upload", str(tmp_path / "one.png"))
+        _wait(page, f"window.layerlab.runs > {runs} && !window.layerlab.state.busy && !window.layerlab.state.dirty")
+        assert "one.png, resized to 28x28, inverted" in page.inner_text("#input-note")
+        pixels = np.array(page.evaluate("Array.from(window.layerlab.state.pixels)"), np.float32).reshape(1, 28, 28, 1)
+        assert pixels[0, 0, 0, 0] == 0 and pixels[0, 14, 14, 0] > 200  # white on black now
+        top = int(page.get_attribute("#prediction", "data-top"))
+        assert top == int(np.argmax(net.predict(pixels)[0])) == 1
+        assert errors == []
+    finally:
+        holder["server"].shutdown()
+        thread.join(10)
+
+
+@pytest.mark.browser
 @pytest.mark.slow
 def test_browser_static_page_of_a_graph(browser, tmp_path):
     net, trained = open_network(str(require_path(MLPERF / "pretrainedResnet.h5")))
