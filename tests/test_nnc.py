@@ -378,13 +378,29 @@ def _export_mobile(df: str) -> S.Model:
     ))
 
 
+def _export_crop_up(df: str) -> S.Model:
+    """Cropping2D (nnabla Slice) and UpSampling2D (Unpooling), in a U-Net-like skip."""
+    shape = (2, 6, 7) if df == "channels_first" else (6, 7, 2)
+    return S.Model(name=f"crop_up_{df}", input_shape=shape, layers=(
+        S.Conv2D(name="down", filters=3, kernel_size=3, strides=2, padding="same", activation="relu", data_format=df),
+        S.UpSampling2D(name="up", size=(2, 3), data_format=df),
+        S.Cropping2D(name="crop", cropping=((0, 0), (3, 2)), data_format=df),
+        S.Concatenate(name="skip", inputs=("crop", "input"), axis=1 if df == "channels_first" else -1),
+        S.Cropping2D(name="inner", cropping=((1, 2), (0, 1)), data_format=df),
+        S.Conv2D(name="mix", filters=2, kernel_size=1, data_format=df),
+        S.Flatten(name="flat", data_format=df),
+        S.Dense(name="out", units=3),
+    ))
+
+
 def _export_nets() -> dict[str, Network]:
     from layerlab.presets import seed650
 
     seed = seed650(kernel_initializer="nnc_glorot_normal", bias_initializer="zeros")
     nets = {"seed650": Network(seed, nnc_init(seed, 1))}
     for name, spec in (("zoo_cf", _export_zoo("channels_first")), ("zoo_cl", _export_zoo("channels_last")), ("graph", _export_graph()),
-                       ("mobile_cf", _export_mobile("channels_first")), ("mobile_cl", _export_mobile("channels_last"))):
+                       ("mobile_cf", _export_mobile("channels_first")), ("mobile_cl", _export_mobile("channels_last")),
+                       ("crop_up_cf", _export_crop_up("channels_first")), ("crop_up_cl", _export_crop_up("channels_last"))):
         nets[name] = Network(spec, _random_weights(spec, 3))
     return nets
 
@@ -595,7 +611,7 @@ def test_export_pooling_sweep_runs_in_nnabla(nnabla):
 
 
 @pytest.mark.nnabla
-@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "zoo_cl", "graph", "mobile_cf", "mobile_cl"])
+@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "zoo_cl", "graph", "mobile_cf", "mobile_cl", "crop_up_cf", "crop_up_cl"])
 def test_export_runs_in_nnabla(nnabla, name):
     network, x = nnabla["exports"][name]
     y_ref = np.load(nnabla["work"] / f"export_{name}_y.npy")
@@ -692,7 +708,7 @@ def test_seed650_nnc_preset_and_export_initializers(tmp_path):
 
 # -- round trip and pure-int planning (no nnabla) ------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "graph", "mobile_cf"])
+@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "graph", "mobile_cf", "crop_up_cf"])
 def test_export_then_import_round_trip(tmp_path, name):
     network = _export_nets()[name]
     path = tmp_path / "net.nnp"

@@ -122,7 +122,7 @@ class _Writer:
         for field_name, values in param.items():
             target = getattr(fn, field_name)
             for key, value in values.items():
-                if isinstance(value, (tuple, list)) and key not in ("axes", "pad_width"):
+                if isinstance(value, (tuple, list)) and key not in ("axes", "pad_width", "start", "stop", "step"):
                     getattr(target, key).dim.extend(value)
                 elif isinstance(value, (tuple, list)):
                     getattr(target, key).extend(value)
@@ -189,6 +189,21 @@ class _Writer:
             self.pending_pad = (top, left)
             return _Out(x.var, x.shape), [], f"folded into the next Convolution as pad ({top}, {left})"
         var = self.function(layer.name, "Pad", [x.var], shape_out, pad_param={"pad_width": (top, bottom, left, right), "mode": "constant", "constant_value": 0.0})
+        return _Out(var, shape_out), [var], ""
+
+    def _crop(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        """Cropping2D as nnabla's Slice of (C, H, W), step 1."""
+        x = self.materialize(sources[0], layer.name)
+        channels, h, w = x.shape
+        (top, bottom), (left, right) = layer.cropping
+        var = self.function(layer.name, "Slice", [x.var], shape_out, slice_param={
+            "start": (0, top, left), "stop": (channels, h - bottom, w - right), "step": (1, 1, 1)})
+        return _Out(var, shape_out), [var], ""
+
+    def _upsample(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        """UpSampling2D (nearest) as nnabla's Unpooling: each cell repeated kernel times."""
+        x = self.materialize(sources[0], layer.name)
+        var = self.function(layer.name, "Unpooling", [x.var], shape_out, unpooling_param={"kernel": tuple(layer.size)})
         return _Out(var, shape_out), [var], ""
 
     def _conv(self, layer, sources, info, nxt, extra_consumers, shape_out):
@@ -459,11 +474,11 @@ for _cls, _method in {
     S.Rescaling: "_rescaling", S.BatchNormalization: "_batchnorm", S.Reshape: "_reshape", S.Add: "_merge",
     S.Concatenate: "_merge", S.Subtract: "_merge", S.Multiply: "_merge", S.Average: "_merge", S.Maximum: "_merge",
     S.Minimum: "_merge", S.DepthwiseConv2D: "_depthwise", S.GlobalAveragePooling2D: "_global_pool",
-    S.GlobalMaxPooling2D: "_global_pool",
+    S.GlobalMaxPooling2D: "_global_pool", S.Cropping2D: "_crop", S.UpSampling2D: "_upsample",
 }.items():
     NNC_EXPORT.register(_cls, _method)
 NNC_EXPORT.register(S.ReLU, "_activation", note="ReLU() and ReLU(max_value=6) only")
 NNC_EXPORT.decline((S.Conv1D, S.MaxPooling1D, S.AveragePooling1D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D,
                     S.ZeroPadding1D), "1-D layers have no NNC export yet")
-NNC_EXPORT.decline((S.SeparableConv2D, S.PReLU, S.Cropping2D, S.UpSampling2D, S.Permute),
+NNC_EXPORT.decline((S.SeparableConv2D, S.PReLU, S.Permute),
                    "no NNC function is mapped to it yet")

@@ -24,7 +24,7 @@ from layerlab.registry import NNC_IMPORT
 SUPPORTED = (
     "Convolution", "MaxPooling", "AveragePooling", "Affine", "Tanh", "ReLU", "Sigmoid", "Softmax",
     "BatchNormalization", "Dropout", "Reshape", "MulScalar", "AddScalar", "Identity", "Add2", "Concatenate", "Pad",
-    "DepthwiseConvolution", "GlobalAveragePooling", "ReLU6", "Sub2", "Mul2", "Maximum2", "Minimum2",
+    "DepthwiseConvolution", "GlobalAveragePooling", "ReLU6", "Sub2", "Mul2", "Maximum2", "Minimum2", "Slice", "Unpooling",
 )
 _ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu", "Sigmoid": "sigmoid", "ReLU6": "relu6"}
 # Functions whose output is >= 0 for any input (zero padding can then never win a max).
@@ -501,13 +501,42 @@ def _merge(c: _Call) -> Converted:
     return Converted([layer], Tensor(layer.name, shape, None, all(s.nonnegative for s in sources)))
 
 
+def _slice(c: _Call) -> Converted:
+    """Slice of the height and width with step 1 (every channel): Keras Cropping2D."""
+    channels, h, w = c.image()
+    p = c.function.slice_param
+    start, stop, step = list(p.start), list(p.stop), list(p.step) or [1, 1, 1]
+    if len(start) == 4:  # with the batch axis
+        start, stop, step = start[1:], stop[1:], step[1:]
+    if len(start) != 3 or len(stop) != 3 or len(step) != 3:
+        raise c.fail(f"start={list(p.start)}, stop={list(p.stop)}: layerlab converts a Slice of (C, H, W)")
+    if step != [1, 1, 1] or start[0] != 0 or stop[0] < channels or min(start) < 0 or stop[1] > h or stop[2] > w or \
+            stop[1] <= start[1] or stop[2] <= start[2]:
+        raise c.fail(f"start={start}, stop={stop}, step={step} on {(channels, h, w)}: Keras Cropping2D keeps every channel "
+                     "and crops rows and columns with step 1")
+    layer = S.Cropping2D(name=c.name(c.function.name), inputs=c.inputs(),
+                         cropping=((start[1], h - stop[1]), (start[2], w - stop[2])), data_format=c.df)
+    return Converted([layer], Tensor(layer.name, (channels, stop[1] - start[1], stop[2] - start[2]), nonnegative=c.x.nonnegative))
+
+
+def _unpooling(c: _Call) -> Converted:
+    """Unpooling (each cell repeated kernel times): Keras UpSampling2D, nearest."""
+    channels, h, w = c.image()
+    p = c.function.unpooling_param
+    kernel = tuple(int(v) for v in p.kernel.dim)
+    if p.channel_last or len(kernel) != 2 or min(kernel) < 1:
+        raise c.fail(f"kernel={kernel}, channel_last={p.channel_last}: layerlab converts a 2-D Unpooling of (C, H, W)")
+    layer = S.UpSampling2D(name=c.name(c.function.name), inputs=c.inputs(), size=kernel, data_format=c.df)
+    return Converted([layer], Tensor(layer.name, (channels, h * kernel[0], w * kernel[1]), nonnegative=c.x.nonnegative))
+
+
 _CONVERTERS: dict[str, Callable[[_Call], Converted]] = {
     "Convolution": _convolution, "MaxPooling": _pooling, "AveragePooling": _pooling, "Affine": _affine,
     "Tanh": _activation, "ReLU": _activation, "Sigmoid": _activation, "Softmax": _activation,
     "BatchNormalization": _batch_normalization, "Dropout": _dropout, "Reshape": _reshape,
     "MulScalar": _scalar, "AddScalar": _scalar, "Identity": _identity, "Add2": _merge, "Concatenate": _merge,
     "Pad": _pad, "DepthwiseConvolution": _depthwise, "GlobalAveragePooling": _global_average, "ReLU6": _activation,
-    **dict.fromkeys(("Sub2", "Mul2", "Maximum2", "Minimum2"), _merge),
+    **dict.fromkeys(("Sub2", "Mul2", "Maximum2", "Minimum2"), _merge), "Slice": _slice, "Unpooling": _unpooling,
 }
 assert set(_CONVERTERS) == set(SUPPORTED)
 
@@ -518,7 +547,7 @@ for _cls, _functions in {
     S.BatchNormalization: "BatchNormalization", S.Dropout: "Dropout", S.Reshape: "Reshape",
     S.Rescaling: "MulScalar, AddScalar", S.Add: "Add2", S.Concatenate: "Concatenate", S.ZeroPadding2D: "Pad",
     S.DepthwiseConv2D: "DepthwiseConvolution", S.GlobalAveragePooling2D: "GlobalAveragePooling", S.Subtract: "Sub2",
-    S.Multiply: "Mul2", S.Maximum: "Maximum2", S.Minimum: "Minimum2",
+    S.Multiply: "Mul2", S.Maximum: "Maximum2", S.Minimum: "Minimum2", S.Cropping2D: "Slice", S.UpSampling2D: "Unpooling",
 }.items():
     NNC_IMPORT.register(_cls, _functions, note=f"from NNC {_functions}")
 NNC_IMPORT.decline(tuple(cls for cls in LAYER_TYPES.values() if cls not in NNC_IMPORT.handlers),

@@ -75,6 +75,12 @@ FUNCTION_PARAMS: dict[str, tuple[str, int, list[_Field]]] = {
         ("mode", 2, "string", False, None),
         ("constant_value", 3, "float", False, None),
     ]),
+    "Slice": ("slice_param", 1136, [
+        ("start", 1, "int64", True, None),
+        ("stop", 2, "int64", True, None),
+        ("step", 3, "int64", True, None),
+    ]),
+    "Unpooling": ("unpooling_param", 1016, [("kernel", 1, "message", False, "Shape"), ("channel_last", 2, "bool", False, None)]),
     "Reshape": ("reshape_param", 1146, [("shape", 1, "message", False, "Shape"), ("inplace", 2, "bool", False, None)]),
     "Dropout": ("dropout_param", 1173, [("p", 1, "double", False, None), ("seed", 2, "int64", False, None)]),
 }
