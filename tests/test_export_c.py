@@ -706,14 +706,15 @@ def test_mlperf_models_export_verify_and_run_on_cortex_m4_as_on_the_host(tmp_pat
 @pytest.mark.cc
 def test_requantize_helpers_equal_the_64_bit_formula(tmp_path, cc):
     """ll_requantize and ll_requantize_high (32-bit forms of the high word, no variable 64-bit shift
-    on a 32-bit core) against the plain 64-bit expression, on 2 million seeded cases."""
+    on a 32-bit core), zero points and ReLU clamps included, against the plain 64-bit expression,
+    on 2 million seeded cases."""
     from layerlab.export.c.emit import _helpers
 
     helpers = _helpers()
     source = "\n".join(["#include <stdint.h>", "#include <stdio.h>", helpers["inline"], helpers["requantize"], helpers["requantize_high"], r"""
-static int32_t plain(int32_t acc, int32_t multiplier, int shift, int32_t low)
+static int32_t plain(int32_t acc, int32_t multiplier, int shift, int32_t zero, int32_t low)
 {
-    const int64_t scaled = ((int64_t)acc * multiplier + ((int64_t)1 << (shift - 1))) >> shift;
+    const int64_t scaled = (((int64_t)acc * multiplier + ((int64_t)1 << (shift - 1))) >> shift) + zero;
     return scaled > 127 ? 127 : scaled < low ? low : (int32_t)scaled;
 }
 int main(void)
@@ -721,15 +722,16 @@ int main(void)
     uint64_t s = 88172645463325252ull;
     long i, bad = 0;
     for (i = 0; i < 2000000; ++i) {
-        int32_t acc, mult, low;
+        int32_t acc, mult, low, zero;
         int shift;
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
         acc = (int32_t)(s >> 32) >> (s & 15);
         mult = (int32_t)(0x40000000u + ((uint32_t)s & 0x3fffffffu));
         shift = 20 + (int)((s >> 20) % 43);
-        low = (s >> 40) & 1 ? 0 : -128;
-        bad += ll_requantize(acc, mult, shift, low) != plain(acc, mult, shift, low);
-        if (shift >= 33) bad += ll_requantize_high(acc, mult, shift - 32, low) != plain(acc, mult, shift, low);
+        zero = (int32_t)((s >> 44) & 255) - 128;
+        low = (s >> 40) & 1 ? zero : -128;
+        bad += ll_requantize(acc, mult, shift, zero, low) != plain(acc, mult, shift, zero, low);
+        if (shift >= 33) bad += ll_requantize_high(acc, mult, shift - 32, zero, low) != plain(acc, mult, shift, zero, low);
     }
     printf("%ld\n", bad);
     return 0;

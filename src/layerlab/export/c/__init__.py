@@ -23,7 +23,7 @@ from layerlab.export.c.names import c_identifier
 from layerlab.export.c.plan import lower
 from layerlab.export.c.quantize import check_int8, quantize
 from layerlab.export.c.report import render_report
-from layerlab.export.c.verify import INT8_AGREEMENT, INT8_RANGE_ERROR, INT8_TOLERANCE_POINTS, Inputs
+from layerlab.export.c.verify import INT8_AGREEMENT, INT8_RANGE_ERROR, Inputs
 from layerlab.export.c.verify import verify as verify_export
 from layerlab.inputs import pixel_scale
 from layerlab.publish import publish_folder
@@ -121,7 +121,7 @@ def _failure(v) -> str:
                 "pixels needs --scale 1; otherwise pass its real inputs with --calibration-data")
     if c.rule == "accuracy":
         what = (f"int8 accuracy {100 * c.accuracy_int8:.2f}% vs float {100 * c.accuracy_float:.2f}% "
-                f"({c.diff_points:+.2f} points, limit -{INT8_TOLERANCE_POINTS:g})")
+                f"({c.diff_points:+.2f} points, limit -{c.tolerance:.3g})")
     elif c.rule == "agreement":
         what = f"int8 and float agree on {100 * c.agreement:.2f}% of {c.images} inputs (limit {100 * INT8_AGREEMENT:g}%)"
     else:

@@ -61,7 +61,7 @@ def generate(plan: P.Plan, qplan: QPlan | None, *, prefix: str, model_name: str,
     ctype = "int8_t" if qplan else "float"
     upper = prefix.upper()
     kind_line = "float32 inference." if not qplan else (
-        f"int8 inference (symmetric per-channel weights, per-tensor activations, int32 accumulators; "
+        f"int8 inference (symmetric per-channel weights, asymmetric per-tensor activations, int32 accumulators; "
         f"element-wise functions by {'lookup table' if qplan.activation == 'lut' else 'float at the boundary'})."
     )
     values = dict(file=prefix, prefix=prefix, PREFIX=upper, version=__version__, model=c_comment(model_name), kind_line=kind_line)
@@ -116,25 +116,27 @@ def _int8_entry(plan, qplan: QPlan, arena: P.Arena, calls, unit: Unit, values) -
         fn = Kernels(unit, None).render(len(qplan.steps), qplan.final_softmax)
         softmax_call = f"    {fn}(out, out);\n"
     entry = (
-        f"/* q = round(x / {upper}_INPUT_SCALE) half away from zero, saturated to [-128, 127]. */\n"
+        f"/* q = round(x / {upper}_INPUT_SCALE) half away from zero + {upper}_INPUT_ZERO_POINT, saturated to [-128, 127]. */\n"
         f"void {prefix}_quantize_input(const float *in, int8_t *in_q)\n{{\n    int i;\n"
         f"    for (i = 0; i < {upper}_INPUT_SIZE; ++i) {{\n"
-        f"        in_q[i] = (int8_t)ll_quantize(in[i] * {float_literal(1.0 / qplan.input_scale)});\n    }}\n}}\n\n"
+        f"        in_q[i] = (int8_t)ll_quantize(in[i] * {float_literal(1.0 / qplan.input_scale)}, {upper}_INPUT_ZERO_POINT);\n    }}\n}}\n\n"
         f"void {prefix}_predict_q(const int8_t *in, int8_t *out)\n{{\n" + "\n".join(calls) + "\n}\n\n"
         f"void {prefix}_predict(const float *in, float *out)\n{{\n    int i;\n"
         f"    {prefix}_quantize_input(in, {wrapper_buffer});\n"
         f"    {prefix}_predict_q({wrapper_buffer}, output_q);\n"
         f"    for (i = 0; i < {upper}_OUTPUT_SIZE; ++i) {{\n"
-        f"        out[i] = (float)output_q[i] * {upper}_OUTPUT_SCALE;\n    }}\n{softmax_call}}}\n"
+        f"        out[i] = (float)(output_q[i] - {upper}_OUTPUT_ZERO_POINT) * {upper}_OUTPUT_SCALE;\n    }}\n{softmax_call}}}\n"
     )
     logits = qplan.final_softmax is not None
     defines = (
         f"#define {upper}_INT8 1\n"
-        f"/* real input = {upper}_INPUT_SCALE * q (calibrated on {qplan.calibration_images} images) */\n"
+        f"/* real input = {upper}_INPUT_SCALE * (q - {upper}_INPUT_ZERO_POINT) (calibrated on {qplan.calibration_images} images) */\n"
         f"#define {upper}_INPUT_SCALE {float_literal(qplan.input_scale)}\n"
-        f"/* real value = {upper}_OUTPUT_SCALE * q for {prefix}_predict_q's output"
+        f"#define {upper}_INPUT_ZERO_POINT {qplan.input_zero}\n"
+        f"/* real value = {upper}_OUTPUT_SCALE * (q - {upper}_OUTPUT_ZERO_POINT) for {prefix}_predict_q's output"
         + (" (the values before the final softmax: their argmax is the class)" if logits else "") + " */\n"
         f"#define {upper}_OUTPUT_SCALE {float_literal(qplan.output_scale)}\n"
+        f"#define {upper}_OUTPUT_ZERO_POINT {qplan.output_zero}\n"
         f"#define {upper}_OUTPUT_IS_LOGITS {1 if logits else 0}\n"
     )
     prototypes = (

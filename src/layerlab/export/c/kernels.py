@@ -127,16 +127,18 @@ class Kernels:
             index = "value"
             if stage.source == "int32":
                 mult = unit.array(k, "int32_t", f"{fn}_multiplier", stage.multiplier, f"{fn}: Q31 requantization multiplier per channel")
-                low = "0" if stage.relu and stage.kind == "requant" else "-128"
+                # a table's input is symmetric (zero 0); a requantized output has the tensor's zero point
+                zero = stage.out_zero if stage.kind == "requant" else 0
+                low = str(zero) if stage.relu and stage.kind == "requant" else "-128"
                 if int(np.min(stage.shift)) >= 33:  # every scale below 1/2: the high word alone, no branch
                     unit.helper("inline", "requantize_high")
                     high_shift = np.asarray(stage.shift, np.int64) - 32
                     shift = unit.array(k, "uint8_t", f"{fn}_shift", high_shift, f"{fn}: right shift of the product's high word per channel")
-                    index = f"ll_requantize_high(value, {mult}[channel], {shift}[channel], {low})"
+                    index = f"ll_requantize_high(value, {mult}[channel], {shift}[channel], {zero}, {low})"
                 else:
                     unit.helper("inline", "requantize")
                     shift = unit.array(k, "uint8_t", f"{fn}_shift", stage.shift, f"{fn}: requantization right shift per channel")
-                    index = f"ll_requantize(value, {mult}[channel], {shift}[channel], {low})"
+                    index = f"ll_requantize(value, {mult}[channel], {shift}[channel], {zero}, {low})"
             else:
                 lines.append("(void)channel;")
             if stage.kind == "lut":
@@ -152,9 +154,9 @@ class Kernels:
             index = f"{scales}[channel]" if len(stage.in_scale) > 1 else f"{scales}[0]"
             if len(stage.in_scale) == 1:
                 lines.append("(void)channel;")
-            real = f"(float)value * {index}"
-            lines.append(f"return ll_quantize({apply}({real}) * {float_literal(1.0 / stage.out_scale)});" if apply else
-                         f"return ll_quantize({real} * {float_literal(1.0 / stage.out_scale)});")
+            real = f"(float)(value - {stage.in_zero}) * {index}" if stage.in_zero else f"(float)value * {index}"
+            lines.append(f"return ll_quantize({apply}({real}) * {float_literal(1.0 / stage.out_scale)}, {stage.out_zero});" if apply else
+                         f"return ll_quantize({real} * {float_literal(1.0 / stage.out_scale)}, {stage.out_zero});")
         body = "\n".join(f"    {line}" for line in lines)
         self.unit.helper("inline")
         self.unit.functions.append(f"LL_INLINE int32_t {fn}(int32_t value, int channel)\n{{\n{body}\n}}\n")
@@ -200,7 +202,9 @@ class Kernels:
             out_sx, out_sc = out.stride_x, out.stride_c
         else:
             out_sx, out_sc = 1, conv_w  # conv_rows: [row][filter][conv_x]
+        minus_zero = f" - {q.in_zero}" if q and q.in_zero else ""  # int8: each input less its zero point
         geometry = dict(kernel=kernel, kernel_w=kernel_w, tap_size=in_channels * filters, in_channels=in_channels, filters=filters,
+                        minus_zero=minus_zero,
                         dilation_h=win.dilation_h, dilation_w=win.dilation_w, in_stride_y=image.stride_y, in_stride_x=image.stride_x,
                         in_stride_c=image.stride_c, **self.types)
 
@@ -215,7 +219,7 @@ class Kernels:
                 blocks.append(render(
                     template, first=first, last=first + count - 1,
                     declare="\n".join(f"        {self.types['acc_type']} " + ", ".join(f"{a} = {init[j]}" for a in accs[j]) + ";" for j in range(count)),
-                    loads="                    const " + self.types["acc_type"] + " " + ", ".join(f"x{p} = x[{p * step_x}]" for p in range(positions)) + ";",
+                    loads="                    const " + self.types["acc_type"] + " " + ", ".join(f"x{p} = x[{p * step_x}]{minus_zero}" for p in range(positions)) + ";",
                     macs="\n".join(f"                    {accs[j][p]} += {value[p]} * w[{j}];" for j in range(count) for p in range(positions)),
                     stores="\n".join(f"        out[{p * out_sx + (first + j) * out_sc}] = {store(accs[j][p], first + j)};"
                                       for j in range(count) for p in range(positions)), **geometry))
@@ -348,7 +352,7 @@ class Kernels:
                 stride_w=win.stride_w, pad_top=win.pad_top, pad_left=win.pad_left, filter_y_begin=fy[0], filter_y_end=fy[1],
                 filter_x_begin=fx[0], filter_x_end=fx[1], dilation_h=win.dilation_h, dilation_w=win.dilation_w,
                 in_stride_y=image.stride_y, in_stride_x=image.stride_x, kernel=kernel, kernel_row=kernel_w * out_channels,
-                out_stride_y=out.stride_y, out_stride_x=out.stride_x,
+                out_stride_y=out.stride_y, out_stride_x=out.stride_x, zero=q.in_zero,
                 **{f"bias_{i}": init(f"channel + {i}" if i else "channel") for i in range(4)}, bias_c=init("channel"),
                 **{f"store_{i}": put(f"acc[{i}]", f"channel + {i}" if i else "channel") for i in range(4)}, store_c=put("acc", "channel")))
             return
@@ -359,6 +363,7 @@ class Kernels:
             filter_y_end=fy[1], filter_x_begin=fx[0], filter_x_end=fx[1], dilation_h=win.dilation_h, dilation_w=win.dilation_w,
             in_stride_y=image.stride_y, in_stride_x=image.stride_x, in_stride_c=image.stride_c, kernel=kernel,
             kernel_row=kernel_w * out_channels, acc_init=f"{bias}[out_channel]" if bias else zero, store=store,
+            minus_zero=f" - {q.in_zero}" if q and q.in_zero else "",
             out_stride_y=out.stride_y, out_stride_x=out.stride_x, out_stride_c=out.stride_c, post_pass=post, **self.types))
 
     def _conv_dot(self, k: int, fn: str, step: P.ConvStep, q: QStep) -> None:
@@ -390,20 +395,33 @@ class Kernels:
         interior_begin = min(win.out_w, -(-win.pad_left // win.stride_w))
         last_start = image.w - 1 - span_w + win.pad_left
         interior_end = max(interior_begin, min(win.out_w, last_start // win.stride_w + 1) if last_start >= 0 else 0)
+        zero = q.in_zero  # the input's zero point: subtracted as each value is loaded at the borders
+        interior_zero = ""
+        if zero:
+            # Inside the image along x every tap of a kernel row is read: sum((x - z) * w) = sum(x * w) - z * sum(w),
+            # with the row sums of each filter precomputed (rows clipped at the top and bottom just sum fewer).
+            sums = ohwi.astype(np.int64).sum(axis=(2, 3)).reshape(-1)  # (filters * kernel_h,)
+            row_sums = unit.array(k, "int32_t", f"{fn}_row_sums", sums, f"{fn}: sum of each filter's weights per kernel row (zero-point correction)")
+            pad = " " * 20
+            interior_zero = (f"{pad}{{\n{pad}    int32_t fold_f = 0, fold_g = 0;\n"
+                             f"{pad}    for (fy = filter_y_begin; fy < filter_y_end; ++fy) {{\n"
+                             f"{pad}        fold_f += {row_sums}[f * {kernel_h} + fy];\n{pad}        fold_g += {row_sums}[g * {kernel_h} + fy];\n{pad}    }}\n"
+                             f"{pad}    acc[0] -= {zero} * fold_f;\n{pad}    acc[2] -= {zero} * fold_f;\n"
+                             f"{pad}    acc[1] -= {zero} * fold_g;\n{pad}    acc[3] -= {zero} * fold_g;\n{pad}}}\n")
         w_row = f"{kernel} + (f * {kernel_h} + fy) * {kernel_w * in_channels}"
         g_row = f"{kernel} + (g * {kernel_h} + fy) * {kernel_w * in_channels}"
         pad = " " * 24
         if win.dilation_w == 1 and image.stride_x == in_channels:  # a kernel row is one run: kernel_w * channels bytes
-            interior = (f"{pad}ll_dot_2x2(x, x + {win.stride_w * image.stride_x}, {w_row}, {g_row}, {kernel_w * in_channels}, acc);")
+            interior = (f"{pad}ll_dot_2x2(x, x + {win.stride_w * image.stride_x}, {w_row}, {g_row}, {kernel_w * in_channels}, 0, acc);")
             border = (f"{pad}ll_dot_x2(row + (in_x0 + filter_x_begin) * {image.stride_x}, {w_row} + filter_x_begin * {in_channels},\n"
-                      f"{pad}          {g_row} + filter_x_begin * {in_channels}, (filter_x_end - filter_x_begin) * {in_channels}, &acc0, &acc1);")
+                      f"{pad}          {g_row} + filter_x_begin * {in_channels}, (filter_x_end - filter_x_begin) * {in_channels}, {zero}, &acc0, &acc1);")
         else:  # one run of channels per tap
             interior = (f"{pad}int fx;\n{pad}for (fx = 0; fx < {kernel_w}; ++fx) {{\n"
                         f"{pad}    ll_dot_2x2(x + fx * {win.dilation_w * image.stride_x}, x + fx * {win.dilation_w * image.stride_x} + "
-                        f"{win.stride_w * image.stride_x}, {w_row} + fx * {in_channels}, {g_row} + fx * {in_channels}, {in_channels}, acc);\n{pad}}}")
+                        f"{win.stride_w * image.stride_x}, {w_row} + fx * {in_channels}, {g_row} + fx * {in_channels}, {in_channels}, 0, acc);\n{pad}}}")
             border = (f"{pad}int fx;\n{pad}for (fx = filter_x_begin; fx < filter_x_end; ++fx) {{\n"
                       f"{pad}    ll_dot_x2(row + (in_x0 + fx * {win.dilation_w}) * {image.stride_x}, {w_row} + fx * {in_channels},\n"
-                      f"{pad}              {g_row} + fx * {in_channels}, {in_channels}, &acc0, &acc1);\n{pad}}}")
+                      f"{pad}              {g_row} + fx * {in_channels}, {in_channels}, {zero}, &acc0, &acc1);\n{pad}}}")
         unit.functions.append(render(
             "conv_dot.c.tmpl", title=self.title(k, step), fn=fn, in_shape=shape_text(step.input.dims), out_shape=shape_text(step.output.dims),
             in_channels=in_channels, filters=filters, out_h=out.h, out_w=out.w, stride_h=win.stride_h, stride_w=win.stride_w,
@@ -412,6 +430,7 @@ class Kernels:
             out_stride_y=out.stride_y, out_stride_x=out.stride_x, out_stride_c=out.stride_c,
             bias_f=f"{bias}[f]" if bias else "0", bias_g=f"{bias}[g]" if bias else "0",
             interior_begin=interior_begin, interior_end=interior_end, interior_taps=interior, border_taps=border,
+            interior_zero=interior_zero,
             store_f=store("acc0", "f"), store_g=store("acc1", "g"), store0_f=store("acc[0]", "f"), store1_g=store("acc[1]", "g"),
             store2_f=store("acc[2]", "f"), store3_g=store("acc[3]", "g")))
 
@@ -464,7 +483,8 @@ class Kernels:
         (pad_top, pad_bottom), (pad_left, pad_right) = step.padding
         image = step.input.image(step.data_format)
         self.unit.functions.append(render(
-            "pad.c.tmpl", title=self.title(k, step), fn=fn, ctype=self.types["ctype"], pad_top=pad_top, pad_bottom=pad_bottom,
+            "pad.c.tmpl", title=self.title(k, step), fn=fn, ctype=self.types["ctype"], fill=str(q.out_zero) if q else "0",
+            pad_top=pad_top, pad_bottom=pad_bottom,
             pad_left=pad_left, pad_right=pad_right, in_h=image.h, in_w=image.w, **self._windowed_common(step, None)))
 
     def _copy(self, k: int, fn: str, step: P.CopyStep, q: QStep | None) -> None:
@@ -541,7 +561,9 @@ class Kernels:
             d, s_in, s_out = (1,) * pad + dims, (0,) * pad + src, (0,) * pad + step.output.strides
             value = f"in{i}[i0 * {s_in[0]} + i1 * {s_in[1]} + i2 * {s_in[2]} + i3 * {s_in[3]}]"
             if q:
-                value = (f"ll_clamp8((int32_t)(((int64_t){value} * {q.multipliers[i]} + ((int64_t)1 << {q.shift - 1})) >> {q.shift}))")
+                zin = q.in_zeros[i]
+                shifted = f"((int64_t){value} - {zin})" if zin else f"(int64_t){value}"
+                value = (f"ll_clamp8((int32_t)((({shifted} * {q.multipliers[i]} + ((int64_t)1 << {q.shift - 1})) >> {q.shift}) + {q.out_zero}))")
                 self.unit.helper("clamp8")
             blocks.append(
                 f"    /* in{i}: dims {shape_text(dims)}, at {offset} of the output */\n"
@@ -557,18 +579,20 @@ class Kernels:
         """int8 merge: the inputs requantized to the output scale with one shift (see quantize)."""
         rounding = f"((int64_t)1 << {q.shift - 1})"
         m = [f"(int64_t){v}" for v in q.multipliers]
+        x = [f"((int32_t)in{i}[i] - {z})" if z else f"(int32_t)in{i}[i]" for i, z in enumerate(q.in_zeros)]  # x - its zero point
+        zo = f" + {q.out_zero}" if q.out_zero else ""
         if step.operation == "multiply":
-            body = [f"const int64_t acc = (int64_t)((int32_t)in0[i] * (int32_t)in1[i]) * {m[0]};",
-                    f"const int32_t value = (int32_t)((acc + {rounding}) >> {q.shift});"]
+            body = [f"const int64_t acc = (int64_t)({x[0]} * {x[1]}) * {m[0]};",
+                    f"const int32_t value = (int32_t)((acc + {rounding}) >> {q.shift}){zo};"]
         elif step.operation in ("maximum", "minimum"):
             pick = ">" if step.operation == "maximum" else "<"
-            body = [f"int32_t value = (int32_t)(((int64_t)in0[i] * {m[0]} + {rounding}) >> {q.shift});"]
+            body = [f"int32_t value = (int32_t)(((int64_t){x[0]} * {m[0]} + {rounding}) >> {q.shift}){zo};"]
             for i in range(1, count):
-                body += [f"{{ const int32_t other = (int32_t)(((int64_t)in{i}[i] * {m[i]} + {rounding}) >> {q.shift});",
+                body += [f"{{ const int32_t other = (int32_t)(((int64_t){x[i]} * {m[i]} + {rounding}) >> {q.shift}){zo};",
                          f"  value = other {pick} value ? other : value; }}"]
         else:  # add, subtract, average: one sum of the scaled inputs
-            terms = " + ".join(f"(int64_t)in{i}[i] * {m[i]}" for i in range(count))
-            body = [f"const int32_t value = (int32_t)(({terms} + {rounding}) >> {q.shift});"]
+            terms = " + ".join(f"(int64_t){x[i]} * {m[i]}" for i in range(count))
+            body = [f"const int32_t value = (int32_t)(({terms} + {rounding}) >> {q.shift}){zo};"]
         body.append(f"output[i] = (int8_t)(value < {q.low} ? {q.low} : (value > {q.high} ? {q.high} : value));")
         then = ", then " + ", ".join(op.describe() for op in step.pre) if step.pre else ""
         formula = f"{step.operation} of in0 .. in{count - 1}, requantized: multipliers {', '.join(map(str, q.multipliers))} >> {q.shift}"

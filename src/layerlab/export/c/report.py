@@ -12,7 +12,6 @@ from layerlab.export.c.verify import (
     FLOAT_TOLERANCE,
     INT8_AGREEMENT,
     INT8_RANGE_ERROR,
-    INT8_TOLERANCE_POINTS,
     Verification,
 )
 
@@ -107,24 +106,28 @@ def render_report(*, model_name: str, prefix: str, plan: Plan, qplan: QPlan | No
 def _int8_section(plan: Plan, qplan: QPlan, generated: Generated) -> list[str]:
     lines = [
         "int8 quantization",
-        f"  Calibrated on {qplan.calibration_images} images: each tensor's scale is max|value| / 127 (symmetric, zero point 0).",
+        f"  Calibrated on {qplan.calibration_images} images: each tensor is x = s * (q - z) with s = (max - min) / 255 over",
+        "  its values (the range widened to hold 0) and zero point z = round(-128 - min / s): real 0 is exactly z.",
         "  Weights: symmetric per output channel, w_q = round(w / s_w[c]) in [-127, 127], s_w[c] = max|w[..., c]| / 127.",
-        "  Accumulators: int32, acc = bias_q[c] + sum(x_q * w_q), real value acc * s_in * s_w[c].",
-        "  Requantization: q = clamp(round(acc * M)) with M = s_in * s_w[c] / s_out held as a Q31 multiplier and",
-        "  a right shift, (acc * multiplier + 2^(shift-1)) >> shift in int64 (halves round up).",
+        "  Accumulators: int32, acc = bias_q[c] + sum((x_q - z_in) * w_q), real value acc * s_in * s_w[c] (a Dense",
+        "  layer folds -z_in * sum(w_q) into bias_q).",
+        "  Requantization: q = clamp(round(acc * M) + z_out) with M = s_in * s_w[c] / s_out held as a Q31 multiplier",
+        "  and a right shift, (acc * multiplier + 2^(shift-1)) >> shift (halves round up); a ReLU clamps at z_out.",
         "  Element-wise functions: " + ("a 256-entry table per step, from the int8 input to the int8 output, computed with the"
                                         " engine's float functions; a table after an accumulator takes it requantized to the"
                                         " table's input scale, capped where the output saturates."
                                         if qplan.activation == "lut" else
                                         "exact float at the boundary: q = round(f(v * s_in) / s_out) with C float functions."),
-        f"  Input scale {qplan.input_scale:.9g} (q = round(x / scale)); output scale {qplan.output_scale:.9g}.",
+        f"  Input scale {qplan.input_scale:.9g}, zero point {qplan.input_zero} (q = round(x / scale) + zero); output scale "
+        f"{qplan.output_scale:.9g}, zero point {qplan.output_zero}.",
     ]
     if qplan.final_softmax is not None:
         lines.append("  The final softmax runs in float in *_predict; *_predict_q writes the int8 values before it (same argmax).")
-    rows = [["step", "in scale", "weight scales", "stage 1", "stage 2", "out scale"]]
+    rows = [["step", "in scale", "in zero", "weight scales", "stage 1", "stage 2", "out scale", "out zero"]]
     for k, q in enumerate(qplan.steps):
         weights = f"{q.weight_scale.min():.3g}..{q.weight_scale.max():.3g}" if q.weight_scale is not None else "-"
-        rows.append([str(k), f"{q.in_scale:.6g}", weights, _stage_text(q.stage1), _stage_text(q.stage2), f"{q.out_scale:.6g}"])
+        rows.append([str(k), f"{q.in_scale:.6g}", str(q.in_zero), weights, _stage_text(q.stage1), _stage_text(q.stage2),
+                     f"{q.out_scale:.6g}", str(q.out_zero)])
     lines += _table(rows, right={0})
     return lines + [""]
 
@@ -150,7 +153,7 @@ def _verification_section(v: Verification | None, prefix: str) -> list[str]:
                          "they are not what it takes (raw pixels need --scale 1): FAIL")
         if c.rule == "accuracy":
             lines.append(f"  int8 on {c.images} {c.source}: accuracy {100 * c.accuracy_int8:.2f}% vs float {100 * c.accuracy_float:.2f}% "
-                         f"(engine), difference {c.diff_points:+.2f} points (limit -{INT8_TOLERANCE_POINTS:g}): {verdict}")
+                         f"(engine), difference {c.diff_points:+.2f} points (limit -{c.tolerance:.3g}): {verdict}")
         elif c.rule == "agreement":
             lines.append(f"  int8 on {c.images} {c.source} (no labels): int8 and float predict the same class on "
                          f"{100 * c.agreement:.2f}% (limit {100 * INT8_AGREEMENT:g}%): {verdict}")

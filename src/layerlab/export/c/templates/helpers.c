@@ -57,15 +57,21 @@ LL_INLINE void ll_dot4x2(const int8_t *x, const int8_t *w0, const int8_t *w1, in
         *acc1 = __smlad(x_odd, ll_sxtb16_odd(b), *acc1);
     }
 }
-/* Four channels of one depthwise tap: a[k] += x[k] * w[k] for k = 0..3, channels side by side. One
- * word of each, sign-extended to pairs (channels 0, 2 and 1, 3), then SMLABB / SMLATT per channel. */
-LL_INLINE void ll_depthwise4(const int8_t *x, const int8_t *w, int32_t *a)
+/* Both halves of a 16-bit pair minus the input's zero point (SSUB16; nothing when it is 0). */
+LL_INLINE int16x2_t ll_minus_zero(int16x2_t v, int32_t zero)
+{
+    return zero ? __ssub16(v, (int16x2_t)((uint32_t)(uint16_t)zero * 0x10001u)) : v;
+}
+/* Four channels of one depthwise tap: a[k] += (x[k] - zero) * w[k] for k = 0..3, channels side by
+ * side. One word of each, sign-extended to pairs (channels 0, 2 and 1, 3), then SMLABB / SMLATT. */
+LL_INLINE void ll_depthwise4(const int8_t *x, const int8_t *w, int32_t zero, int32_t *a)
 {
     uint32_t xv, wv;
     memcpy(&xv, x, 4);
     memcpy(&wv, w, 4);
     {
-        const int16x2_t x_even = __sxtb16(xv), x_odd = ll_sxtb16_odd(xv), w_even = __sxtb16(wv), w_odd = ll_sxtb16_odd(wv);
+        const int16x2_t x_even = ll_minus_zero(__sxtb16(xv), zero), x_odd = ll_minus_zero(ll_sxtb16_odd(xv), zero);
+        const int16x2_t w_even = __sxtb16(wv), w_odd = ll_sxtb16_odd(wv);
         a[0] = __smlabb(x_even, w_even, a[0]);
         a[1] = __smlabb(x_odd, w_odd, a[1]);
         a[2] = __smlatt(x_even, w_even, a[2]);
@@ -76,29 +82,37 @@ LL_INLINE void ll_depthwise4(const int8_t *x, const int8_t *w, int32_t *a)
 #define LL_DSP 0
 #endif
 @@ dot_x2
-/* acc0 += x . w0 and acc1 += x . w1 over n int8 values: four a step with SMLAD where the DSP
- * extension is (LL_DSP), one a step otherwise and for the rest. */
-LL_INLINE void ll_dot_x2(const int8_t *x, const int8_t *w0, const int8_t *w1, int n, int32_t *acc0, int32_t *acc1)
+/* acc0 += (x - zero) . w0 and acc1 += (x - zero) . w1 over n int8 values: four a step with SMLAD
+ * where the DSP extension is (LL_DSP), one a step otherwise and for the rest. */
+LL_INLINE void ll_dot_x2(const int8_t *x, const int8_t *w0, const int8_t *w1, int n, int32_t zero, int32_t *acc0, int32_t *acc1)
 {
     int32_t a0 = *acc0, a1 = *acc1;
     int i = 0;
 #if LL_DSP
     for (; i + 4 <= n; i += 4) {
-        ll_dot4x2(x + i, w0 + i, w1 + i, &a0, &a1);
+        uint32_t xv, a, b;
+        memcpy(&xv, x + i, 4);
+        memcpy(&a, w0 + i, 4);
+        memcpy(&b, w1 + i, 4);
+        {
+            const int16x2_t x_even = ll_minus_zero(__sxtb16(xv), zero), x_odd = ll_minus_zero(ll_sxtb16_odd(xv), zero);
+            a0 = __smlad(x_odd, ll_sxtb16_odd(a), __smlad(x_even, __sxtb16(a), a0));
+            a1 = __smlad(x_odd, ll_sxtb16_odd(b), __smlad(x_even, __sxtb16(b), a1));
+        }
     }
 #endif
     for (; i < n; ++i) {
-        a0 += (int32_t)x[i] * w0[i];
-        a1 += (int32_t)x[i] * w1[i];
+        a0 += ((int32_t)x[i] - zero) * w0[i];
+        a1 += ((int32_t)x[i] - zero) * w1[i];
     }
     *acc0 = a0;
     *acc1 = a1;
 }
 @@ dot_2x2
-/* Two positions x0, x1 against two filter rows w0, w1 over n int8 values: acc[0] += x0.w0,
- * acc[1] += x0.w1, acc[2] += x1.w0, acc[3] += x1.w1 (each word of weights extended once for both
- * positions). */
-LL_INLINE void ll_dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int n, int32_t *acc)
+/* Two positions x0, x1 against two filter rows w0, w1 over n int8 values, the inputs less their
+ * zero point: acc[0] += x0.w0, acc[1] += x0.w1, acc[2] += x1.w0, acc[3] += x1.w1 (each word of
+ * weights extended once for both positions). */
+LL_INLINE void ll_dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int n, int32_t zero, int32_t *acc)
 {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     int i = 0;
@@ -111,7 +125,8 @@ LL_INLINE void ll_dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, 
         memcpy(&b, w1 + i, 4);
         {
             const int16x2_t a_even = __sxtb16(a), a_odd = ll_sxtb16_odd(a), b_even = __sxtb16(b), b_odd = ll_sxtb16_odd(b);
-            const int16x2_t p_even = __sxtb16(p), p_odd = ll_sxtb16_odd(p), q_even = __sxtb16(q), q_odd = ll_sxtb16_odd(q);
+            const int16x2_t p_even = ll_minus_zero(__sxtb16(p), zero), p_odd = ll_minus_zero(ll_sxtb16_odd(p), zero);
+            const int16x2_t q_even = ll_minus_zero(__sxtb16(q), zero), q_odd = ll_minus_zero(ll_sxtb16_odd(q), zero);
             a0 = __smlad(p_odd, a_odd, __smlad(p_even, a_even, a0));
             a1 = __smlad(p_odd, b_odd, __smlad(p_even, b_even, a1));
             a2 = __smlad(q_odd, a_odd, __smlad(q_even, a_even, a2));
@@ -120,10 +135,10 @@ LL_INLINE void ll_dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, 
     }
 #endif
     for (; i < n; ++i) {
-        a0 += (int32_t)x0[i] * w0[i];
-        a1 += (int32_t)x0[i] * w1[i];
-        a2 += (int32_t)x1[i] * w0[i];
-        a3 += (int32_t)x1[i] * w1[i];
+        a0 += ((int32_t)x0[i] - zero) * w0[i];
+        a1 += ((int32_t)x0[i] - zero) * w1[i];
+        a2 += ((int32_t)x1[i] - zero) * w0[i];
+        a3 += ((int32_t)x1[i] - zero) * w1[i];
     }
     acc[0] = a0;
     acc[1] = a1;
@@ -197,9 +212,10 @@ static void ll_softmax(const float *input, float *output, int n, int stride)
  * compile where it is not. */
 typedef char ll_arithmetic_shift_check[((int64_t)-3 >> 1) == -2 ? 1 : -1];
 
-/* acc * multiplier / 2^shift rounded half up, saturated to [low, 127]: the fixed-point form
- * of acc * real_scale with multiplier in [2^30, 2^31) and 1 <= shift <= 62. */
-LL_INLINE int32_t ll_requantize(int32_t acc, int32_t multiplier, int shift, int32_t low)
+/* acc * multiplier / 2^shift rounded half up, plus the output's zero point, saturated to
+ * [low, 127]: the fixed-point form of acc * real_scale + zero with multiplier in [2^30, 2^31) and
+ * 1 <= shift <= 62 (low: -128, or the zero point for a ReLU). */
+LL_INLINE int32_t ll_requantize(int32_t acc, int32_t multiplier, int shift, int32_t zero, int32_t low)
 {
     const int64_t product = (int64_t)acc * multiplier;
     int32_t scaled;
@@ -218,18 +234,19 @@ LL_INLINE int32_t ll_requantize(int32_t acc, int32_t multiplier, int shift, int3
         scaled = 2 * (int32_t)(product >> 32) + (int32_t)(sum >> 31) + 2 * (int32_t)(sum < low_word);
     } else {
         const int64_t wide = (product + ((int64_t)1 << (shift - 1))) >> shift;
-        scaled = wide > 127 ? 127 : wide < -128 ? -128 : (int32_t)wide;
+        scaled = wide > 256 ? 256 : wide < -256 ? -256 : (int32_t)wide;
     }
+    scaled += zero;
     return scaled > 127 ? 127 : scaled < low ? low : scaled;
 }
 @@ requantize_high
 /* ll_requantize for a shift of 33 or more (a scale below 1/2, the usual case), given as
  * high_shift = shift - 32: the product's high word, rounded and shifted in 32 bits, with no branch
  * on the shift; the same result as the 64-bit form. */
-LL_INLINE int32_t ll_requantize_high(int32_t acc, int32_t multiplier, int high_shift, int32_t low)
+LL_INLINE int32_t ll_requantize_high(int32_t acc, int32_t multiplier, int high_shift, int32_t zero, int32_t low)
 {
     const int32_t high = (int32_t)(((int64_t)acc * multiplier) >> 32);
-    const int32_t scaled = (high + ((int32_t)1 << (high_shift - 1))) >> high_shift;
+    const int32_t scaled = ((high + ((int32_t)1 << (high_shift - 1))) >> high_shift) + zero;
     return scaled > 127 ? 127 : scaled < low ? low : scaled;
 }
 @@ divide_round
@@ -239,12 +256,14 @@ static int32_t ll_divide_round(int32_t sum, int32_t count)
     return sum >= 0 ? (sum + count / 2) / count : -((-sum + count / 2) / count);
 }
 @@ quantize
-/* round(x) half away from zero, saturated to [-128, 127] (NaN gives 127). */
-static int32_t ll_quantize(float x)
+/* round(x) half away from zero, plus the zero point, saturated to [-128, 127] (NaN gives 127). */
+static int32_t ll_quantize(float x, int32_t zero)
 {
-    x = x < 127.0f ? x : 127.0f;
-    x = x > -128.0f ? x : -128.0f;
-    return (int32_t)(x >= 0.0f ? x + 0.5f : x - 0.5f);
+    int32_t q;
+    x = x < 383.0f ? x : 383.0f;
+    x = x > -383.0f ? x : -383.0f;
+    q = (int32_t)(x >= 0.0f ? x + 0.5f : x - 0.5f) + zero;
+    return q > 127 ? 127 : q < -128 ? -128 : q;
 }
 @@ maximum
 /* Keras' Maximum (ops.maximum) of two values. */
