@@ -43,6 +43,9 @@ ACTIVATION_C = {
 # lone position (borders, the rest of a row) takes ONE_GROUP filters per pass.
 BLOCK = 4
 BLOCK_GROUP = 6  # float, the block's inputs contiguous (one SIMD load): 24 accumulators
+# int8 convolutions of at least this many MACs take the SMLAD kernel (conv_dot); smaller ones the
+# compact scalar one, which keeps a tiny network's flash small (seed650: 4.0 KB, not 4.4).
+DOT_MIN_MACS = 20000
 BLOCK_GROUP_STRIDED = 3  # otherwise (strided inputs, int8: scalar code): 12 accumulators
 ONE_GROUP = 8
 _NO_MATH = {"linear", "relu", "relu6", "leaky_relu", "hard_sigmoid", "tanh"}
@@ -159,7 +162,7 @@ class Kernels:
                          f"return ll_quantize({real} * {float_literal(1.0 / stage.out_scale)}, {stage.out_zero});")
         body = "\n".join(f"    {line}" for line in lines)
         self.unit.helper("inline")
-        self.unit.functions.append(f"LL_INLINE int32_t {fn}(int32_t value, int channel)\n{{\n{body}\n}}\n")
+        self.unit.functions.append(f"static int32_t {fn}(int32_t value, int channel)\n{{\n{body}\n}}\n")
         return fn
 
     def name(self, k: int, step: P.Step) -> str:
@@ -179,7 +182,8 @@ class Kernels:
         unit, win = self.unit, step.window
         image = step.input.image(step.data_format)
         kernel_h, kernel_w, in_channels, filters = step.kernel_hwio.shape
-        if q and step.pool is None and image.stride_c == 1:
+        macs = win.out_h * win.out_w * filters * kernel_h * kernel_w * in_channels
+        if q and step.pool is None and image.stride_c == 1 and macs >= DOT_MIN_MACS:
             self._conv_dot(k, fn, step, q)
             return
         layout = "layout HWIO (filter_y, filter_x, in_channel, out_channel), as Keras"
