@@ -14,8 +14,9 @@ newlib's expf on one side and glibc's on the other). Beside it, TFLite Micro (Py
 reference int8 .tflite: the arena its RecordingMicroAllocator reports (what a TFLM user must
 reserve, besides stack) and its host time per ``invoke``; and the TFLite interpreter's agreement
 of that int8 file with the float model on the same 500 held-out inputs (classifiers only: the
-ad01 .tflite files are of another model, see their README). A missing tool prints why. No
-assertions: a table.
+ad01 .tflite files are of another model, see their README). Then MLPerf Tiny's fourth model, the
+visual wake words MobileNetV1 0.25 at 96x96, as tf_keras builds it (seeded random weights; no
+file of it is reachable here). A missing tool prints why. No assertions: a table.
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ def _grab(pattern: str, text: str, default: str = "?") -> str:
     return found.group(1) if found else default
 
 
-def layerlab_rows(path: Path, x_range, passes: int, work: Path, tflite: Path | None) -> list[list[str]]:
+def layerlab_rows(path: Path, x_range, passes: int, work: Path, tflite: Path | None, inputs: int = 2500) -> list[list[str]]:
     import layerlab
     from layerlab.export.c import export_c
 
     network = layerlab.load(path)
     rng = np.random.default_rng(650)
-    x = rng.uniform(*x_range, (2500, *network.spec.input_shape)).astype(np.float32)
+    x = rng.uniform(*x_range, (inputs, *network.spec.input_shape)).astype(np.float32)
+    calibration = inputs * 4 // 5  # the rest is held out
     np.save(work / "x.npy", x)
     rng.uniform(*x_range, (50, *network.spec.input_shape)).astype(np.float32).tofile(work / "images.bin")
     rows = []
@@ -69,8 +71,8 @@ def layerlab_rows(path: Path, x_range, passes: int, work: Path, tflite: Path | N
         kind = "int8" if int8 else "float32"
         out = work / f"{path.stem}-{kind}"
         try:
-            report = export_c(network, out, int8=int8, calibration_data=work / "x.npy", calibration=2000,
-                              verify_images=500).read_text()
+            report = export_c(network, out, int8=int8, calibration_data=work / "x.npy", calibration=calibration,
+                              verify_images=inputs - calibration).read_text()
         except Exception as exc:  # a table row, not a traceback
             rows.append([path.name, f"layerlab {kind}", "-", "-", "-", "-", "-", "-", f"not exported: {str(exc).splitlines()[0][:120]}"])
             continue
@@ -87,7 +89,7 @@ def layerlab_rows(path: Path, x_range, passes: int, work: Path, tflite: Path | N
         rows.append([path.name, f"layerlab {kind}", flash, f"{total} ({ram} static + {stack} stack)", f"{host:.1f}",
                      instructions, per_mac, same, check[:150]])
     if tflite is not None and tflite.is_file():
-        rows.append([path.name, "TFLite int8 (interpreter)", "-", "-", "-", "-", "-", "-", tflite_agreement(network, tflite, x[2000:])])
+        rows.append([path.name, "TFLite int8 (interpreter)", "-", "-", "-", "-", "-", "-", tflite_agreement(network, tflite, x[calibration:])])
     return rows
 
 
@@ -159,6 +161,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--models", default=str(REPO.parent / "shared" / "models" / "mlperf_tiny"))
+    parser.add_argument("--only", default=None, help="one model file name, or 'mobilenet'")
     args = parser.parse_args()
     folder = Path(args.models)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}; "
@@ -168,6 +171,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="layerlab-c-bench-") as tmp:
         for model, (x_range, tflite) in MODELS.items():
+            if args.only and args.only != model:
+                continue
             path = folder / model
             if not path.is_file():
                 print(f"| {model} | - | - | - | - | - | - | - | not found in {folder} |")
@@ -178,7 +183,35 @@ def main() -> int:
             rows = layerlab_rows(path, x_range, args.passes, work, folder / tflite if classifier else None)
             for row in [*rows, tflm_row(model, folder / tflite, args.passes)]:
                 print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
+        mobilenet = visual_wake_words_like(Path(tmp)) if args.only in (None, "mobilenet") else None
+        if mobilenet is not None:
+            work = Path(tmp) / "mobilenet"
+            work.mkdir()
+            for row in layerlab_rows(mobilenet, (-1.0, 1.0), args.passes, work, None, inputs=500):  # 96x96x3: 500 fit the limits
+                print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
     return 0
+
+
+def visual_wake_words_like(folder: Path) -> Path | None:
+    """MLPerf Tiny's fourth model, the visual wake words MobileNetV1 (alpha 0.25, 96x96x3), as
+    tf_keras builds it (no file of it is reachable here): seeded random weights and batch-norm
+    statistics, 2 classes. A network not in the repository, saved by Keras itself."""
+    try:
+        import tf_keras as keras
+    except ImportError:
+        print("| mobilenet_v1_0.25_96 | - | - | - | - | - | - | - | tf_keras not installed |")
+        return None
+    keras.utils.set_random_seed(650)
+    model = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None, classes=2)
+    rng = np.random.default_rng(650)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape), rng.normal(0, 0.1, mean.shape),
+                               rng.uniform(0.5, 1.5, var.shape)])
+    path = folder / "mobilenet_v1_0.25_96.h5"
+    model.save(path)
+    return path
 
 
 if __name__ == "__main__":
