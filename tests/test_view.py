@@ -259,6 +259,9 @@ def test_cli_view_errors_are_one_line(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "layerlab", "view", "seed650", "--no-browser", "--port", str(port)],
                               capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1 and f"--port {port}: cannot listen" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "layerlab", "view", "seed650", "--no-browser", "--port", "99999"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "99999 is not a port" in proc.stderr and "internal error" not in proc.stderr
 
 
 def test_cli_static_page_never_clobbers(tmp_path):

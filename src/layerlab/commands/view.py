@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("source", metavar="MODEL_OR_SPEC", help="model file (.h5/.keras/.weights.h5 with --architecture), "
                    "built-in spec name (seed650) or spec file (a spec gets seeded untrained weights)")
     add_architecture(p)
-    p.add_argument("--port", type=non_negative_int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1, 1-65535 (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
     p.add_argument("--html", metavar="OUT", help="write one static page (no server) computed for the chosen inputs")
     p.add_argument("--images", metavar="I,J,...", help="--html: MNIST test images to compute (default 0,1,2,3 for an "
@@ -41,6 +41,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of a spec's untrained weights")
     add_force(p)
     p.set_defaults(func=_view)
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: give 1 to 65535, or leave --port out for a free one")
+    return value
 
 
 def _images(text: str) -> list[int]:
