@@ -271,6 +271,7 @@ def test_cli_static_page_never_clobbers(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "layerlab", "view", "seed650", "--html", str(out)], capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 1 and "already exists" in proc.stderr and out.read_text() == "mine"
+    assert "MNIST was not found" not in proc.stderr  # refused before any input was looked for
     proc = subprocess.run([sys.executable, "-m", "layerlab", "view", "seed650", "--html", str(out), "--force"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr

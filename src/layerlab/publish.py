@@ -146,6 +146,24 @@ def _clean_leftovers(folder: Path, prefix: str) -> None:
                         entry.unlink()
 
 
+def check_file_target(target: str | Path, *, inputs: Iterable[str | Path | None] = (), force: bool = False,
+                      flag: str = "--out") -> Path:
+    """Refuse, before any work, a file output ``publish_file`` would refuse: an input, a folder,
+    or an existing file without ``force``. Returns the absolute target.
+
+    Raises:
+        OutputError: as ``publish_file`` would (it checks again, under its lock).
+    """
+    target = Path(os.path.abspath(target))
+    refuse_inputs(target, inputs, flag)
+    if target.is_dir():
+        raise OutputError(f"{flag} {_p(target)} is a folder; this output is one file. Name a file, e.g. {_p(target / 'out')}{target.suffix}")
+    if target.exists() and not force:
+        raise OutputError(f"{flag} {_p(target)} already exists; layerlab does not replace a file unasked. "
+                          "Pass --force to replace it, or choose another name")
+    return target
+
+
 @contextlib.contextmanager
 def publish_file(target: str | Path, *, inputs: Iterable[str | Path | None] = (), force: bool = False,
                  wait: float | None = None, flag: str = "--out") -> Iterator[Path]:
@@ -155,10 +173,7 @@ def publish_file(target: str | Path, *, inputs: Iterable[str | Path | None] = ()
         OutputError: ``target`` is an input, a folder, or an existing file without ``force``;
             another process is writing it; the disk refused the write (the old file is kept).
     """
-    target = Path(os.path.abspath(target))
-    refuse_inputs(target, inputs, flag)
-    if target.is_dir():
-        raise OutputError(f"{flag} {_p(target)} is a folder; this output is one file. Name a file, e.g. {_p(target / 'out')}{target.suffix}")
+    target = check_file_target(target, inputs=inputs, force=force, flag=flag)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

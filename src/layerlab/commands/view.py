@@ -92,6 +92,10 @@ def _view(args: argparse.Namespace) -> int:
             raise ShapeError("--images, --input and --int8 are for a static page; add --html OUT (the app has an int8 toggle)")
         serve(session, port=args.port, open_browser=not args.no_browser)
         return 0
+    from layerlab.publish import check_file_target
+
+    inputs = [args.source, args.architecture, args.input, args.calibration_data]
+    check_file_target(args.html, inputs=inputs, force=args.force, flag="--html")  # before any work
     if args.images:
         runs = static_runs(session, images=_images(args.images), int8=args.int8)
     elif args.input:
@@ -107,7 +111,6 @@ def _view(args: argparse.Namespace) -> int:
         runs = static_runs(session, images=[0, 1, 2, 3], int8=args.int8)
     else:
         runs = static_runs(session, count=args.random, int8=args.int8)
-    write_html(args.html, session, runs, force=args.force,
-               inputs=[args.source, args.architecture, args.input, args.calibration_data])
+    write_html(args.html, session, runs, force=args.force, inputs=inputs)
     print(f"wrote {args.html}: {net.spec.name}, {len(runs)} input{'s' * (len(runs) != 1)}; open it in a browser")
     return 0
