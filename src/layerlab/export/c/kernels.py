@@ -450,7 +450,7 @@ class Kernels:
             stage = self.stage_function(k, f"{fn}_stage1", q.stage1)
             init = lambda u: f"{bias}[{u}]" if bias else "0"  # noqa: E731
             done = lambda acc, u: f"{stage}({acc}, {u})" if stage else acc  # noqa: E731
-            unit.helper("inline", "noinline", "hot", "dot_dsp")
+            unit.helper("inline", "noinline", "hot", "dot_dsp", "dot_x2")
             unit.functions.append(render("dense_q.c.tmpl", title=title, fn=fn, units=units, in_features=in_features, kernel=kernel,
                                          bias_init=init("unit"), bias_init0=init("unit"), bias_init1=init("unit + 1"),
                                          finish=done("acc", "unit"), finish0=done("acc0", "unit"), finish1=done("acc1", "unit + 1")))

@@ -278,9 +278,6 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
     bounds = calibrate(plan, plan.weights or weights, x_calibration)  # the weights of the spec as lowered
     ranges = {name: max(abs(low), abs(high)) for name, (low, high) in bounds.items()}  # max |x|: table caps
 
-    def scale_of(tap: str) -> float:  # a symmetric scale (for tables' inputs and pooling mids)
-        return max(ranges[tap], _TINY) / 127.0
-
     def qp(tap: str) -> tuple[float, int]:
         return qparams(*bounds[tap])
 
@@ -298,7 +295,7 @@ def quantize(plan: P.Plan, weights, x_calibration: np.ndarray, activation: str =
             q = _quantize_concat([values[v] for v in step.sources], qp(step.taps["out"]), where)
             cur = (q.out_scale, q.out_zero)
         elif isinstance(step, (P.ConvStep, P.DepthwiseStep, P.DenseStep)):
-            q, cur = _quantize_weighted(step, cur, ranges, scale_of, qp, activation, where)
+            q, cur = _quantize_weighted(step, cur, ranges, qp, activation, where)
         elif isinstance(step, P.ElementwiseStep):
             out = _out_qparams(step.ops, qp(step.taps["out"]))
             q = QStep(cur[0], out[0], in_zero=cur[1], out_zero=out[1],
@@ -362,7 +359,7 @@ def _quantize_concat(ins: list[tuple[float, int]], out: tuple[float, int], where
                  in_zero=ins[0][1], out_zero=out[1], in_zeros=tuple(z for _, z in ins))
 
 
-def _quantize_weighted(step, cur: tuple[float, int], ranges, scale_of, qp, mode: str, where: str) -> tuple[QStep, tuple[float, int]]:
+def _quantize_weighted(step, cur: tuple[float, int], ranges, qp, mode: str, where: str) -> tuple[QStep, tuple[float, int]]:
     in_scale, in_zero = cur
     kernel = step.kernel_hwio if isinstance(step, (P.ConvStep, P.DepthwiseStep)) else step.kernel
     axes = tuple(range(kernel.ndim - 1))

@@ -35,7 +35,6 @@
     return String(Number(v.toPrecision(6)));
   }
   function paren(s) { return s.startsWith("-") ? "(" + s + ")" : s; }
-  function esc(s) { return String(s).replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[ch]); }
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
     for (const k in attrs || {}) e.setAttribute(k, attrs[k]);

@@ -42,21 +42,6 @@ LL_INLINE int16x2_t ll_sxtb16_odd(uint32_t v)
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
     return r;
 }
-/* acc0 += x[0..3] . w0[0..3] and acc1 += x[0..3] . w1[0..3]: the input is extended once for both rows. */
-LL_INLINE void ll_dot4x2(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t *acc0, int32_t *acc1)
-{
-    uint32_t xv, a, b;
-    memcpy(&xv, x, 4);
-    memcpy(&a, w0, 4);
-    memcpy(&b, w1, 4);
-    {
-        const int16x2_t x_even = __sxtb16(xv), x_odd = ll_sxtb16_odd(xv);
-        *acc0 = __smlad(x_even, __sxtb16(a), *acc0);
-        *acc0 = __smlad(x_odd, ll_sxtb16_odd(a), *acc0);
-        *acc1 = __smlad(x_even, __sxtb16(b), *acc1);
-        *acc1 = __smlad(x_odd, ll_sxtb16_odd(b), *acc1);
-    }
-}
 /* Both halves of a 16-bit pair minus the input's zero point (SSUB16; nothing when it is 0). */
 LL_INLINE int16x2_t ll_minus_zero(int16x2_t v, int32_t zero)
 {
