@@ -113,3 +113,51 @@ def test_a_mobilenet_saved_by_tf_keras_matches(tf_keras, tmp_path):
     got = net.predict(x)
     assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
     assert np.array_equal(got.argmax(1), ref.argmax(1))
+
+
+@pytest.mark.tfkeras
+@pytest.mark.nnabla
+def test_nnc_export_runs_in_nnabla_like_tf_keras_as_nnp_and_as_sdcproj(tf_keras, mlperf_dir, tmp_path):
+    """Each model as an .nnp and as an NNC project (.sdcproj, parameters from the .nnp): nnabla
+    runs both and agrees with tf_keras within 1e-5 of the output's largest magnitude; the project
+    imports back to the spec the .nnp gives, and writing it again gives the same project."""
+    from conftest import require_env
+    from layerlab.cli import main
+    from layerlab.nnc import files
+    from layerlab.nnc.exporter import export_network
+    from layerlab.nnc.importer import import_file, import_network
+    from layerlab.nnc.sdcproj import read_sdcproj, sdcproj_text
+    from nnc_helpers import run_oracle
+
+    python = require_env("NNABLA_PYTHON")
+    jobs, refs = [], {}
+    for name, (low, high, _, _) in MODELS.items():
+        stem = name.removesuffix(".h5")
+        nnp, project = tmp_path / f"{stem}.nnp", tmp_path / f"{stem}.sdcproj"
+        assert main(["nnc", "export", str(mlperf_dir / name), "--out", str(nnp)]) == 0
+        assert main(["nnc", "export", str(mlperf_dir / name), "--out", str(project)]) == 0
+        nnc, _ = read_sdcproj(project, params=nnp)
+        (tmp_path / f"{stem}_project.nnp").write_bytes(files.nnp_bytes(nnc.proto, nnc.parameters))
+        from_project, from_nnp = import_network(nnc).network, import_file(str(nnp)).network
+        a, b = from_project.spec.to_dict(), from_nnp.spec.to_dict()
+        assert (a["input_shape"], a["layers"]) == (b["input_shape"], b["layers"])
+        assert from_nnp.spec.param_count == layerlab.load(mlperf_dir / name).spec.param_count
+        proto, parameters, _ = export_network(from_project)
+        assert sdcproj_text(proto, parameters, "again") == project.read_bytes().decode("utf-8")
+        x = seeded_inputs(layerlab.load(mlperf_dir / name).spec.input_shape, low, high, n=8)
+        kmodel = tf_keras.models.load_model(mlperf_dir / name, compile=False)
+        refs[stem] = kmodel.predict(x, verbose=0)
+        x_nnc = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x  # the exported network reads N-C-H-W
+        np.save(tmp_path / f"{stem}_x.npy", x_nnc)
+        np.testing.assert_array_equal(from_project.predict(x_nnc), from_nnp.predict(x_nnc))
+        for kind in ("nnp", "project"):
+            file = nnp if kind == "nnp" else tmp_path / f"{stem}_project.nnp"
+            jobs.append({"id": f"{stem}_{kind}", "kind": "run", "file": str(file), "network": None,
+                         "x": str(tmp_path / f"{stem}_x.npy"), "y": str(tmp_path / f"{stem}_{kind}_y.npy")})
+    results = run_oracle(python, jobs, tmp_path)
+    assert all(r["ok"] for r in results.values()), {k: r.get("error") for k, r in results.items()}
+    for stem, ref in refs.items():
+        scale = float(np.max(np.abs(ref)))
+        for kind in ("nnp", "project"):
+            y = np.load(tmp_path / f"{stem}_{kind}_y.npy").reshape(ref.shape)
+            assert float(np.max(np.abs(y - ref))) <= 1e-5 * scale, (stem, kind, float(np.max(np.abs(y - ref))) / scale)

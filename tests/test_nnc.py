@@ -460,11 +460,13 @@ def nnabla(tmp_path_factory, shared_dir):
                      "x": str(work / f"{nnp}_x.npy"), "y": str(work / f"{nnp}_y.npy")})
         np.save(work / f"{nnp}_x.npy", np.load(shared_dir / "nnc" / ref)["x"])
     projects = {}
-    for project in SDCPROJ:  # NNC's own project files, written as .nnp with layerlab's reading of them
-        nnc, _ = read_sdcproj(shared_dir / "nnc" / project, seed=3)
+    (work / "mobile.sdcproj").write_text(MOBILE_PROJECT)
+    for project in (*SDCPROJ, "mobile.sdcproj"):  # project files, written as .nnp with layerlab's reading of them
+        nnc, _ = read_sdcproj(shared_dir / "nnc" / project if project in SDCPROJ else work / project, seed=3)
         path = work / f"{project}.nnp"
         path.write_bytes(files.nnp_bytes(nnc.proto, nnc.parameters))
-        x = rng.uniform(0, 1, (4, 1, 28, 28)).astype(np.float32)
+        shape = next(tuple(v.shape.dim[1:]) for v in nnc.proto.network[0].variable if v.name == "x")
+        x = rng.uniform(0, 1, (4, *shape)).astype(np.float32)
         np.save(work / f"{project}_x.npy", x)
         jobs.append({"id": project, "kind": "run", "file": str(path), "network": None, "x": str(work / f"{project}_x.npy"),
                      "y": str(work / f"{project}_y.npy")})
@@ -482,9 +484,53 @@ def nnabla(tmp_path_factory, shared_dir):
 SDCPROJ = ("LeNet.sdcproj", "02_binary_cnn.sdcproj")
 
 
+def _sdcproj(layers: list[tuple[int, str, dict[str, str]]], links: list[tuple[int, int, int]]) -> str:
+    """Project text as NNC's GUI writes it: [Layer_N] with ID, Type and Property pairs, [Link_N]."""
+    out = ["[Engine]", "SDeepEngineType=NNabla", "[Network_Global]", f"NumLayer={len(layers)}", f"NumLink={len(links)}"]
+    for i, (lid, kind, props) in enumerate(layers):
+        out += [f"[Layer_{i}]", f"ID={lid}", f"Type={kind}", "Position_0=24", f"Position_1={24 + 48 * i}"]
+        for k, (key, value) in enumerate(props.items()):
+            out += [f"Property_{k}_Name={key}", f"Property_{k}_Value={value}"]
+        out.append(f"NumProperty={len(props)}")
+    for i, (src, dst, pin) in enumerate(links):
+        out += [f"[Link_{i}]", f"ID={i}", f"SourceLayerID={src}", "SourcePinIndex=0", f"DestLayerID={dst}", f"DestPinIndex={pin}"]
+    return "\r\n".join(out) + "\r\n"
+
+
+# A project in NNC's own terms with the layers of its MobileNet / ResNet samples: IDs not in
+# computing order, properties left to NNC's defaults (the depthwise Padding is *ConvolutionPaddingSize),
+# a Sub2 whose links are listed second pin first, a Dropout, a Comment box and a loss.
+MOBILE_LAYERS = [
+    (0, "Input", {"Name": "Input", "Size": "3,12,12", "Dataset": "x", "Generator": "None"}),
+    (9, "Convolution", {"Name": "conv1", "OutMaps": "8", "KernelShape": "3,3", "BorderMode": "valid", "Padding": "1,1",
+                        "ParameterScope": "*Name", "b.Initializer": "Normal", "b.InitializerMultiplier": "0.5"}),
+    (3, "BatchNormalization", {"Name": "bn1", "Axes": "0", "DecayRate": "0.9", "Epsilon": "0.0001", "BatchStat": "True",
+                               "ParameterScope": "*Name", "gamma.Initializer": "Uniform", "gamma.InitializerMultiplier": "2",
+                               "mean.Initializer": "Normal", "mean.InitializerMultiplier": "0.3",
+                               "var.Initializer": "Constant", "var.InitializerMultiplier": "0.5"}),
+    (4, "ReLU6", {"Name": "relu6"}),
+    (5, "DepthwiseConvolution", {"Name": "dw", "KernelShape": "3,3", "Multiplier": "2"}),
+    (2, "Convolution", {"Name": "pw", "OutMaps": "16", "KernelShape": "1,1", "Padding": "0,0", "W.Initializer": "NormalConvolutionHeForward"}),
+    (7, "Sub2", {"Name": "sub"}),
+    (8, "Concatenate", {"Name": "cat", "Axis": "0"}),
+    (10, "MulScalar", {"Name": "half", "Value": "0.5"}),
+    (11, "Dropout", {"Name": "drop", "P": "0.5"}),
+    (12, "MaxPooling", {"Name": "pool", "KernelShape": "3,3", "Strides": "2,2", "IgnoreBorder": "False", "Padding": "0,0"}),
+    (13, "GlobalAveragePooling", {"Name": "gap"}),
+    (14, "Affine", {"Name": "fc", "OutShape": "10"}),
+    (15, "Softmax", {"Name": "Softmax"}),
+    (16, "CategoricalCrossEntropy", {"Name": "loss", "T.Dataset": "y"}),
+    (17, "Comment", {"Name": "Comment", "Comment": "drawn in the GUI, not part of the network"}),
+
+]
+MOBILE_LINKS = [(0, 9, 0), (9, 3, 0), (3, 4, 0), (4, 5, 0), (4, 2, 0), (2, 7, 1), (5, 7, 0), (7, 8, 0), (4, 8, 1), (8, 10, 0),
+                (10, 11, 0), (11, 12, 0), (12, 13, 0), (13, 14, 0), (14, 15, 0), (15, 16, 0)]
+MOBILE_PROJECT = _sdcproj(MOBILE_LAYERS, MOBILE_LINKS)
+
+
 @pytest.mark.nnabla
 @pytest.mark.keras
-@pytest.mark.parametrize("project", SDCPROJ)
+@pytest.mark.parametrize("project", [*SDCPROJ, "mobile.sdcproj"])
 def test_sdcproj_imports_and_agrees_with_nnabla(nnabla, keras, project):
     """An NNC project file: nnabla runs its .nnp, the engine and Keras run the imported model, same
     parameters: they agree within 1e-5 on seeded random inputs."""
@@ -507,7 +553,8 @@ def test_sdcproj_reading_losses_defaults_and_errors(shared_dir, tmp_path, capsys
     text = (shared_dir / "nnc" / "LeNet.sdcproj").read_text()
     trimmed = text.replace("Property_5_Name=Padding\n", "Property_5_Name=Comment\n", 1)  # Padding absent
     (tmp_path / "d.sdcproj").write_text(trimmed)
-    assert read_sdcproj(tmp_path / "d.sdcproj")[0].proto.network[0].function[0].convolution_param.pad.dim == [0, 0]
+    # NNC's Convolution defaults Padding to *ConvolutionPaddingSize: kernel // 2 per axis
+    assert read_sdcproj(tmp_path / "d.sdcproj")[0].proto.network[0].function[0].convolution_param.pad.dim == [3, 3]
     odd = text.replace("Type=ReLU", "Type=BinaryConnectAffine", 1).replace("Type=Tanh", "Type=LoopControl", 1)
     (tmp_path / "odd.sdcproj").write_text(odd)
     with pytest.raises(NNCError, match=r"layers that layerlab cannot convert: \[Layer_5\] \(LoopControl 'Tanh_2'\); "
@@ -920,11 +967,50 @@ def test_sdcproj_writer_round_trips_seed650(tmp_path):
     assert sdcproj_text(proto, parameters, "again") == text
 
 
-def test_sdcproj_writer_lists_what_a_project_cannot_hold(tmp_path, shared_dir, capsys):
-    from layerlab.cli import main
+def test_sdcproj_writer_lists_what_a_project_cannot_hold(tmp_path):
+    from layerlab.nnc.exporter import export_network
+    from layerlab.nnc.sdcproj import sdcproj_text
+    from layerlab.presets import seed650
 
-    out = tmp_path / "r.sdcproj"
-    assert main(["nnc", "export", str(shared_dir / "models" / "mlperf_tiny" / "pretrainedResnet.h5"), "--out", str(out)]) == 1
-    line = capsys.readouterr().err.strip()
-    assert "\n" not in line and "BatchNormalization x7" in line and "Add2 x3" in line and "NAME.nnp" in line
-    assert not out.exists()
+    spec = seed650()
+    proto, parameters, _ = export_network(Network(spec, _random_weights(spec, 0)))
+    for fn in proto.network[0].function[:3]:
+        fn.type = "Deconvolution" if fn.type == "Convolution" else "LSTM"
+    with pytest.raises(NNCError, match=r"^here: a \.sdcproj has no layer for Deconvolution x1 \(conv1\); LSTM x2 \(maxpool1, tanh1\)\. "
+                                       r"Export --out NAME\.nnp instead"):
+        sdcproj_text(proto, parameters, "here")
+
+
+def test_sdcproj_reader_pins_aliases_and_graph_errors(tmp_path):
+    """Inputs in pin order whatever the link order; Dropout and Identity are no function; a layer
+    reading the wrong number of layers, and a loop, are one clear line each."""
+    nnc, notes = read_sdcproj(_write(tmp_path / "m.sdcproj", MOBILE_PROJECT), seed=1)
+    net = nnc.proto.network[0]
+    sub = next(f for f in net.function if f.type == "Sub2")
+    assert list(sub.input) == ["dw_Output", "pw_Output"]  # pin 0 first although its link comes second
+    assert "Dropout" not in [f.type for f in net.function]
+    assert any("[Layer_9] (Dropout 'drop') is the identity at inference" in n for n in notes)
+    bn = next(f for f in net.function if f.type == "BatchNormalization")
+    assert list(bn.batch_normalization_param.axes) == [1] and not bn.batch_normalization_param.batch_stat
+    assert nnc.parameters["bn1/bn/beta"].shape == (1, 8, 1, 1) and np.all(nnc.parameters["bn1/bn/var"] == 0.5)
+    dw = next(f for f in net.function if f.type == "DepthwiseConvolution").depthwise_convolution_param
+    assert (list(dw.pad.dim), dw.multiplier) == ([1, 1], 2) and nnc.parameters["dw/depthwise_conv/W"].shape == (16, 3, 3)
+    shapes = {v.name: tuple(v.shape.dim[1:]) for v in net.variable}
+    assert shapes["cat_Output"] == (24, 12, 12) and shapes["pool_Output"] == (24, 6, 6) and shapes["fc_Output"] == (10,)
+    with pytest.raises(NNCError, match=r"a link joins layer 4 to 99, and one of them does not exist"):
+        read_sdcproj(_write(tmp_path / "a.sdcproj", _sdcproj(MOBILE_LAYERS, [*MOBILE_LINKS, (4, 99, 0)])))
+    with pytest.raises(NNCError, match=r"^\[Layer_6\] \(Sub2 'sub'\): reads 3 layers; NNC's Sub2 reads 2 layers$"):
+        read_sdcproj(_write(tmp_path / "b.sdcproj", _sdcproj(MOBILE_LAYERS, [*MOBILE_LINKS, (0, 7, 2)])))
+    lone = [link for link in MOBILE_LINKS if link != (4, 8, 1)]
+    with pytest.raises(NNCError, match=r"\[Layer_7\] \(Concatenate 'cat'\): reads 1 layers; NNC's Concatenate reads two or more"):
+        read_sdcproj(_write(tmp_path / "c.sdcproj", _sdcproj(MOBILE_LAYERS, lone)))
+    loop = _sdcproj([(0, "Input", {"Size": "4"}), (1, "Add2", {}), (2, "ReLU", {})], [(0, 1, 0), (2, 1, 1), (1, 2, 0)])
+    with pytest.raises(NNCError, match=r"the links form a loop \(\[Layer_1\] \(Add2 '\?'\), \[Layer_2\] \(ReLU '\?'\)\)"):
+        read_sdcproj(_write(tmp_path / "loop.sdcproj", loop))
+
+
+def _write(path, text: str):
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+

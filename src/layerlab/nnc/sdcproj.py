@@ -17,6 +17,7 @@ importer converts it to Keras, and ``files.nnp_bytes`` writes it as an .nnp that
 from __future__ import annotations
 
 import configparser
+import heapq
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,21 +29,31 @@ from layerlab.errors import NNCError
 from layerlab.nnc import files, schema, windows
 from layerlab.text import printable
 
-ACTIVATIONS = {  # sdcproj Type -> nnabla function type (no parameters)
-    "ReLU": "ReLU", "Tanh": "Tanh", "Sigmoid": "Sigmoid", "ELU": "ELU", "Swish": "Swish", "Abs": "Abs",
-    "SELU": "SELU", "Softplus": "SoftPlus", "HardSigmoid": "HardSigmoid", "HardTanh": "HardTanh",
-}
+ACTIVATIONS = {"ReLU": "ReLU", "Tanh": "Tanh", "Sigmoid": "Sigmoid", "ReLU6": "ReLU6"}  # sdcproj Type -> nnabla function
 LOSSES = ("CategoricalCrossEntropy", "BinaryCrossEntropy", "SquaredError", "HuberLoss", "AbsoluteError", "SigmoidCrossEntropy")
-DEFAULTS = {  # NNC's values for properties a project may leave out
-    "Convolution": {"WithBias": "True", "BorderMode": "valid", "Padding": "0,0", "Strides": "1,1", "Dilation": "1,1",
-                    "ParameterScope": "*Name", "W.Initializer": "NormalConvolutionGlorot", "W.InitializerMultiplier": "1",
-                    "b.Initializer": "Constant", "b.InitializerMultiplier": "0"},
+MERGES = ("Add2", "Sub2", "Mul2", "Maximum2", "Minimum2")  # two inputs of one shape, element by element
+_CONV = {"WithBias": "True", "BorderMode": "valid", "Padding": "*ConvolutionPaddingSize", "Strides": "1,1", "Dilation": "1,1",
+         "ParameterScope": "*Name", "W.Initializer": "NormalConvolutionGlorot", "W.InitializerMultiplier": "1",
+         "b.Initializer": "Constant", "b.InitializerMultiplier": "0"}
+DEFAULTS = {  # NNC's values for properties a project may leave out (its layer definitions)
+    "Convolution": {**_CONV, "Group": "1"},
+    "DepthwiseConvolution": {**_CONV, "Multiplier": "1"},
     "Affine": {"WithBias": "True", "ParameterScope": "*Name", "W.Initializer": "NormalAffineGlorot",
                "W.InitializerMultiplier": "1", "b.Initializer": "Constant", "b.InitializerMultiplier": "0"},
     "MaxPooling": {"Strides": "*KernelShape", "IgnoreBorder": "True", "Padding": "0,0"},
     "AveragePooling": {"Strides": "*KernelShape", "IgnoreBorder": "True", "Padding": "0,0", "IncludingPad": "True"},
     "Softmax": {"Axis": "0"},
+    "Concatenate": {"Axis": "0"},
+    "Unpooling": {"KernelShape": "2,2"},
+    "BatchNormalization": {"Axes": "0", "DecayRate": "0.9", "Epsilon": "0.0001", "ParameterScope": "*Name",
+                           "beta.Initializer": "Constant", "beta.InitializerMultiplier": "0",
+                           "gamma.Initializer": "Constant", "gamma.InitializerMultiplier": "1",
+                           "mean.Initializer": "Constant", "mean.InitializerMultiplier": "0",
+                           "var.Initializer": "Constant", "var.InitializerMultiplier": "0"},
+    "MulScalar": {"Value": "1.0"}, "AddScalar": {"Value": "0.0"},
+    "Pad": {"Mode": "constant", "ConstantValue": "0"},
 }
+IGNORED = ("Comment",)  # GUI-only boxes with no links: no part of the network
 
 
 @dataclass
@@ -76,7 +87,8 @@ class _Layer:
             raise NNCError(f"{self.where}: {key}={self.get(key)!r} is not a list of integers") from None
 
 
-def _parse(path: Path) -> tuple[list[_Layer], list[tuple[int, int]]]:
+def _parse(path: Path) -> tuple[list[_Layer], list[tuple[int, int, int]]]:
+    """The project's layers and its links as (source ID, destination ID, destination pin)."""
     limits.check_bytes(path.stat().st_size, str(path), "the project file")
     parser = configparser.ConfigParser(interpolation=None, strict=True)
     parser.optionxform = str  # NNC's keys are case-sensitive
@@ -93,7 +105,7 @@ def _parse(path: Path) -> tuple[list[_Layer], list[tuple[int, int]]]:
                 props = {items[f"Property_{k}_Name"]: items.get(f"Property_{k}_Value", "") for k in range(count)}
                 layers.append(_Layer(section, int(items["ID"]), items["Type"], props))
             elif section.startswith("Link_"):
-                links.append((int(items["SourceLayerID"]), int(items["DestLayerID"])))
+                links.append((int(items["SourceLayerID"]), int(items["DestLayerID"]), int(items.get("DestPinIndex", "0"))))
         except (KeyError, ValueError) as exc:
             raise NNCError(f"{printable(str(path))}: [{section}] is incomplete or malformed ({exc}). Save the project again in NNC") from None
     if not layers:
@@ -116,18 +128,18 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
     """
     path = Path(path)
     layers, links = _parse(path)
+    layers = [layer for layer in layers if layer.type not in IGNORED]
     by_id = {layer.id: layer for layer in layers}
-    sources: dict[int, list[int]] = {layer.id: [] for layer in layers}
+    pinned: dict[int, list[tuple[int, int, int]]] = {layer.id: [] for layer in layers}
     readers: dict[int, list[int]] = {layer.id: [] for layer in layers}
-    for src, dst in links:
+    for order, (src, dst, pin) in enumerate(links):
         if src not in by_id or dst not in by_id:
             raise NNCError(f"{printable(str(path))}: a link joins layer {src} to {dst}, and one of them does not exist")
-        sources[dst].append(src)
+        pinned[dst].append((pin, order, src))
         readers[src].append(dst)
+    sources = {lid: [src for _, _, src in sorted(entries)] for lid, entries in pinned.items()}  # in pin order
     notes: list[str] = []
-    odd = [f"{layer.where}" for layer in layers
-           if layer.type not in ("Input", "Convolution", "Affine", "MaxPooling", "AveragePooling", "Softmax",
-                                 "SoftmaxCrossEntropy", *ACTIVATIONS, *LOSSES)]
+    odd = [layer.where for layer in layers if layer.type not in ("Input", "SoftmaxCrossEntropy", *LOSSES, *_READERS)]
     if odd:
         raise NNCError(f"{printable(str(path))}: layers that layerlab cannot convert: {'; '.join(odd)}. Nothing was written")
     inputs = [layer for layer in layers if layer.type == "Input"]
@@ -137,8 +149,7 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
     proto = schema.new("NNablaProtoBuf")
     net = proto.network.add()
     net.name, net.batch_size = "Main", 1
-    rng = np.random.default_rng(seed)
-    parameters: dict[str, np.ndarray] = {}
+    build = _Build(net, {}, np.random.default_rng(seed))
     value: dict[int, tuple[str, tuple[int, ...]]] = {}  # layer id -> (variable, shape without batch)
     output = None
     for layer in order:
@@ -150,32 +161,24 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
             _variable(net, "x", shape)
             value[layer.id] = ("x", shape)
             continue
-        if len(sources[layer.id]) != 1:
-            raise NNCError(f"{layer.where}: reads {len(sources[layer.id])} layers; layerlab converts layers that read one")
-        x, shape = value[sources[layer.id][0]]
+        xs = [value[s] for s in sources[layer.id]]
+        arity = _ARITY.get(layer.type, 1)
+        if (len(xs) < 2) if arity == "many" else len(xs) != arity:
+            wanted = "two or more layers" if arity == "many" else f"{arity} layer{'s' if arity != 1 else ''}"
+            raise NNCError(f"{layer.where}: reads {len(xs)} layers; NNC's {printable(layer.type)} reads {wanted}")
         if layer.type in LOSSES:
             notes.append(f"note: {layer.where} is a training loss: dropped; the network's output is what it reads")
-            output = output or x
+            output = output or xs[0][0]
             continue
-        out_name = f"{name}_Output"
         if layer.type == "SoftmaxCrossEntropy":
             notes.append(f"note: {layer.where} is a training loss: the network ends in the Softmax it contains")
-            fn = _function(net, name, "Softmax", [x], out_name)
-            fn.softmax_param.axis = 1
-            out_shape = shape
-        elif layer.type in ACTIVATIONS:
-            _function(net, name, ACTIVATIONS[layer.type], [x], out_name)
-            out_shape = shape
-        elif layer.type == "Softmax":
-            fn = _function(net, name, "Softmax", [x], out_name)
-            fn.softmax_param.axis = int(layer.get("Axis")) + 1  # the project counts without the batch axis, nnabla with it
-            out_shape = shape
-        elif layer.type == "Convolution":
-            out_shape = _convolution(net, layer, name, x, shape, out_name, parameters, rng)
-        elif layer.type == "Affine":
-            out_shape = _affine(net, layer, name, x, shape, out_name, parameters, rng)
-        else:
-            out_shape = _pooling(net, layer, name, x, shape, out_name)
+        if layer.type in ("Dropout", "Identity"):  # NNC's runtime network skips both
+            if layer.type == "Dropout":
+                notes.append(f"note: {layer.where} is the identity at inference: no function")
+            value[layer.id] = xs[0]
+            continue
+        out_name = f"{name}_Output"
+        out_shape = _READERS[layer.type](build, layer, name, xs, out_name)
         _variable(net, out_name, out_shape)
         value[layer.id] = (out_name, out_shape)
     if output is None:  # no loss: the layer that nothing reads
@@ -187,24 +190,32 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
     executor.name, executor.network_name = "Runtime", "Main"
     executor.data_variable.add().variable_name = "x"
     executor.output_variable.add().variable_name = output
-    if params is not None:
-        parameters = _trained(parameters, params, path)
+    parameters = _trained(build.parameters, params, path) if params is not None else build.parameters
     return files.NNCFile(proto=proto, parameters=parameters, source=str(path)), notes
 
 
 def _topological(layers: list[_Layer], sources: dict[int, list[int]], path: Path) -> list[_Layer]:
-    done: set[int] = set()
+    """The layers in an order that computes each after what it reads: always the ready layer of the
+    lowest ID, so a project whose IDs already follow the computation keeps its order."""
+    by_id = {layer.id: layer for layer in layers}
+    waiting = {layer.id: len(sources[layer.id]) for layer in layers}
+    readers: dict[int, list[int]] = {layer.id: [] for layer in layers}
+    for layer in layers:
+        for src in sources[layer.id]:
+            readers[src].append(layer.id)
+    ready = [lid for lid, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
     order: list[_Layer] = []
-    pending = sorted(layers, key=lambda layer: layer.id)
-    while pending:
-        ready = [layer for layer in pending if all(s in done for s in sources[layer.id])]
-        if not ready:
-            raise NNCError(f"{printable(str(path))}: the links form a loop ({', '.join(layer.where for layer in pending[:4])}); "
-                           "layerlab converts feed-forward networks")
-        for layer in ready:
-            done.add(layer.id)
-            order.append(layer)
-        pending = [layer for layer in pending if layer.id not in done]
+    while ready:
+        lid = heapq.heappop(ready)
+        order.append(by_id[lid])
+        for reader in readers[lid]:
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    if len(order) != len(layers):
+        stuck = [layer.where for layer in sorted(layers, key=lambda layer: layer.id) if waiting[layer.id] > 0]
+        raise NNCError(f"{printable(str(path))}: the links form a loop ({', '.join(stuck[:4])}); layerlab converts feed-forward networks")
     return order
 
 
@@ -215,54 +226,74 @@ def _variable(net, name: str, shape: tuple[int, ...], kind: str = "Buffer"):
     return var
 
 
-def _function(net, name: str, kind: str, inputs: list[str], output: str):
-    fn = net.function.add()
-    fn.name, fn.type = name, kind
-    fn.input.extend(inputs)
-    fn.output.append(output)
-    return fn
+@dataclass
+class _Build:
+    """The nnabla network being built, its initial parameters and the initialisers' random state."""
+
+    net: object
+    parameters: dict[str, np.ndarray]
+    rng: np.random.Generator
+
+    def function(self, name: str, kind: str, inputs: list[str], output: str):
+        fn = self.net.function.add()
+        fn.name, fn.type = name, kind
+        fn.input.extend(inputs)
+        fn.output.append(output)
+        return fn
+
+    def parameter(self, layer: _Layer, suffix: str, shape: tuple[int, ...], fans: tuple[int, int]) -> str:
+        """Declare ``scope/suffix`` and initialise it as NNC does (``W.Initializer`` etc.)."""
+        which = suffix.rsplit("/", 1)[-1]
+        kind = layer.get(f"{which}.Initializer")
+        try:
+            multiplier = float(layer.get(f"{which}.InitializerMultiplier"))
+        except ValueError:
+            raise NNCError(f"{layer.where}: {which}.InitializerMultiplier is not a number") from None
+        fan_in, fan_out = fans
+        if kind == "Constant":
+            array = np.full(shape, multiplier, np.float32)
+        elif kind.startswith("Normal") and kind != "Normal":
+            # NNC: untruncated normals with the kernel folded into both fans; Glorot sqrt(2 / (in + out)),
+            # He forward sqrt(2 / in), He backward sqrt(2 / out)
+            spread = {"Glorot": 2.0 / (fan_in + fan_out), "HeForward": 2.0 / fan_in, "HeBackward": 2.0 / fan_out}
+            key = next((k for k in spread if kind.endswith(k)), None)
+            if key is None:
+                raise NNCError(f"{layer.where}: initializer {kind!r} is not one layerlab reproduces. Train the project in NNC "
+                               "and pass its .nnp with --params")
+            array = (self.rng.standard_normal(shape) * math.sqrt(spread[key]) * multiplier).astype(np.float32)
+        elif kind in ("UniformConvolutionGlorot", "UniformAffineGlorot"):
+            bound = math.sqrt(6.0 / (fan_in + fan_out)) * multiplier
+            array = self.rng.uniform(-bound, bound, shape).astype(np.float32)
+        elif kind == "Normal":
+            array = (self.rng.standard_normal(shape) * multiplier).astype(np.float32)
+        elif kind == "Uniform":
+            array = self.rng.uniform(-multiplier, multiplier, shape).astype(np.float32)
+        else:
+            raise NNCError(f"{layer.where}: initializer {kind!r} is not one layerlab reproduces. Train the project in NNC and "
+                           "pass its .nnp with --params")
+        name = f"{layer.get('ParameterScope')}/{suffix}"
+        var = _variable(self.net, name, shape, "Parameter")
+        var.initializer.type, var.initializer.multiplier = kind, multiplier  # as the .nnp NNC would write declares it
+        self.parameters[name] = array
+        return name
 
 
-def _parameter(net, layer: _Layer, scope: str, suffix: str, shape: tuple[int, ...], fans: tuple[int, int],
-               parameters: dict, rng) -> str:
-    """Declare ``scope/suffix`` and initialise it as NNC does (``W.Initializer`` etc.)."""
-    which = suffix.rsplit("/", 1)[-1]
-    kind = layer.get(f"{which}.Initializer")
-    try:
-        multiplier = float(layer.get(f"{which}.InitializerMultiplier"))
-    except ValueError:
-        raise NNCError(f"{layer.where}: {which}.InitializerMultiplier is not a number") from None
-    if kind == "Constant":
-        array = np.full(shape, multiplier, np.float32)
-    elif kind in ("NormalConvolutionGlorot", "NormalAffineGlorot"):
-        # NNC: an untruncated normal, sigma = sqrt(2 / (fan_in + fan_out)) with the kernel folded into both fans
-        array = (rng.standard_normal(shape) * math.sqrt(2.0 / sum(fans)) * multiplier).astype(np.float32)
-    elif kind in ("UniformConvolutionGlorot", "UniformAffineGlorot"):
-        bound = math.sqrt(6.0 / sum(fans)) * multiplier
-        array = rng.uniform(-bound, bound, shape).astype(np.float32)
-    elif kind == "Normal":
-        array = (rng.standard_normal(shape) * multiplier).astype(np.float32)
-    elif kind == "Uniform":
-        array = rng.uniform(-multiplier, multiplier, shape).astype(np.float32)
-    else:
-        raise NNCError(f"{layer.where}: initializer {kind!r} is not one layerlab reproduces. Train the project in NNC and "
-                       "pass its .nnp with --params")
-    name = f"{scope}/{suffix}"
-    var = _variable(net, name, shape, "Parameter")
-    var.initializer.type, var.initializer.multiplier = kind, multiplier  # as the .nnp NNC would write declares it
-    parameters[name] = array
-    return name
-
-
-def _scope(layer: _Layer) -> str:
-    return layer.get("ParameterScope")
-
-
-def _convolution(net, layer, name, x, shape, out_name, parameters, rng) -> tuple[int, ...]:
+def _image(layer: _Layer, shape: tuple[int, ...], what: str) -> tuple[int, int, int]:
     if len(shape) != 3:
-        raise NNCError(f"{layer.where}: reads shape {shape}; layerlab converts 2-D convolutions of (C, H, W)")
-    channels, h, w = shape
-    (kh, kw), maps = layer.ints("KernelShape"), layer.ints("OutMaps")[0]
+        raise NNCError(f"{layer.where}: reads shape {shape}; layerlab converts 2-D {what} of (C, H, W)")
+    return shape
+
+
+def _number(layer: _Layer, key: str) -> float:
+    try:
+        return float(layer.get(key))
+    except ValueError:
+        raise NNCError(f"{layer.where}: {key}={layer.get(key)!r} is not a number") from None
+
+
+def _conv_window(layer: _Layer, hw: tuple[int, int]):
+    """(kernel, pad, stride, dilation, output size) of a (depthwise) convolution's properties."""
+    (kh, kw) = kernel = layer.ints("KernelShape")
     mode = layer.get("BorderMode")
     if mode == "valid":
         pad = layer.ints("Padding")
@@ -275,57 +306,203 @@ def _convolution(net, layer, name, x, shape, out_name, parameters, rng) -> tuple
     stride, dilation = layer.ints("Strides"), layer.ints("Dilation")
     if min(stride + dilation) < 1 or min(pad) < 0:
         raise NNCError(f"{layer.where}: Strides {stride} and Dilation {dilation} must be at least 1, Padding {pad} at least 0")
-    out = tuple(windows.conv_length(n, k, s, p, d) for n, k, s, p, d in zip((h, w), (kh, kw), stride, pad, dilation, strict=True))
+    out = tuple(windows.conv_length(n, k, s, p, d) for n, k, s, p, d in zip(hw, kernel, stride, pad, dilation, strict=True))
     if min(out) < 1:
-        raise NNCError(f"{layer.where}: kernel {(kh, kw)} does not fit input {(h, w)}")
-    scope = _scope(layer)
-    fans = (channels * kh * kw, maps * kh * kw)
-    inputs = [x, _parameter(net, layer, scope, "conv/W", (maps, channels, kh, kw), fans, parameters, rng)]
+        raise NNCError(f"{layer.where}: kernel {kernel} does not fit input {hw}")
+    return kernel, pad, stride, dilation, out
+
+
+def _convolution(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    channels, h, w = _image(layer, shape, "convolutions")
+    maps, group = layer.ints("OutMaps")[0], layer.ints("Group")[0]
+    if group < 1 or channels % group or maps % group:
+        raise NNCError(f"{layer.where}: Group {group} does not divide {channels} input and {maps} output maps")
+    (kh, kw), pad, stride, dilation, out = _conv_window(layer, (h, w))
+    fans = (channels // group * kh * kw, maps * kh * kw)
+    inputs = [x, b.parameter(layer, "conv/W", (maps, channels // group, kh, kw), fans)]
     if layer.get("WithBias") == "True":
-        inputs.append(_parameter(net, layer, scope, "conv/b", (maps,), fans, parameters, rng))
-    fn = _function(net, name, "Convolution", inputs, out_name)
-    p = fn.convolution_param
-    p.base_axis, p.group = 1, 1
+        inputs.append(b.parameter(layer, "conv/b", (maps,), fans))
+    p = b.function(name, "Convolution", inputs, out_name).convolution_param
+    p.base_axis, p.group = 1, group
     p.pad.dim.extend(pad)
     p.stride.dim.extend(stride)
     p.dilation.dim.extend(dilation)
     return (maps, *out)
 
 
-def _affine(net, layer, name, x, shape, out_name, parameters, rng) -> tuple[int, ...]:
+def _depthwise(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    """NNC's DepthwiseConvolution: W (C * Multiplier, kh, kw); each filter reads one channel."""
+    (x, shape), = xs
+    channels, h, w = _image(layer, shape, "convolutions")
+    multiplier = layer.ints("Multiplier")[0]
+    if multiplier < 1:
+        raise NNCError(f"{layer.where}: Multiplier {multiplier} must be at least 1")
+    (kh, kw), pad, stride, dilation, out = _conv_window(layer, (h, w))
+    fans = (kh * kw, multiplier * kh * kw)  # per filter: one input channel, Multiplier outputs
+    inputs = [x, b.parameter(layer, "depthwise_conv/W", (channels * multiplier, kh, kw), fans)]
+    if layer.get("WithBias") == "True":
+        inputs.append(b.parameter(layer, "depthwise_conv/b", (channels * multiplier,), fans))
+    p = b.function(name, "DepthwiseConvolution", inputs, out_name).depthwise_convolution_param
+    p.base_axis, p.multiplier = 1, multiplier
+    p.pad.dim.extend(pad)
+    p.stride.dim.extend(stride)
+    p.dilation.dim.extend(dilation)
+    return (channels * multiplier, *out)
+
+
+def _affine(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
     units = layer.ints("OutShape")
     features = int(np.prod(shape))
-    scope = _scope(layer)
     fans = (features, int(np.prod(units)))
-    inputs = [x, _parameter(net, layer, scope, "affine/W", (features, *units), fans, parameters, rng)]
+    inputs = [x, b.parameter(layer, "affine/W", (features, *units), fans)]
     if layer.get("WithBias") == "True":
-        inputs.append(_parameter(net, layer, scope, "affine/b", units, fans, parameters, rng))
-    fn = _function(net, name, "Affine", inputs, out_name)
-    fn.affine_param.base_axis = 1
+        inputs.append(b.parameter(layer, "affine/b", units, fans))
+    b.function(name, "Affine", inputs, out_name).affine_param.base_axis = 1
     return units
 
 
-def _pooling(net, layer, name, x, shape, out_name) -> tuple[int, ...]:
-    if len(shape) != 3:
-        raise NNCError(f"{layer.where}: reads shape {shape}; layerlab converts 2-D pooling of (C, H, W)")
-    channels, h, w = shape
+def _pooling(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    channels, h, w = _image(layer, shape, "pooling")
     kernel, stride, pad = layer.ints("KernelShape"), layer.ints("Strides"), layer.ints("Padding")
     if min(kernel + stride) < 1 or min(pad) < 0:
         raise NNCError(f"{layer.where}: KernelShape {kernel} and Strides {stride} must be at least 1, Padding {pad} at least 0")
     ignore = layer.get("IgnoreBorder") == "True"
-    kind = "MaxPooling" if layer.type == "MaxPooling" else "AveragePooling"
-    fn = _function(net, name, kind, [x], out_name)
-    p = fn.max_pooling_param if kind == "MaxPooling" else fn.average_pooling_param
+    fn = b.function(name, layer.type, [x], out_name)
+    p = fn.max_pooling_param if layer.type == "MaxPooling" else fn.average_pooling_param
     p.kernel.dim.extend(kernel)
     p.stride.dim.extend(stride)
     p.pad.dim.extend(pad)
     p.ignore_border = ignore
-    if kind == "AveragePooling":
+    if layer.type == "AveragePooling":
         p.including_pad = layer.get("IncludingPad") == "True"
     out = tuple(windows.pool_length(n, k, s, q, ignore) for n, k, s, q in zip((h, w), kernel, stride, pad, strict=True))
     if min(out) < 1:
         raise NNCError(f"{layer.where}: KernelShape {kernel} does not fit input {(h, w)}")
     return (channels, *out)
+
+
+def _global_average(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    channels, _, _ = _image(layer, shape, "pooling")
+    b.function(name, "GlobalAveragePooling", [x], out_name)
+    return (channels, 1, 1)
+
+
+def _activation(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    if layer.type == "SoftmaxCrossEntropy":
+        b.function(name, "Softmax", [x], out_name).softmax_param.axis = 1
+    elif layer.type == "Softmax":  # the project counts axes without the batch axis, nnabla with it
+        b.function(name, "Softmax", [x], out_name).softmax_param.axis = int(layer.get("Axis")) + 1
+    else:
+        b.function(name, ACTIVATIONS[layer.type], [x], out_name)
+    return shape
+
+
+def _batch_normalization(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    """Inference statistics: NNC's runtime network runs BatchStat=False whatever the project trains with."""
+    (x, shape), = xs
+    axes = layer.ints("Axes")
+    if len(axes) != 1 or not 0 <= axes[0] < len(shape):
+        raise NNCError(f"{layer.where}: Axes {axes} does not name one axis of its input {shape}")
+    pshape = (1, *(n if i == axes[0] else 1 for i, n in enumerate(shape)))
+    fans = (shape[axes[0]], shape[axes[0]])
+    inputs = [x] + [b.parameter(layer, f"bn/{key}", pshape, fans) for key in ("beta", "gamma", "mean", "var")]
+    p = b.function(name, "BatchNormalization", inputs, out_name).batch_normalization_param
+    p.axes.append(axes[0] + 1)
+    p.decay_rate, p.eps, p.batch_stat = _number(layer, "DecayRate"), _number(layer, "Epsilon"), False
+    return shape
+
+
+def _reshape(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    target = layer.ints("OutShape")
+    if math.prod(target) != math.prod(shape) or min(target) < 1:
+        raise NNCError(f"{layer.where}: OutShape {target} does not hold the {math.prod(shape)} values of {shape}")
+    b.function(name, "Reshape", [x], out_name).reshape_param.shape.dim.extend([-1, *target])
+    return target
+
+
+def _merge(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    shapes = [shape for _, shape in xs]
+    if shapes[0] != shapes[1]:
+        raise NNCError(f"{layer.where}: reads shapes {shapes[0]} and {shapes[1]}; layerlab converts {layer.type} of one shape")
+    fn = b.function(name, layer.type, [x for x, _ in xs], out_name)
+    if layer.type in ("Add2", "Sub2", "Mul2"):
+        getattr(fn, f"{layer.type.lower()}_param").SetInParent()
+    return shapes[0]
+
+
+def _concatenate(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    shapes = [shape for _, shape in xs]
+    axis = int(layer.get("Axis"))
+    if not 0 <= axis < len(shapes[0]) or len({s[:axis] + s[axis + 1:] for s in shapes}) != 1 or len({len(s) for s in shapes}) != 1:
+        raise NNCError(f"{layer.where}: inputs {shapes} cannot be joined along axis {axis}")
+    b.function(name, "Concatenate", [x for x, _ in xs], out_name).concatenate_param.axis = axis + 1
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return tuple(out)
+
+
+def _scalar(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    fn = b.function(name, layer.type, [x], out_name)
+    (fn.mul_scalar_param if layer.type == "MulScalar" else fn.add_scalar_param).val = _number(layer, "Value")
+    return shape
+
+
+def _unpooling(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    channels, h, w = _image(layer, shape, "unpooling")
+    kernel = layer.ints("KernelShape")
+    if len(kernel) != 2 or min(kernel) < 1:
+        raise NNCError(f"{layer.where}: KernelShape {kernel} must be two sizes of at least 1")
+    b.function(name, "Unpooling", [x], out_name).unpooling_param.kernel.dim.extend(kernel)
+    return (channels, h * kernel[0], w * kernel[1])
+
+
+def _slice(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    start, stop = layer.ints("Start"), layer.ints("Stop")
+    step = layer.ints("Step") if "Step" in layer.props else (1,) * len(shape)
+    if not len(start) == len(stop) == len(step) == len(shape) or min(step) < 1:
+        raise NNCError(f"{layer.where}: Start {start}, Stop {stop}, Step {step} must give one entry >= 0 per axis of {shape}")
+    out = tuple(len(range(*slice(a, z, s).indices(n))) for a, z, s, n in zip(start, stop, step, shape, strict=True))
+    if min(out) < 1:
+        raise NNCError(f"{layer.where}: Start {start} to Stop {stop} keeps nothing of {shape}")
+    p = b.function(name, "Slice", [x], out_name).slice_param
+    p.start.extend(start)
+    p.stop.extend(stop)
+    p.step.extend(step)
+    return out
+
+
+def _pad(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    (x, shape), = xs
+    widths = layer.ints("PadWidth")
+    if len(widths) % 2 or len(widths) // 2 > len(shape) or min(widths) < 0 or layer.get("Mode") != "constant":
+        raise NNCError(f"{layer.where}: PadWidth {widths} with Mode {layer.get('Mode')!r}: layerlab converts constant "
+                       "padding, two widths >= 0 per padded axis")
+    p = b.function(name, "Pad", [x], out_name).pad_param
+    p.pad_width.extend(widths)
+    p.mode, p.constant_value = "constant", _number(layer, "ConstantValue")
+    padded = len(widths) // 2
+    head = shape[: len(shape) - padded]
+    return (*head, *(n + widths[2 * i] + widths[2 * i + 1] for i, n in enumerate(shape[len(shape) - padded:])))
+
+
+_READERS = {  # sdcproj Type -> the nnabla function(s) it writes; returns the output shape
+    "Convolution": _convolution, "DepthwiseConvolution": _depthwise, "Affine": _affine,
+    "MaxPooling": _pooling, "AveragePooling": _pooling, "GlobalAveragePooling": _global_average,
+    "Softmax": _activation, "SoftmaxCrossEntropy": _activation, **dict.fromkeys(ACTIVATIONS, _activation),
+    "BatchNormalization": _batch_normalization, "Reshape": _reshape, "Concatenate": _concatenate,
+    **dict.fromkeys(MERGES, _merge), "MulScalar": _scalar, "AddScalar": _scalar, "Unpooling": _unpooling,
+    "Slice": _slice, "Pad": _pad, "Dropout": None, "Identity": None,  # None: an alias, handled in read_sdcproj
+}
+_ARITY = {**dict.fromkeys(MERGES, 2), "Concatenate": "many"}  # inputs each type reads; 1 when not listed
 
 
 def _trained(initial: dict[str, np.ndarray], params: str | Path, path: Path) -> dict[str, np.ndarray]:
@@ -348,14 +525,17 @@ def _trained(initial: dict[str, np.ndarray], params: str | Path, path: Path) -> 
 # --- writing ---------------------------------------------------------------------------------------
 
 WRITTEN_ACTIVATIONS = {v: k for k, v in ACTIVATIONS.items()}  # nnabla function type -> sdcproj Type
+WRITTEN = ("Convolution", "DepthwiseConvolution", "Affine", "MaxPooling", "AveragePooling", "GlobalAveragePooling", "Softmax",
+           "BatchNormalization", "Reshape", "Concatenate", *MERGES, "MulScalar", "AddScalar", "Unpooling", "Slice", "Pad",
+           *WRITTEN_ACTIVATIONS)
 
 
 def sdcproj_text(proto, parameters: dict[str, np.ndarray], where: str) -> str:
     """An nnabla network (``exporter.export_network``) as a Neural Network Console project.
 
-    The layers NNC's GUI draws (Input, Convolution, Affine, pooling, activations, Softmax) with
-    every property written out, the links between them, a loss (CategoricalCrossEntropy after a
-    final Softmax, SquaredError otherwise) so the project trains in NNC, and NNC's default
+    Each function as the layer NNC's GUI draws for it, with every property written out, the links
+    between them (a merge's inputs on pins 0, 1, ... in order), a loss (CategoricalCrossEntropy after
+    a final Softmax, SquaredError otherwise) so the project trains in NNC, and NNC's default
     training settings (MNIST datasets for a 1x28x28 input). Parameters are not part of a project:
     keep the .nnp beside it (``nnc import X.sdcproj --params X.nnp`` reads both).
 
@@ -367,23 +547,25 @@ def sdcproj_text(proto, parameters: dict[str, np.ndarray], where: str) -> str:
     params = {name for name in parameters} | {v.name for v in net.variable if v.type == "Parameter"}
     odd: dict[str, list[str]] = {}
     for f in net.function:
-        if (f.type not in ("Convolution", "Affine", "MaxPooling", "AveragePooling", "Softmax", *WRITTEN_ACTIVATIONS)
-                or (f.type == "Convolution" and f.convolution_param.group not in (0, 1))):
-            odd.setdefault(f.type if f.type != "Convolution" else "grouped Convolution", []).append(f.name)
+        if f.type not in WRITTEN:
+            odd.setdefault(f.type, []).append(f.name)
     if odd:
         listed = "; ".join(f"{kind} x{len(names)} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})" for kind, names in odd.items())
-        raise NNCError(f"{where}: a .sdcproj written by layerlab holds Convolution, Affine, pooling, activations and "
-                       f"Softmax layers; this network also has {listed}. Export --out NAME.nnp instead (nnabla runs it)")
+        raise NNCError(f"{where}: a .sdcproj has no layer for {listed}. Export --out NAME.nnp instead (nnabla runs it)")
     declared = {v.name: v.initializer for v in net.variable if v.HasField("initializer")}
 
-    def _initializer(prefix: str, variable: str, kind: str, multiplier: str) -> list[tuple[str, str]]:
+    def initializer(prefix: str, variable: str, kind: str, multiplier: str) -> list[tuple[str, str]]:
         """The parameter's initializer as the network declares it (NNC's default when it declares none)."""
         if variable in declared and declared[variable].type:
             kind, multiplier = declared[variable].type, f"{declared[variable].multiplier:g}"
         return [(f"{prefix}.Initializer", kind), (f"{prefix}.InitializerMultiplier", multiplier)]
 
+    def window(p, kernel) -> list[tuple[str, str]]:
+        return [("KernelShape", _csv(kernel)), ("BorderMode", "valid"), ("Padding", _csv(p.pad.dim or (0, 0))),
+                ("Strides", _csv(p.stride.dim or (1, 1))), ("Dilation", _csv(p.dilation.dim or (1, 1)))]
+
     layers: list[tuple[str, list[tuple[str, str]]]] = []
-    links: list[tuple[int, int]] = []
+    links: list[tuple[int, int, int]] = []
     input_name = next(v.variable_name for v in proto.executor[0].data_variable)
     layers.append(("Input", [("Name", "Input"), ("Size", _csv(shapes[input_name])), ("Dataset", "x"), ("Generator", "None"),
                              ("GeneratorMultiplier", "1.0")]))
@@ -394,17 +576,20 @@ def sdcproj_text(proto, parameters: dict[str, np.ndarray], where: str) -> str:
         props = [("Name", f.name)]
         scope = next((name.rsplit("/", 2)[0] for name in f.input if name in params), f.name)
         if f.type == "Convolution":
-            p = f.convolution_param
-            props += [("OutMaps", str(parameters[f.input[1]].shape[0])),
-                      ("KernelShape", _csv(parameters[f.input[1]].shape[2:])), ("WithBias", str(len(f.input) > 2)),
-                      ("BorderMode", "valid"), ("Padding", _csv(p.pad.dim)), ("Strides", _csv(p.stride.dim)),
-                      ("Dilation", _csv(p.dilation.dim)), ("ParameterScope", scope),
-                      *_initializer("W", f.input[1], "NormalConvolutionGlorot", "1"),
-                      *(_initializer("b", f.input[2], "Constant", "0") if len(f.input) > 2 else [])]
+            p, w = f.convolution_param, parameters[f.input[1]]
+            props += [("OutMaps", str(w.shape[0])), ("WithBias", str(len(f.input) > 2)), *window(p, w.shape[2:]),
+                      ("Group", str(p.group or 1)), ("ParameterScope", scope),
+                      *initializer("W", f.input[1], "NormalConvolutionGlorot", "1"),
+                      *(initializer("b", f.input[2], "Constant", "0") if len(f.input) > 2 else [])]
+        elif f.type == "DepthwiseConvolution":
+            p, w = f.depthwise_convolution_param, parameters[f.input[1]]
+            props += [("WithBias", str(len(f.input) > 2)), *window(p, w.shape[1:]), ("Multiplier", str(p.multiplier or 1)),
+                      ("ParameterScope", scope), *initializer("W", f.input[1], "NormalConvolutionGlorot", "1"),
+                      *(initializer("b", f.input[2], "Constant", "0") if len(f.input) > 2 else [])]
         elif f.type == "Affine":
             props += [("OutShape", _csv(parameters[f.input[1]].shape[1:])), ("WithBias", str(len(f.input) > 2)),
-                      ("ParameterScope", scope), *_initializer("W", f.input[1], "NormalAffineGlorot", "1"),
-                      *(_initializer("b", f.input[2], "Constant", "0") if len(f.input) > 2 else [])]
+                      ("ParameterScope", scope), *initializer("W", f.input[1], "NormalAffineGlorot", "1"),
+                      *(initializer("b", f.input[2], "Constant", "0") if len(f.input) > 2 else [])]
         elif f.type in ("MaxPooling", "AveragePooling"):
             p = f.max_pooling_param if f.type == "MaxPooling" else f.average_pooling_param
             props += [("KernelShape", _csv(p.kernel.dim)), ("Strides", _csv(p.stride.dim)), ("IgnoreBorder", str(bool(p.ignore_border))),
@@ -413,16 +598,36 @@ def sdcproj_text(proto, parameters: dict[str, np.ndarray], where: str) -> str:
                 props.append(("IncludingPad", str(bool(p.including_pad))))
         elif f.type == "Softmax":
             props.append(("Axis", str(int(f.softmax_param.axis) - 1)))  # the project counts without the batch axis
-        kind = WRITTEN_ACTIVATIONS.get(f.type, f.type)
-        layers.append((kind, props))
+        elif f.type == "BatchNormalization":
+            p = f.batch_normalization_param
+            props += [("Axes", _csv(a - 1 for a in p.axes)), ("DecayRate", repr(float(p.decay_rate))), ("Epsilon", repr(float(p.eps))),
+                      ("BatchStat", "True"), ("ParameterScope", scope)]
+            for key, default in zip(("beta", "gamma", "mean", "var"), ("0", "1", "0", "1"), strict=True):
+                props += initializer(key, f"{scope}/bn/{key}", "Constant", default)
+        elif f.type == "Reshape":
+            props.append(("OutShape", _csv(shapes[f.output[0]])))
+        elif f.type == "Concatenate":
+            props.append(("Axis", str(int(f.concatenate_param.axis) - 1)))
+        elif f.type in ("MulScalar", "AddScalar"):
+            props.append(("Value", repr(float((f.mul_scalar_param if f.type == "MulScalar" else f.add_scalar_param).val))))
+        elif f.type == "Unpooling":
+            props.append(("KernelShape", _csv(f.unpooling_param.kernel.dim)))
+        elif f.type == "Slice":
+            p = f.slice_param
+            props += [("Start", _csv(p.start)), ("Stop", _csv(p.stop)), ("Step", _csv(p.step))]
+        elif f.type == "Pad":
+            p = f.pad_param
+            props += [("PadWidth", _csv(p.pad_width)), ("Mode", p.mode or "constant"), ("ConstantValue", repr(float(p.constant_value)))]
+        layers.append((WRITTEN_ACTIVATIONS.get(f.type, f.type), props))
         k = len(layers) - 1
-        links += [(producer[name], k) for name in reads]
+        links += [(producer[name], k, pin) for pin, name in enumerate(reads)]
         producer[f.output[0]] = k
         last = f
     loss = "CategoricalCrossEntropy" if last is not None and last.type == "Softmax" else "SquaredError"
     layers.append((loss, [("Name", loss)] + ([("Axis", "0")] if loss == "CategoricalCrossEntropy" else []) +
                    [("T.Dataset", "y"), ("T.Generator", "None"), ("T.GeneratorMultiplier", "1.0")]))
-    links.append((len(layers) - 2, len(layers) - 1))
+    output = next(v.variable_name for v in proto.executor[0].output_variable)
+    links.append((producer[output], len(layers) - 1, 0))
     return _render(layers, links, mnist=shapes[input_name] == (1, 28, 28))
 
 
@@ -438,8 +643,8 @@ def _render(layers, links, mnist: bool) -> str:
         for k, (name, value) in enumerate(props):
             out += [f"Property_{k}_Name={name}", f"Property_{k}_Value={value}"]
         out.append(f"NumProperty={len(props)}")
-    for i, (src, dst) in enumerate(links):
-        out += [f"[Link_{i}]", f"ID={i}", f"SourceLayerID={src}", "SourcePinIndex=0", f"DestLayerID={dst}", "DestPinIndex=0"]
+    for i, (src, dst, pin) in enumerate(links):
+        out += [f"[Link_{i}]", f"ID={i}", f"SourceLayerID={src}", "SourcePinIndex=0", f"DestLayerID={dst}", f"DestPinIndex={pin}"]
     train, valid = (("{SDCPATH}samples\\sample_dataset\\mnist\\mnist_training.csv", "{SDCPATH}samples\\sample_dataset\\mnist\\mnist_test.csv")
                     if mnist else ("", ""))
     out += ["[Dataset]", "Num=2", "MainIndex=0",
