@@ -141,10 +141,11 @@ def test_nnc_export_runs_in_nnabla_like_tf_keras_as_nnp_and_as_sdcproj(tf_keras,
         from_project, from_nnp = import_network(nnc).network, import_file(str(nnp)).network
         a, b = from_project.spec.to_dict(), from_nnp.spec.to_dict()
         assert (a["input_shape"], a["layers"]) == (b["input_shape"], b["layers"])
-        assert from_nnp.spec.param_count == layerlab.load(mlperf_dir / name).spec.param_count
+        original = layerlab.load(mlperf_dir / name)
+        assert from_nnp.spec.param_count == original.spec.param_count
         proto, parameters, _ = export_network(from_project)
         assert sdcproj_text(proto, parameters, "again") == project.read_bytes().decode("utf-8")
-        x = seeded_inputs(layerlab.load(mlperf_dir / name).spec.input_shape, low, high, n=8)
+        x = seeded_inputs(original.spec.input_shape, low, high, n=8)
         kmodel = tf_keras.models.load_model(mlperf_dir / name, compile=False)
         refs[stem] = kmodel.predict(x, verbose=0)
         x_nnc = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x  # the exported network reads N-C-H-W

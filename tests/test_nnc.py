@@ -1002,7 +1002,7 @@ def test_sdcproj_reader_pins_aliases_and_graph_errors(tmp_path):
     with pytest.raises(NNCError, match=r"^\[Layer_6\] \(Sub2 'sub'\): reads 3 layers; NNC's Sub2 reads 2 layers$"):
         read_sdcproj(_write(tmp_path / "b.sdcproj", _sdcproj(MOBILE_LAYERS, [*MOBILE_LINKS, (0, 7, 2)])))
     lone = [link for link in MOBILE_LINKS if link != (4, 8, 1)]
-    with pytest.raises(NNCError, match=r"\[Layer_7\] \(Concatenate 'cat'\): reads 1 layers; NNC's Concatenate reads two or more"):
+    with pytest.raises(NNCError, match=r"\[Layer_7\] \(Concatenate 'cat'\): reads 1 layers; NNC's Concatenate reads 2 or more layers"):
         read_sdcproj(_write(tmp_path / "c.sdcproj", _sdcproj(MOBILE_LAYERS, lone)))
     loop = _sdcproj([(0, "Input", {"Size": "4"}), (1, "Add2", {}), (2, "ReLU", {})], [(0, 1, 0), (2, 1, 1), (1, 2, 0)])
     with pytest.raises(NNCError, match=r"the links form a loop \(\[Layer_1\] \(Add2 '\?'\), \[Layer_2\] \(ReLU '\?'\)\)"):

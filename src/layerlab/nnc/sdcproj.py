@@ -54,6 +54,7 @@ DEFAULTS = {  # NNC's values for properties a project may leave out (its layer d
     "Pad": {"Mode": "constant", "ConstantValue": "0"},
 }
 IGNORED = ("Comment",)  # GUI-only boxes with no links: no part of the network
+ALIASES = ("Dropout", "Identity")  # the identity at inference: NNC's runtime network has no function for them
 
 
 @dataclass
@@ -139,7 +140,7 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
         readers[src].append(dst)
     sources = {lid: [src for _, _, src in sorted(entries)] for lid, entries in pinned.items()}  # in pin order
     notes: list[str] = []
-    odd = [layer.where for layer in layers if layer.type not in ("Input", "SoftmaxCrossEntropy", *LOSSES, *_READERS)]
+    odd = [layer.where for layer in layers if layer.type not in ("Input", *LOSSES, *ALIASES, *_READERS)]
     if odd:
         raise NNCError(f"{printable(str(path))}: layers that layerlab cannot convert: {'; '.join(odd)}. Nothing was written")
     inputs = [layer for layer in layers if layer.type == "Input"]
@@ -162,9 +163,9 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
             value[layer.id] = ("x", shape)
             continue
         xs = [value[s] for s in sources[layer.id]]
-        arity = _ARITY.get(layer.type, 1)
-        if (len(xs) < 2) if arity == "many" else len(xs) != arity:
-            wanted = "two or more layers" if arity == "many" else f"{arity} layer{'s' if arity != 1 else ''}"
+        least, most = _ARITY.get(layer.type, (1, 1))
+        if not least <= len(xs) <= most:
+            wanted = f"{least} or more layers" if most > least else f"{least} layer{'s' if least != 1 else ''}"
             raise NNCError(f"{layer.where}: reads {len(xs)} layers; NNC's {printable(layer.type)} reads {wanted}")
         if layer.type in LOSSES:
             notes.append(f"note: {layer.where} is a training loss: dropped; the network's output is what it reads")
@@ -172,7 +173,7 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
             continue
         if layer.type == "SoftmaxCrossEntropy":
             notes.append(f"note: {layer.where} is a training loss: the network ends in the Softmax it contains")
-        if layer.type in ("Dropout", "Identity"):  # NNC's runtime network skips both
+        if layer.type in ALIASES:
             if layer.type == "Dropout":
                 notes.append(f"note: {layer.where} is the identity at inference: no function")
             value[layer.id] = xs[0]
@@ -500,9 +501,9 @@ _READERS = {  # sdcproj Type -> the nnabla function(s) it writes; returns the ou
     "Softmax": _activation, "SoftmaxCrossEntropy": _activation, **dict.fromkeys(ACTIVATIONS, _activation),
     "BatchNormalization": _batch_normalization, "Reshape": _reshape, "Concatenate": _concatenate,
     **dict.fromkeys(MERGES, _merge), "MulScalar": _scalar, "AddScalar": _scalar, "Unpooling": _unpooling,
-    "Slice": _slice, "Pad": _pad, "Dropout": None, "Identity": None,  # None: an alias, handled in read_sdcproj
+    "Slice": _slice, "Pad": _pad,
 }
-_ARITY = {**dict.fromkeys(MERGES, 2), "Concatenate": "many"}  # inputs each type reads; 1 when not listed
+_ARITY = {**dict.fromkeys(MERGES, (2, 2)), "Concatenate": (2, math.inf)}  # (fewest, most) inputs; (1, 1) when not listed
 
 
 def _trained(initial: dict[str, np.ndarray], params: str | Path, path: Path) -> dict[str, np.ndarray]:
