@@ -393,6 +393,45 @@ def _export_crop_up(df: str) -> S.Model:
     ))
 
 
+def _export_seq(df: str, exact: bool = False) -> S.Model:
+    """The 1-D layers: Conv1D 'same' with an even kernel (asymmetric), 'causal' with dilation, stride 2
+    'valid'; ZeroPadding1D, max pooling 'same' on an even length (a -inf Pad), average pooling 'same',
+    BatchNormalization, both global poolings, Flatten of a sequence. ``exact``: only layers that
+    come back from NNC as the same Keras layers (no keepdims=True, no Flatten)."""
+    cf = df == "channels_first"
+    steps = [
+        S.Conv1D(name="c1", filters=4, kernel_size=4, padding="same", activation="relu", data_format=df),
+        S.ZeroPadding1D(name="zp", padding=(2, 1), data_format=df),
+        S.Conv1D(name="c2", filters=5, kernel_size=3, padding="causal", dilation_rate=2, data_format=df),
+        S.BatchNormalization(name="bn", axis=1 if cf else -1),
+        S.MaxPooling1D(name="mp", pool_size=3, strides=2, padding="same", data_format=df),
+        S.AveragePooling1D(name="ap", pool_size=3, strides=1, padding="same", data_format=df),
+        S.Conv1D(name="c3", filters=4, kernel_size=3, strides=2, data_format=df),
+        S.GlobalAveragePooling1D(name="gap", inputs=("ap",), data_format=df),
+    ]
+    if exact:
+        steps += [S.GlobalMaxPooling1D(name="gmp", inputs=("c3",), data_format=df),
+                  S.Concatenate(name="cat", inputs=("gap", "gmp"), axis=1), S.Dense(name="out", units=3)]
+    else:
+        steps += [S.GlobalMaxPooling1D(name="gmp", inputs=("c3",), data_format=df, keepdims=True),
+                  S.Flatten(name="gf", data_format=df), S.Flatten(name="flat", inputs=("c3",), data_format=df),
+                  S.Dense(name="d_flat", units=3), S.Concatenate(name="cat", inputs=("gap", "gf"), axis=-1),
+                  S.Dense(name="d_pool", units=3), S.Add(name="out", inputs=("d_flat", "d_pool"))]
+    return S.Model(name=f"seq_{df}", input_shape=(3, 21) if cf else (21, 3), layers=tuple(steps))
+
+
+def _export_separable(df: str) -> S.Model:
+    """SeparableConv2D: stride 2 'same' on an even size (asymmetric pad), multiplier 2, relu; then
+    'valid' without bias."""
+    return S.Model(name=f"sep_{df}", input_shape=(3, 8, 7) if df == "channels_first" else (8, 7, 3), layers=(
+        S.SeparableConv2D(name="s1", filters=5, kernel_size=3, strides=2, padding="same", depth_multiplier=2,
+                          activation="relu", data_format=df),
+        S.SeparableConv2D(name="s2", filters=4, kernel_size=(2, 3), padding="valid", use_bias=False, data_format=df),
+        S.GlobalAveragePooling2D(name="gap", data_format=df),
+        S.Dense(name="out", units=3),
+    ))
+
+
 def _export_nets() -> dict[str, Network]:
     from layerlab.presets import seed650
 
@@ -400,7 +439,9 @@ def _export_nets() -> dict[str, Network]:
     nets = {"seed650": Network(seed, nnc_init(seed, 1))}
     for name, spec in (("zoo_cf", _export_zoo("channels_first")), ("zoo_cl", _export_zoo("channels_last")), ("graph", _export_graph()),
                        ("mobile_cf", _export_mobile("channels_first")), ("mobile_cl", _export_mobile("channels_last")),
-                       ("crop_up_cf", _export_crop_up("channels_first")), ("crop_up_cl", _export_crop_up("channels_last"))):
+                       ("crop_up_cf", _export_crop_up("channels_first")), ("crop_up_cl", _export_crop_up("channels_last")),
+                       ("seq_cf", _export_seq("channels_first")), ("seq_cl", _export_seq("channels_last")),
+                       ("sep_cf", _export_separable("channels_first")), ("sep_cl", _export_separable("channels_last"))):
         nets[name] = Network(spec, _random_weights(spec, 3))
     return nets
 
@@ -450,7 +491,7 @@ def nnabla(tmp_path_factory, shared_dir):
         path = work / f"export_{name}.nnp"
         export_file(network, str(path))
         x = rng.normal(size=(3, *network.spec.input_shape)).astype(np.float32)
-        x_nchw = x.transpose(0, 3, 1, 2) if name.endswith("_cl") else x
+        x_nchw = np.moveaxis(x, -1, 1) if name.endswith("_cl") else x  # N-C-H-W / N-C-L
         np.save(work / f"export_{name}_x.npy", x_nchw)
         jobs.append({"id": f"export_{name}", "kind": "run", "file": str(path), "network": None,
                      "x": str(work / f"export_{name}_x.npy"), "y": str(work / f"export_{name}_y.npy")})
@@ -658,7 +699,8 @@ def test_export_pooling_sweep_runs_in_nnabla(nnabla):
 
 
 @pytest.mark.nnabla
-@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "zoo_cl", "graph", "mobile_cf", "mobile_cl", "crop_up_cf", "crop_up_cl"])
+@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "zoo_cl", "graph", "mobile_cf", "mobile_cl", "crop_up_cf", "crop_up_cl",
+                                  "seq_cf", "seq_cl", "sep_cf", "sep_cl"])
 def test_export_runs_in_nnabla(nnabla, name):
     network, x = nnabla["exports"][name]
     y_ref = np.load(nnabla["work"] / f"export_{name}_y.npy")
@@ -755,7 +797,7 @@ def test_seed650_nnc_preset_and_export_initializers(tmp_path):
 
 # -- round trip and pure-int planning (no nnabla) ------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "graph", "mobile_cf", "crop_up_cf"])
+@pytest.mark.parametrize("name", ["seed650", "zoo_cf", "graph", "mobile_cf", "crop_up_cf", "seq_cf", "sep_cf"])
 def test_export_then_import_round_trip(tmp_path, name):
     network = _export_nets()[name]
     path = tmp_path / "net.nnp"
@@ -766,6 +808,39 @@ def test_export_then_import_round_trip(tmp_path, name):
     nntxt = tmp_path / "net.nntxt"
     export_file(network, str(nntxt))  # parameters inline
     np.testing.assert_allclose(import_file(str(nntxt)).network.predict(x), network.predict(x), **TOL)
+
+
+def _computing_config(spec: S.Model) -> list[dict]:
+    """Each layer's config without initializers (NNC keeps its own) and with float32 constants."""
+    out = []
+    for layer in spec.to_dict()["layers"]:
+        layer = {k: v for k, v in layer.items() if not k.endswith("initializer")}
+        out.append({k: float(np.float32(v)) if isinstance(v, float) else v for k, v in layer.items()})
+    return out
+
+
+@pytest.mark.parametrize("build", [_export_separable, lambda df: _export_seq(df, exact=True)], ids=["separable", "seq"])
+@pytest.mark.parametrize("data_format", FORMATS)
+def test_new_layers_come_back_from_nnc_as_the_same_keras_layers(tmp_path, build, data_format):
+    """Keras -> .nnp (and -> .sdcproj) -> Keras: a SeparableConv2D exported as NNC builds it
+    (depthwise + 1x1) is one SeparableConv2D again, a 1-D pooling exported as a 1-high 2-D pooling
+    between Reshapes is the 1-D pooling, an explicit Pad before a convolution is its 'same' or 'causal'."""
+    from layerlab.nnc.sdcproj import read_sdcproj, sdcproj_text
+
+    spec = build(data_format)
+    network = Network(spec, _random_weights(spec, 5))
+    export_file(network, str(tmp_path / "net.nnp"))
+    result = import_file(str(tmp_path / "net.nnp"), data_format=data_format)
+    assert _computing_config(result.network.spec) == _computing_config(spec), result.table()
+    x = np.random.default_rng(2).normal(size=(3, *spec.input_shape)).astype(np.float32)
+    np.testing.assert_allclose(result.network.predict(x), network.predict(x), **TOL)
+    for name, arrays in network.weights.items():
+        for key, array in arrays.items():
+            np.testing.assert_array_equal(result.network.weights[name][key], array, err_msg=f"{name}/{key}")
+    proto, parameters, _ = export_network(network)
+    (tmp_path / "net.sdcproj").write_text(sdcproj_text(proto, parameters, "here"))
+    nnc, _ = read_sdcproj(tmp_path / "net.sdcproj", params=tmp_path / "net.nnp")
+    assert _computing_config(import_network(nnc, data_format=data_format).network.spec) == _computing_config(spec)
 
 
 def test_nnp_is_deterministic(tmp_path):

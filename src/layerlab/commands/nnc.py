@@ -143,5 +143,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(note)
     if any(getattr(l, "data_format", None) == CHANNELS_LAST for l in net.spec.layers) and len(net.spec.input_shape) == 3:
         print("note: the NNC network takes N-C-H-W input; transpose channels_last images with (0, 3, 1, 2)")
+    elif any(getattr(l, "data_format", None) == CHANNELS_LAST for l in net.spec.layers) and len(net.spec.input_shape) == 2:
+        print("note: the NNC network takes N-C-L input; transpose channels_last sequences with (0, 2, 1)")
     print(f"wrote {out}")
     return 0

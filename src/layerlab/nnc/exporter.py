@@ -1,7 +1,10 @@
 """A layerlab network (spec + Keras-layout weights) -> an NNC network that nnabla runs identically.
 
 The exported network takes N-C-H-W input whatever the Keras data_format (NNC's only layout on a
-CPU); a channels_last model's input (N, H, W, C) must be transposed with ``(0, 3, 1, 2)``.
+CPU); a channels_last model's input (N, H, W, C) must be transposed with ``(0, 3, 1, 2)``, a
+sequence (N, L, C) with ``(0, 2, 1)``. nnabla pools 2-D windows only: a 1-D pooling is a pooling
+of height 1 between two Reshapes. SeparableConv2D is a DepthwiseConvolution ``NAME_depthwise``
+(no bias) and a 1x1 Convolution ``NAME``; ``layerlab.nnc.simplify`` folds both back on import.
 Padding: Keras 'same' convolution padding becomes NNC's symmetric pad where Keras pads
 symmetrically, else a Pad function (zeros) before a pad-0 Convolution. Keras 'same' pooling becomes
 NNC pooling with Keras' pad before and the ignore_border that gives Keras' output size (see
@@ -21,7 +24,7 @@ from layerlab import spec as S
 from layerlab.errors import NNCError
 from layerlab.network import Network
 from layerlab.nnc import files, schema, windows
-from layerlab.nnc.functions import flatten_perm
+from layerlab.nnc.functions import flatten_perm, same_order
 from layerlab.registry import NNC_EXPORT
 from layerlab.text import printable
 
@@ -80,7 +83,10 @@ def _data_format(model: S.Model) -> str:
 
 
 def _nnc_shape(shape: tuple[int, ...], df: str) -> tuple[int, ...]:
-    return (shape[2], shape[0], shape[1]) if len(shape) == 3 and df == S.CHANNELS_LAST else tuple(shape)
+    """A Keras shape (no batch) in NNC's channels-first order: (H, W, C) -> (C, H, W), (L, C) -> (C, L)."""
+    if df == S.CHANNELS_LAST and len(shape) in (2, 3):
+        return (shape[-1], *shape[:-1])
+    return tuple(shape)
 
 
 class _Writer:
@@ -183,6 +189,9 @@ class _Writer:
 
     def _zero_padding(self, layer, sources, info, nxt, extra_consumers, shape_out):
         x = sources[0]
+        if isinstance(layer, S.ZeroPadding1D):
+            var = self.function(layer.name, "Pad", [x.var], shape_out, pad_param={"pad_width": layer.padding, "mode": "constant", "constant_value": 0.0})
+            return _Out(var, shape_out), [var], ""
         (top, bottom), (left, right) = layer.padding
         if (isinstance(nxt, S.Conv2D) and nxt.padding == "valid" and not nxt.inputs and not extra_consumers
                 and top == bottom and left == right):
@@ -210,7 +219,16 @@ class _Writer:
         return self.conv(layer, sources[0], info, shape_out)
 
     def _pool(self, layer, sources, info, nxt, extra_consumers, shape_out):
-        return self.pool(layer, sources[0], info, shape_out)
+        if layer.rank == 2:
+            return self.pool(layer, sources[0], info, shape_out)
+        # nnabla pools 2-D windows only: the sequence (C, L) as an image (C, 1, L), and back.
+        x = sources[0]
+        channels, steps = x.shape
+        image = self.function(f"{layer.name}_2d", "Reshape", [x.var], (channels, 1, steps), reshape_param={"shape": (-1, channels, 1, steps)})
+        out, funcs, caveat = self.pool(layer, _Out(image, (channels, 1, steps)), info, (shape_out[0], 1, shape_out[1]), f"{layer.name}_pool")
+        var = self.function(layer.name, "Reshape", [out.var], shape_out, reshape_param={"shape": (-1, *shape_out)})
+        note = "as a 1-high 2-D pooling between Reshapes (nnabla pools 2-D windows only)"
+        return _Out(var, shape_out), [image, *funcs, var], f"{note}; {caveat}" if caveat else note
 
     def _flatten(self, layer, sources, info, nxt, extra_consumers, shape_out):
         x = sources[0]
@@ -246,7 +264,7 @@ class _Writer:
     def _reshape(self, layer, sources, info, nxt, extra_consumers, shape_out):
         name = layer.name
         x = self.materialize(sources[0], name)
-        if x.perm is not None or (self.df == S.CHANNELS_LAST and not all(len(s) == 1 or (len(s) == 3 and s[0] == 1) for s in (x.shape, shape_out))):
+        if x.perm is not None or not same_order(x.shape, tuple(shape_out), self.df):
             raise NNCError(f"layer '{name}' (Reshape): {x.shape} -> {shape_out} in {self.df} has no exact NNC equivalent. Use channels_first")
         var = self.function(name, "Reshape", [x.var], shape_out, reshape_param={"shape": (-1, *shape_out)})
         return _Out(var, shape_out), [var], ""
@@ -256,60 +274,86 @@ class _Writer:
 
     def _depthwise(self, layer, sources, info, nxt, extra_consumers, shape_out):
         """DepthwiseConv2D as nnabla's DepthwiseConvolution: W (C * M, kh, kw), channel c * M + m."""
-        x, win = sources[0], layer.window(info.input_shapes[0])
-        funcs, caveat, src, pad = [], "", x.var, (0, 0)
-        if layer.padding == "same":
-            if (win.pad_top, win.pad_left) == (win.pad_bottom, win.pad_right):
-                pad = (win.pad_top, win.pad_left)
-            else:
-                pads = (win.pad_top, win.pad_bottom, win.pad_left, win.pad_right)
-                padded = (x.shape[0], x.shape[1] + pads[0] + pads[1], x.shape[2] + pads[2] + pads[3])
-                src = self.function(f"{layer.name}_pad", "Pad", [src], padded, pad_param={"pad_width": pads, "mode": "constant", "constant_value": 0.0})
-                funcs.append(src)
-                caveat = f"Keras 'same' pads {pads}: an explicit Pad, NNC pads symmetrically"
-        kh, kw, channels, multiplier = self.net.weights[layer.name]["kernel"].shape
-        kernel = self.net.weights[layer.name]["kernel"].transpose(2, 3, 0, 1).reshape(channels * multiplier, kh, kw)
-        inputs = [src, self.parameter(f"{layer.name}/depthwise_conv/W", kernel, self.init(layer.depthwise_initializer, None))]
+        weights = self.net.weights[layer.name]
+        bias = weights["bias"] if layer.use_bias else None
+        var, funcs, caveat = self.depthwise(layer, layer.name, sources[0], info, weights["kernel"], bias, shape_out)
+        out, more, _ = self.activation(layer.activation, f"{layer.name}_{layer.activation}", _Out(var, shape_out))
+        return out, funcs + more, caveat
+
+    def _separable(self, layer, sources, info, nxt, extra_consumers, shape_out):
+        """SeparableConv2D as NNC builds it: a DepthwiseConvolution without bias named NAME_depthwise,
+        then a 1x1 Convolution NAME with the bias, then the activation."""
+        weights = self.net.weights[layer.name]
+        channels = weights["depthwise_kernel"].shape[2] * layer.depth_multiplier
+        middle = (channels, *shape_out[1:])
+        var, funcs, caveat = self.depthwise(layer, f"{layer.name}_depthwise", sources[0], info, weights["depthwise_kernel"], None, middle,
+                                            scope=f"{layer.name}_depthwise")
+        kernel = weights["pointwise_kernel"].transpose(3, 2, 0, 1)  # (1, 1, in, out) -> (out, in, 1, 1)
+        inputs = [var, self.parameter(f"{layer.name}/conv/W", kernel, self.init(layer.pointwise_initializer, "NormalConvolutionGlorot"))]
         if layer.use_bias:
-            inputs.append(self.parameter(f"{layer.name}/depthwise_conv/b", self.net.weights[layer.name]["bias"], self.init(layer.bias_initializer, None)))
-        var = self.function(layer.name, "DepthwiseConvolution", inputs, shape_out, depthwise_convolution_param={
-            "base_axis": 1, "pad": pad, "stride": layer.strides, "dilation": layer.dilation_rate, "multiplier": multiplier})
+            inputs.append(self.parameter(f"{layer.name}/conv/b", weights["bias"], self.init(layer.bias_initializer, None)))
+        var = self.function(layer.name, "Convolution", inputs, shape_out, convolution_param={
+            "base_axis": 1, "pad": (0, 0), "stride": (1, 1), "dilation": (1, 1), "group": 1})
         funcs.append(var)
         out, more, _ = self.activation(layer.activation, f"{layer.name}_{layer.activation}", _Out(var, shape_out))
         return out, funcs + more, caveat
+
+    def depthwise(self, layer, name: str, x: _Out, info: S.LayerInfo, keras_kernel: np.ndarray, bias, shape_out, scope: str | None = None):
+        """nnabla's DepthwiseConvolution of a (Keras) depthwise kernel (kh, kw, C, M), Keras' padding."""
+        scope = scope or name
+        src, funcs, pad, caveat = self.same_padding(layer, name, x, info)
+        kh, kw, channels, multiplier = keras_kernel.shape
+        kernel = keras_kernel.transpose(2, 3, 0, 1).reshape(channels * multiplier, kh, kw)
+        inputs = [src, self.parameter(f"{scope}/depthwise_conv/W", kernel, self.init(layer.depthwise_initializer, None))]
+        if bias is not None:
+            inputs.append(self.parameter(f"{scope}/depthwise_conv/b", bias, self.init(layer.bias_initializer, None)))
+        var = self.function(name, "DepthwiseConvolution", inputs, shape_out, depthwise_convolution_param={
+            "base_axis": 1, "pad": pad, "stride": layer.strides, "dilation": layer.dilation_rate, "multiplier": multiplier})
+        return var, funcs + [var], caveat
+
+    def same_padding(self, layer, name: str, x: _Out, info: S.LayerInfo):
+        """(source variable, [Pad function], NNC's symmetric pad, caveat) for a convolution's Keras
+        padding: symmetric 'same' is NNC's own pad; asymmetric 'same' and 'causal' an explicit Pad."""
+        win = layer.window(info.input_shapes[0])
+        rank = layer.rank
+        sides = ((win.pad_top, win.pad_bottom), (win.pad_left, win.pad_right))[-rank:]
+        if all(before == after for before, after in sides):
+            return x.var, [], tuple(before for before, _ in sides), ""
+        widths = tuple(v for side in sides for v in side)
+        padded = (x.shape[0], *(n + a + b for n, (a, b) in zip(x.shape[1:], sides, strict=True)))
+        src = self.function(f"{name}_pad", "Pad", [x.var], padded, pad_param={"pad_width": widths, "mode": "constant", "constant_value": 0.0})
+        kind = "'causal'" if layer.padding == "causal" else "'same'"
+        return src, [src], (0,) * rank, f"Keras {kind} pads {sides}: an explicit Pad, NNC pads symmetrically"
 
     def _global_pool(self, layer, sources, info, nxt, extra_consumers, shape_out):
         """GlobalAveragePooling2D as NNC's GlobalAveragePooling; GlobalMaxPooling2D as a MaxPooling over
         the whole image; then a Reshape to (C,) unless keepdims."""
         x = self.materialize(sources[0], layer.name)
-        channels, h, w = x.shape
-        name = layer.name if layer.keepdims else f"{layer.name}_pool"
-        if isinstance(layer, S.GlobalAveragePooling2D):
+        channels, *sizes = x.shape
+        name = layer.name if layer.keepdims and layer.rank == 2 else f"{layer.name}_pool"
+        funcs = []
+        if layer.reduce == "average":  # nnabla's GlobalAveragePooling takes (C, L) too
             var = self.function(name, "GlobalAveragePooling", [x.var], (channels, 1, 1))
         else:
-            var = self.function(name, "MaxPooling", [x.var], (channels, 1, 1), max_pooling_param={
-                "kernel": (h, w), "stride": (h, w), "ignore_border": True, "pad": (0, 0)})
-        funcs = [var]
-        if not layer.keepdims:
-            var = self.function(layer.name, "Reshape", [var], (channels,), reshape_param={"shape": (-1, channels)})
+            src = x.var
+            if layer.rank == 1:
+                src = self.function(f"{layer.name}_2d", "Reshape", [src], (channels, 1, *sizes), reshape_param={"shape": (-1, channels, 1, *sizes)})
+                funcs.append(src)
+                sizes = [1, *sizes]
+            var = self.function(name, "MaxPooling", [src], (channels, 1, 1), max_pooling_param={
+                "kernel": tuple(sizes), "stride": tuple(sizes), "ignore_border": True, "pad": (0, 0)})
+        funcs.append(var)
+        if tuple(shape_out) != (channels, 1, 1):
+            var = self.function(layer.name, "Reshape", [var], shape_out, reshape_param={"shape": (-1, *shape_out)})
             funcs.append(var)
         return _Out(var, shape_out), funcs, ""
 
-    def conv(self, layer: S.Conv2D, x: _Out, info: S.LayerInfo, shape_out):
-        win = layer.window(info.input_shapes[0])
-        funcs, caveat, src = [], "", x.var
-        pad = self.pending_pad
-        self.pending_pad = (0, 0)
-        if layer.padding == "same":
-            if (win.pad_top, win.pad_left) == (win.pad_bottom, win.pad_right):
-                pad = (win.pad_top, win.pad_left)
-            else:
-                padded = (x.shape[0], x.shape[1] + win.pad_top + win.pad_bottom, x.shape[2] + win.pad_left + win.pad_right)
-                src = self.function(f"{layer.name}_pad", "Pad", [src], padded, pad_param={
-                    "pad_width": (win.pad_top, win.pad_bottom, win.pad_left, win.pad_right), "mode": "constant", "constant_value": 0.0})
-                funcs.append(src)
-                caveat = f"Keras 'same' pads ({win.pad_top}, {win.pad_bottom}), ({win.pad_left}, {win.pad_right}): an explicit Pad, NNC pads symmetrically"
-        kernel = self.net.weights[layer.name]["kernel"].transpose(3, 2, 0, 1)  # HWIO -> (out, in, kh, kw)
+    def conv(self, layer: S.Conv2D | S.Conv1D, x: _Out, info: S.LayerInfo, shape_out):
+        src, funcs, pad, caveat = self.same_padding(layer, layer.name, x, info)
+        if self.pending_pad != (0, 0):  # a ZeroPadding2D before a 'valid' Conv2D
+            pad, self.pending_pad = self.pending_pad, (0, 0)
+        kernel = self.net.weights[layer.name]["kernel"]
+        kernel = kernel.transpose(3, 2, 0, 1) if kernel.ndim == 4 else kernel.transpose(2, 1, 0)  # HWIO / KIO -> (out, in, *kernel)
         inputs = [src, self.parameter(f"{layer.name}/conv/W", kernel, self.init(layer.kernel_initializer, "NormalConvolutionGlorot"))]
         if layer.use_bias:
             inputs.append(self.parameter(f"{layer.name}/conv/b", self.net.weights[layer.name]["bias"], self.init(layer.bias_initializer, None)))
@@ -320,27 +364,30 @@ class _Writer:
         out, more, _ = self.activation(layer.activation, f"{layer.name}_{layer.activation}", _Out(var, shape_out))
         return out, funcs + more, caveat
 
-    def pool(self, layer, x: _Out, info: S.LayerInfo, shape_out):
-        kind = "max" if isinstance(layer, S.MaxPooling2D) else "average"
+    def pool(self, layer, x: _Out, info: S.LayerInfo, shape_out, name: str | None = None):
+        """A Keras pooling on the NNC image ``x`` (C, H, W) (a 1-D one on (C, 1, L)), as function ``name``."""
+        name = name or layer.name
+        kind = layer.reduce
         _, h, w = x.shape
+        size, strides, _ = layer.window_args()
         ftype = "MaxPooling" if kind == "max" else "AveragePooling"
         field = "max_pooling_param" if kind == "max" else "average_pooling_param"
         try:
-            nnc = windows.keras_pool_to_nnc(kind, (h, w), layer.pool_size, layer.strides, layer.padding)
+            nnc = windows.keras_pool_to_nnc(kind, (h, w), size, strides, layer.padding)
         except windows.NoExactMapping as exc:
             if kind != "max":
-                raise NNCError(f"layer '{layer.name}' (AveragePooling2D): no exact NNC equivalent: {exc}. Use padding='valid' or an odd pool_size") from None
+                raise NNCError(f"layer '{layer.name}' ({layer.type}): no exact NNC equivalent: {exc}. Use padding='valid' or an odd pool_size") from None
             win = layer.window(info.input_shapes[0])
             pads = (win.pad_top, win.pad_bottom, win.pad_left, win.pad_right)
             padded = (x.shape[0], h + pads[0] + pads[1], w + pads[2] + pads[3])
-            src = self.function(f"{layer.name}_pad", "Pad", [x.var], padded, pad_param={"pad_width": pads, "mode": "constant", "constant_value": float("-inf")})
-            var = self.function(layer.name, ftype, [src], shape_out, **{field: {
-                "kernel": layer.pool_size, "stride": layer.strides, "ignore_border": True, "pad": (0, 0)}})
+            src = self.function(f"{name}_pad", "Pad", [x.var], padded, pad_param={"pad_width": pads, "mode": "constant", "constant_value": float("-inf")})
+            var = self.function(name, ftype, [src], shape_out, **{field: {
+                "kernel": size, "stride": strides, "ignore_border": True, "pad": (0, 0)}})
             return _Out(var, shape_out), [src, var], f"Keras 'same' pads {pads}: an explicit Pad with -inf, which never wins"
-        param = {"kernel": layer.pool_size, "stride": layer.strides, "ignore_border": nnc.ignore_border, "pad": nnc.pad}
+        param = {"kernel": size, "stride": strides, "ignore_border": nnc.ignore_border, "pad": nnc.pad}
         if kind == "average":
             param["including_pad"] = nnc.including_pad
-        var = self.function(layer.name, ftype, [x.var], shape_out, **{field: param})
+        var = self.function(name, ftype, [x.var], shape_out, **{field: param})
         caveat = ""
         if layer.padding == "same":
             caveat = f"Keras 'same' = ignore_border={str(nnc.ignore_border).lower()}, pad {nnc.pad}" + (", including_pad=false" if kind == "average" else "")
@@ -377,7 +424,7 @@ class _Writer:
     def batch_norm(self, layer: S.BatchNormalization, x: _Out, info: S.LayerInfo):
         x = self.materialize(x, layer.name)
         axis = layer.feature_axis(info.input_shapes[0])
-        channel_axis = 0 if len(x.shape) == 1 or self.df == S.CHANNELS_FIRST else 2
+        channel_axis = 0 if len(x.shape) == 1 or self.df == S.CHANNELS_FIRST else len(x.shape) - 1
         if axis != channel_axis:
             raise NNCError(f"layer '{layer.name}' (BatchNormalization): axis={layer.axis} is not the channel axis; NNC export needs the channel axis")
         w = self.net.weights[layer.name]
@@ -386,7 +433,7 @@ class _Writer:
             "beta": w.get("beta", np.zeros(n, np.float32)), "gamma": w.get("gamma", np.ones(n, np.float32)),
             "mean": w["moving_mean"], "var": w["moving_variance"],
         }
-        pshape = (1, n, 1, 1) if len(x.shape) == 3 else (1, n)
+        pshape = (1, n, *(1,) * (len(x.shape) - 1))
         inputs = [x.var]
         for key, value in values.items():
             nnc = value
@@ -417,8 +464,8 @@ class _Writer:
             return _Out(var, shape_out), funcs, "the sum times 1/n (Keras divides by n)" if average else ""
         rank = len(sources[0].shape)
         axis = layer.axis if layer.axis >= 0 else rank + 1 + layer.axis
-        if rank == 3 and self.df == S.CHANNELS_LAST:
-            axis = {3: 1, 1: 2, 2: 3}[axis]
+        if rank in (2, 3) and self.df == S.CHANNELS_LAST:  # Keras (H, W, C) / (L, C) -> NNC (C, H, W) / (C, L)
+            axis = 1 if axis == rank else axis + 1
         var = self.function(layer.name, "Concatenate", [s.var for s in sources], shape_out, concatenate_param={"axis": axis})
         return _Out(var, shape_out), [var], ""
 
@@ -475,10 +522,11 @@ for _cls, _method in {
     S.Concatenate: "_merge", S.Subtract: "_merge", S.Multiply: "_merge", S.Average: "_merge", S.Maximum: "_merge",
     S.Minimum: "_merge", S.DepthwiseConv2D: "_depthwise", S.GlobalAveragePooling2D: "_global_pool",
     S.GlobalMaxPooling2D: "_global_pool", S.Cropping2D: "_crop", S.UpSampling2D: "_upsample",
+    S.Conv1D: "_conv", S.ZeroPadding1D: "_zero_padding", S.GlobalAveragePooling1D: "_global_pool",
+    S.GlobalMaxPooling1D: "_global_pool", S.SeparableConv2D: "_separable",
 }.items():
     NNC_EXPORT.register(_cls, _method)
+for _cls in (S.MaxPooling1D, S.AveragePooling1D):
+    NNC_EXPORT.register(_cls, "_pool", note="a 1-high 2-D pooling between Reshapes")
 NNC_EXPORT.register(S.ReLU, "_activation", note="ReLU() and ReLU(max_value=6) only")
-NNC_EXPORT.decline((S.Conv1D, S.MaxPooling1D, S.AveragePooling1D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D,
-                    S.ZeroPadding1D), "1-D layers have no NNC export yet")
-NNC_EXPORT.decline((S.SeparableConv2D, S.PReLU, S.Permute),
-                   "no NNC function is mapped to it yet")
+NNC_EXPORT.decline((S.PReLU, S.Permute), "no NNC function is mapped to it yet")

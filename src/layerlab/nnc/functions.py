@@ -145,12 +145,13 @@ class _Call:
 _MINIMUM = {"stride": 1, "dilation": 1, "kernel": 1, "pad": 0}
 
 
-def _pair(shape_msg: Any, default: tuple[int, int], arg: str, call: _Call) -> tuple[int, int]:
+def _pair(shape_msg: Any, default: tuple[int, ...], arg: str, call: _Call) -> tuple[int, ...]:
+    """A window argument of ``len(default)`` values (2 for an image, 1 for a sequence)."""
     dims = tuple(int(d) for d in shape_msg.dim)
     if not dims:
         return default
-    if len(dims) != 2:
-        raise call.fail(f"{arg}={dims}: layerlab converts 2-D windows only")
+    if len(dims) != len(default):
+        raise call.fail(f"{arg}={dims}: needs {len(default)} value(s) for input {call.x.shape}")
     least = _MINIMUM.get(arg, 0)
     if min(dims) < least:
         raise call.fail(f"{arg}={dims}: every value must be at least {least}", f"Fix the {arg} of this function in the network")
@@ -158,7 +159,23 @@ def _pair(shape_msg: Any, default: tuple[int, int], arg: str, call: _Call) -> tu
 
 
 def _keras_image(shape: tuple[int, ...], df: str) -> tuple[int, ...]:
-    return (shape[1], shape[2], shape[0]) if len(shape) == 3 and df == S.CHANNELS_LAST else shape
+    """An NNC shape (C, H, W) / (C, L) as the Keras tensor's: channels_last moves C to the end."""
+    return (*shape[1:], shape[0]) if len(shape) in (2, 3) and df == S.CHANNELS_LAST else shape
+
+
+def same_order(source: tuple[int, ...], target: tuple[int, ...], df: str) -> bool:
+    """Whether reshaping NNC ``source`` to ``target`` is a Keras Reshape of the same data: always in
+    channels_first; in channels_last when the channel move commutes with the reshape (sizes 1)."""
+    if df == S.CHANNELS_FIRST:
+        return True
+    index = np.arange(math.prod(source)).reshape(source)
+    keras = np.transpose(index, _to_keras(len(source))).ravel()  # Keras' element order
+    moved = np.transpose(index.reshape(target), _to_keras(len(target))).ravel()
+    return bool(np.array_equal(keras, moved))
+
+
+def _to_keras(rank: int) -> tuple[int, ...]:
+    return (*range(1, rank), 0) if rank in (2, 3) else tuple(range(rank))
 
 
 def flatten_perm(shape: tuple[int, ...], layout: str, flatten_format: str | None = None) -> np.ndarray | None:
@@ -172,7 +189,7 @@ def flatten_perm(shape: tuple[int, ...], layout: str, flatten_format: str | None
             so it gives H-W-C on a channels_first tensor, as channels_last does on (H, W, C).
     """
     index = np.arange(math.prod(shape)).reshape(shape)
-    keras = index.transpose(1, 2, 0) if len(shape) == 3 and layout == S.CHANNELS_LAST else index
+    keras = index.transpose(_to_keras(len(shape))) if layout == S.CHANNELS_LAST else index
     if (flatten_format or layout) == S.CHANNELS_FIRST and keras.ndim > 1:
         keras = np.moveaxis(keras, 0, -1)
     perm = keras.ravel()
@@ -181,46 +198,57 @@ def flatten_perm(shape: tuple[int, ...], layout: str, flatten_format: str | None
 
 def _keras_axis(axis: int, rank: int, df: str) -> int:
     """An NNC axis (counted with the batch axis) as the Keras axis of the same data."""
-    if rank == 3 and df == S.CHANNELS_LAST:
-        return {1: 3, 2: 1, 3: 2}[axis]
+    if rank in (2, 3) and df == S.CHANNELS_LAST:
+        return rank if axis == 1 else axis - 1
     return axis
 
 
 def _convolution(c: _Call) -> Converted:
+    """Convolution on (C, H, W) as Conv2D, on a sequence (C, L) as Conv1D (W (out, in, k))."""
     p = c.function.convolution_param
-    channels, h, w = c.image()
+    if len(c.x.shape) not in (2, 3):
+        raise c.fail(f"needs an image (C, H, W) or a sequence (C, L), received shape {c.x.shape}")
+    channels, *sizes = c.x.shape
     if p.base_axis != 1 or p.channel_last or p.group not in (0, 1):
         raise c.fail(f"base_axis={p.base_axis}, group={p.group}, channel_last={p.channel_last}: layerlab converts base_axis=1, group=1, channel_last=false")
     kernel = c.param(1, None, "W")
-    if kernel.ndim != 4 or kernel.shape[1] != channels:
-        raise c.fail(f"shape mismatch: W has shape {kernel.shape}, expected (filters, {channels}, kh, kw) for input {c.x.shape}")
-    filters, _, kh, kw = kernel.shape
+    if kernel.ndim != 2 + len(sizes) or kernel.shape[1] != channels:
+        expected = "kh, kw" if len(sizes) == 2 else "k"
+        raise c.fail(f"shape mismatch: W has shape {kernel.shape}, expected (filters, {channels}, {expected}) for input {c.x.shape}")
+    filters = kernel.shape[0]
     bias = c.param(2, (filters,), "b", optional=True)
-    stride, dilation, outs, plan, layers = _window(c, p, (h, w), (kh, kw))
+    stride, dilation, outs, plan, layers = _window(c, p, tuple(sizes), kernel.shape[2:])
     base = c.function.name
-    conv = S.Conv2D(
-        name=c.name(base), inputs=() if layers else c.inputs(), filters=filters, kernel_size=(kh, kw), strides=stride,
+    one_d = len(sizes) == 1
+    conv = (S.Conv1D if one_d else S.Conv2D)(
+        name=c.name(base), inputs=() if layers else c.inputs(), filters=filters, kernel_size=kernel.shape[2:], strides=stride,
         padding=plan.padding, dilation_rate=dilation, data_format=c.df, activation="linear", use_bias=bias is not None,
         kernel_initializer=c.init(1, "nnc_glorot_normal"), bias_initializer=c.init(2, "zeros"),
     )
-    weights = {"kernel": kernel.transpose(2, 3, 1, 0)}  # (out, in, kh, kw) -> HWIO
+    weights = {"kernel": kernel.transpose(2, 1, 0) if one_d else kernel.transpose(2, 3, 1, 0)}  # -> KIO / HWIO
     if bias is not None:
         weights["bias"] = bias
     return Converted(layers + [conv], Tensor(conv.name, (filters, *outs)), {conv.name: weights}, plan.caveat)
 
 
-def _window(c: _Call, p: Any, hw: tuple[int, int], kernel: tuple[int, int]):
-    """A convolution's (stride, dilation, output size, Keras padding plan, [ZeroPadding2D]) from
-    its parameter message ``p`` (symmetric zero ``pad``)."""
-    pad = _pair(p.pad, (0, 0), "pad", c)
-    stride = _pair(p.stride, (1, 1), "stride", c)
-    dilation = _pair(p.dilation, (1, 1), "dilation", c)
-    outs = tuple(windows.conv_length(n, k, s, q, d) for n, k, s, q, d in zip(hw, kernel, stride, pad, dilation, strict=True))
+def _window(c: _Call, p: Any, sizes: tuple[int, ...], kernel: tuple[int, ...]):
+    """A convolution's (stride, dilation, output size, Keras padding plan, [ZeroPadding2D/1D]) from
+    its parameter message ``p`` (symmetric zero ``pad``); ``sizes`` (H, W), or (L,) for a sequence."""
+    rank = len(sizes)
+    pad = _pair(p.pad, (0,) * rank, "pad", c)
+    stride = _pair(p.stride, (1,) * rank, "stride", c)
+    dilation = _pair(p.dilation, (1,) * rank, "dilation", c)
+    outs = tuple(windows.conv_length(n, k, s, q, d) for n, k, s, q, d in zip(sizes, kernel, stride, pad, dilation, strict=True))
     if min(outs) < 1:
-        raise c.fail(f"kernel {kernel} with pad {pad} and dilation {dilation} does not fit input {hw}")
-    plan = windows.conv_plan(hw, kernel, stride, pad, dilation)
+        raise c.fail(f"kernel {tuple(kernel)} with pad {pad} and dilation {dilation} does not fit input {sizes}")
+    if rank == 1:  # a sequence is an image of height 1
+        plan = windows.conv_plan((1, *sizes), (1, *kernel), (1, *stride), (0, *pad), (1, *dilation))
+    else:
+        plan = windows.conv_plan(sizes, kernel, stride, pad, dilation)
     layers: list[S.Layer] = []
-    if plan.zero_pad:
+    if plan.zero_pad and rank == 1:
+        layers.append(S.ZeroPadding1D(name=c.name(c.function.name + "_pad"), inputs=c.inputs(), padding=plan.zero_pad[1], data_format=c.df))
+    elif plan.zero_pad:
         layers.append(S.ZeroPadding2D(name=c.name(c.function.name + "_pad"), inputs=c.inputs(), padding=plan.zero_pad, data_format=c.df))
     return stride, dilation, outs, plan, layers
 
@@ -229,6 +257,9 @@ def _depthwise(c: _Call) -> Converted:
     """nnabla's DepthwiseConvolution: W (C * multiplier, kh, kw), output channel c * multiplier + m
     reads input channel c, as Keras' DepthwiseConv2D orders them."""
     p = c.function.depthwise_convolution_param
+    if len(c.x.shape) == 2:
+        raise c.fail(f"a 1-D DepthwiseConvolution on {c.x.shape} has no layerlab layer (DepthwiseConv1D is not supported)",
+                     "Use a Convolution with Group = channels, or a (C, 1, L) image")
     channels, h, w = c.image()
     if p.base_axis != 1:
         raise c.fail(f"base_axis={p.base_axis}: layerlab converts base_axis=1")
@@ -251,7 +282,12 @@ def _depthwise(c: _Call) -> Converted:
 
 
 def _global_average(c: _Call) -> Converted:
-    """nnabla's GlobalAveragePooling: the mean of each channel, output (C, 1, 1)."""
+    """nnabla's GlobalAveragePooling: the mean of each channel, output (C, 1, 1) (also of a sequence)."""
+    if len(c.x.shape) == 2:  # (C, L) -> (C, 1, 1): GlobalAveragePooling1D, then a Reshape to the image
+        channels = c.x.shape[0]
+        pool = S.GlobalAveragePooling1D(name=c.name(c.function.name), inputs=c.inputs(), data_format=c.df, keepdims=False)
+        image = S.Reshape(name=c.name(c.function.name + "_image"), target_shape=_keras_image((channels, 1, 1), c.df))
+        return Converted([pool, image], Tensor(image.name, (channels, 1, 1), None, c.x.nonnegative))
     channels, _, _ = c.image()
     layer = S.GlobalAveragePooling2D(name=c.name(c.function.name), inputs=c.inputs(), data_format=c.df, keepdims=True)
     return Converted([layer], Tensor(layer.name, (channels, 1, 1), None, c.x.nonnegative))
@@ -347,6 +383,8 @@ def _pool_after_inf_pad(c: _Call, kernel, stride, pad, ignore_border) -> Convert
 def _pad(c: _Call) -> Converted:
     p = c.function.pad_param
     widths = [int(v) for v in p.pad_width]
+    if len(c.x.shape) == 2:
+        return _pad_sequence(c, p, widths)
     channels, h, w = c.image()
     if len(widths) == 6 and widths[:2] == [0, 0]:
         widths = widths[2:]
@@ -361,6 +399,18 @@ def _pad(c: _Call) -> Converted:
         raise c.fail(f"constant_value={p.constant_value}: Keras pads with zeros only")
     layer = S.ZeroPadding2D(name=c.name(c.function.name), inputs=c.inputs(), padding=((top, bottom), (left, right)), data_format=c.df)
     return Converted([layer], Tensor(layer.name, shape, nonnegative=c.x.nonnegative))
+
+
+def _pad_sequence(c: _Call, p: Any, widths: list[int]) -> Converted:
+    """Pad of a sequence (C, L) by (before, after) zeros: Keras ZeroPadding1D."""
+    channels, steps = c.x.shape
+    if len(widths) == 4 and widths[:2] == [0, 0]:
+        widths = widths[2:]
+    if len(widths) != 2 or min(widths) < 0 or p.mode not in ("", "constant") or p.constant_value != 0.0:
+        raise c.fail(f"pad_width={list(p.pad_width)}, mode={p.mode!r}, constant_value={p.constant_value}: layerlab converts "
+                     "zero padding of a sequence's steps only")
+    layer = S.ZeroPadding1D(name=c.name(c.function.name), inputs=c.inputs(), padding=tuple(widths), data_format=c.df)
+    return Converted([layer], Tensor(layer.name, (channels, steps + sum(widths)), nonnegative=c.x.nonnegative))
 
 
 def _affine(c: _Call) -> Converted:
@@ -423,7 +473,7 @@ def _batch_normalization(c: _Call) -> Converted:
         if array.size != n:
             raise c.fail(f"shape mismatch: {what} has shape {array.shape}, expected {n} values (one per channel of {c.x.shape})")
         arrays[what] = array.reshape(n)[c.x.perm] if c.x.perm is not None else array.reshape(n)
-    axis = 1 if len(c.x.shape) == 3 and c.df == S.CHANNELS_FIRST else -1
+    axis = 1 if len(c.x.shape) in (2, 3) and c.df == S.CHANNELS_FIRST else -1
     layer = S.BatchNormalization(name=c.name(c.function.name), inputs=c.inputs(), axis=axis, epsilon=float(p.eps),
                                  momentum=float(p.decay_rate), center=not p.no_bias, scale=not p.no_scale)
     weights = {"moving_mean": arrays["mean"], "moving_variance": arrays["variance"]}
@@ -455,8 +505,7 @@ def _reshape(c: _Call) -> Converted:
         perm = flatten_perm(c.x.shape, c.df)
         return Converted([layer], Tensor(layer.name, target, perm, c.x.nonnegative),
                          caveat="Keras flattens H-W-C; later weights are permuted to match" if perm is not None else "")
-    neutral = all(len(s) == 1 or (len(s) == 3 and s[0] == 1) for s in (c.x.shape, target))
-    if c.x.perm is not None or (c.df == S.CHANNELS_LAST and not neutral) or len(target) not in (1, 3):
+    if c.x.perm is not None or not same_order(c.x.shape, target, c.df) or len(target) not in (1, 2, 3):
         raise c.fail(f"reshape {c.x.shape} -> {target} has no exact Keras equivalent in {c.df}", "Use --data-format channels_first")
     layer = S.Reshape(name=c.name(base), inputs=c.inputs(), target_shape=_keras_image(target, c.df))
     return Converted([layer], Tensor(layer.name, target, None, c.x.nonnegative))
@@ -548,6 +597,10 @@ for _cls, _functions in {
     S.Rescaling: "MulScalar, AddScalar", S.Add: "Add2", S.Concatenate: "Concatenate", S.ZeroPadding2D: "Pad",
     S.DepthwiseConv2D: "DepthwiseConvolution", S.GlobalAveragePooling2D: "GlobalAveragePooling", S.Subtract: "Sub2",
     S.Multiply: "Mul2", S.Maximum: "Maximum2", S.Minimum: "Minimum2", S.Cropping2D: "Slice", S.UpSampling2D: "Unpooling",
+    S.Conv1D: "Convolution on (C, L)", S.ZeroPadding1D: "Pad on (C, L)", S.GlobalAveragePooling1D: "GlobalAveragePooling on (C, L)",
+    S.MaxPooling1D: "Reshape + MaxPooling of height 1 + Reshape", S.AveragePooling1D: "Reshape + AveragePooling of height 1 + Reshape",
+    S.GlobalMaxPooling1D: "MaxPooling of the whole sequence + Reshape", S.GlobalMaxPooling2D: "MaxPooling of the whole image + Reshape",
+    S.SeparableConv2D: "DepthwiseConvolution NAME_depthwise + 1x1 Convolution NAME",
 }.items():
     NNC_IMPORT.register(_cls, _functions, note=f"from NNC {_functions}")
 NNC_IMPORT.decline(tuple(cls for cls in LAYER_TYPES.values() if cls not in NNC_IMPORT.handlers),

@@ -8,7 +8,9 @@ default) the Keras tensors keep that layout; with 'channels_last' an image (C, H
 Affine W rows, in NNC's C-H-W flatten order, reordered to the order Keras' Flatten produces
 (H-W-C for either data_format). A 1-D Keras tensor carries ``perm`` when its feature order differs
 from NNC's (``keras_features[j] == nnc_features[perm[j]]``), so later Affine / BatchNormalization
-weights are permuted to match.
+weights are permuted to match. A sequence is (C, L) in NNC and (L, C) in channels_last Keras.
+Last, ``layerlab.nnc.simplify`` folds the multi-function forms of single Keras layers (1-D pooling,
+SeparableConv2D, global pooling + Reshape, Pad + convolution) back into those layers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from layerlab.errors import LayerlabError, NNCError
 from layerlab.network import Network
 from layerlab.nnc import files, windows
 from layerlab.nnc.functions import SUPPORTED, FunctionContext, Tensor, convert_function
+from layerlab.nnc.simplify import simplify
 
 
 @dataclass(frozen=True)
@@ -146,19 +149,38 @@ def import_network(nnc: files.NNCFile, network: str | None = None, data_format: 
         tensors[out_name] = result.tensor
         layers.extend(result.layers)
         weights.update(result.weights)
-        rows.append(MappingRow(function.name, function.type, tuple(_describe(l) for l in result.layers), result.caveat))
+        rows.append((function.name, function.type, [layer.name for layer in result.layers], result.caveat))
 
     out = tensors[output_name]
     if not layers or out.layer != layers[-1].name:
         raise NNCError(f"{where}: output '{output_name}' is not computed by the last function; layerlab models end in their output layer")
     if out.perm is not None:
         raise NNCError(f"{where}: output '{output_name}' would come out in Keras' Flatten order, not NNC's. Use --data-format channels_first")
+    model_name = _sanitize(proto.name) or "nnc"
+    keras_input = _keras_shape(input_shape, data_format, where)
     try:
-        spec = S.Model(name=_sanitize(proto.name) or "nnc", input_shape=_keras_shape(input_shape, data_format, where), layers=tuple(layers))
+        layers, weights, fate = simplify(model_name, keras_input, layers, weights)
+        spec = S.Model(name=model_name, input_shape=keras_input, layers=tuple(layers))
         net = Network(spec, weights, source=nnc.source)
     except LayerlabError as exc:
         raise NNCError(f"{where}: the converted model is invalid: {exc}") from None
-    return ImportResult(net, tuple(rows), proto.name, input_name, output_name)
+    return ImportResult(net, _rows(rows, layers, fate), proto.name, input_name, output_name)
+
+
+def _rows(rows, layers: list[S.Layer], fate: dict[str, str]) -> tuple[MappingRow, ...]:
+    """Mapping rows naming the final layers (a layer merged by ``simplify`` as the one computing it now)."""
+    by_name = {layer.name: layer for layer in layers}
+    out = []
+    for function, kind, names, caveat in rows:
+        described = []
+        for name in names:
+            while name in fate:
+                name = fate[name]
+            text = _describe(by_name[name])
+            if text not in described:
+                described.append(text)
+        out.append(MappingRow(function, kind, tuple(described), caveat))
+    return tuple(out)
 
 
 def _choose_network(nnc: files.NNCFile, name: str | None):
@@ -233,11 +255,11 @@ def _declared_shape(variable: Any) -> tuple[int, ...] | None:
 
 
 def _keras_shape(shape: tuple[int, ...], data_format: str, where: str) -> tuple[int, ...]:
-    if len(shape) == 3 and data_format == S.CHANNELS_LAST:
-        return (shape[1], shape[2], shape[0])
-    if len(shape) in (1, 3):
+    if len(shape) in (2, 3) and data_format == S.CHANNELS_LAST:
+        return (*shape[1:], shape[0])
+    if len(shape) in (1, 2, 3):
         return shape
-    raise NNCError(f"{where}: input of shape {shape} (without batch); layerlab converts images (C, H, W) or vectors")
+    raise NNCError(f"{where}: input of shape {shape} (without batch); layerlab converts images (C, H, W), sequences (C, L) or vectors")
 
 
 def _sanitize(name: str) -> str:
@@ -256,8 +278,8 @@ def _unique(base: str, used: set[str]) -> str:
 
 
 def _describe(layer: S.Layer) -> str:
-    extra = f" '{layer.padding}'" if isinstance(layer, (S.Conv2D, S.MaxPooling2D, S.AveragePooling2D)) else ""
-    if isinstance(layer, S.ZeroPadding2D):
+    extra = f" '{layer.padding}'" if isinstance(layer, S.Windowed) else ""
+    if isinstance(layer, (S.ZeroPadding1D, S.ZeroPadding2D)):
         extra = f" {layer.padding}"
     if isinstance(layer, S.Activation):
         extra = f" {layer.activation}"

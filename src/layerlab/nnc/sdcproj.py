@@ -292,36 +292,53 @@ def _number(layer: _Layer, key: str) -> float:
         raise NNCError(f"{layer.where}: {key}={layer.get(key)!r} is not a number") from None
 
 
-def _conv_window(layer: _Layer, hw: tuple[int, int]):
-    """(kernel, pad, stride, dilation, output size) of a (depthwise) convolution's properties."""
-    (kh, kw) = kernel = layer.ints("KernelShape")
+def _conv_window(layer: _Layer, sizes: tuple[int, ...]):
+    """(kernel, pad, stride, dilation, output size) of a (depthwise) convolution's properties, on an
+    image (H, W) or a sequence (L,) (a KernelShape of one size)."""
+    kernel = layer.ints("KernelShape")
+    if len(kernel) != len(sizes):
+        raise NNCError(f"{layer.where}: KernelShape {kernel} needs {len(sizes)} size(s) for input sizes {sizes}")
     mode = layer.get("BorderMode")
     if mode == "valid":
-        pad = layer.ints("Padding")
-    elif mode == "same" and kh % 2 and kw % 2:
-        pad = ((kh - 1) // 2, (kw - 1) // 2)
+        pad = _window_ints(layer, "Padding", len(kernel))
+    elif mode == "same" and all(k % 2 for k in kernel):
+        pad = tuple((k - 1) // 2 for k in kernel)
     elif mode == "full":
-        pad = (kh - 1, kw - 1)
+        pad = tuple(k - 1 for k in kernel)
     else:
-        raise NNCError(f"{layer.where}: BorderMode {mode!r} with kernel {(kh, kw)} has no exact form; use valid with Padding")
-    stride, dilation = layer.ints("Strides"), layer.ints("Dilation")
+        raise NNCError(f"{layer.where}: BorderMode {mode!r} with kernel {kernel} has no exact form; use valid with Padding")
+    stride, dilation = _window_ints(layer, "Strides", len(kernel)), _window_ints(layer, "Dilation", len(kernel))
     if min(stride + dilation) < 1 or min(pad) < 0:
         raise NNCError(f"{layer.where}: Strides {stride} and Dilation {dilation} must be at least 1, Padding {pad} at least 0")
-    out = tuple(windows.conv_length(n, k, s, p, d) for n, k, s, p, d in zip(hw, kernel, stride, pad, dilation, strict=True))
+    out = tuple(windows.conv_length(n, k, s, p, d) for n, k, s, p, d in zip(sizes, kernel, stride, pad, dilation, strict=True))
     if min(out) < 1:
-        raise NNCError(f"{layer.where}: kernel {kernel} does not fit input {hw}")
+        raise NNCError(f"{layer.where}: kernel {kernel} does not fit input {sizes}")
     return kernel, pad, stride, dilation, out
 
 
+def _window_ints(layer: _Layer, key: str, rank: int) -> tuple[int, ...]:
+    """A window property with one value per kernel axis; NNC's 2-D default ('1,1') fits a 1-D kernel too."""
+    values = layer.ints(key)
+    if len(values) != rank and key not in layer.props and len(set(values)) == 1:
+        return values[:1] * rank
+    if len(values) != rank:
+        raise NNCError(f"{layer.where}: {key} {values} needs {rank} value(s), one per KernelShape axis")
+    return values
+
+
 def _convolution(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
+    """NNC's Convolution of an image (C, H, W), or of a sequence (C, L) with a one-size KernelShape."""
     (x, shape), = xs
-    channels, h, w = _image(layer, shape, "convolutions")
+    if len(shape) not in (2, 3):
+        raise NNCError(f"{layer.where}: reads shape {shape}; layerlab converts convolutions of (C, H, W) or (C, L)")
+    channels, *sizes = shape
     maps, group = layer.ints("OutMaps")[0], layer.ints("Group")[0]
     if group < 1 or channels % group or maps % group:
         raise NNCError(f"{layer.where}: Group {group} does not divide {channels} input and {maps} output maps")
-    (kh, kw), pad, stride, dilation, out = _conv_window(layer, (h, w))
-    fans = (channels // group * kh * kw, maps * kh * kw)
-    inputs = [x, b.parameter(layer, "conv/W", (maps, channels // group, kh, kw), fans)]
+    kernel, pad, stride, dilation, out = _conv_window(layer, tuple(sizes))
+    taps = math.prod(kernel)
+    fans = (channels // group * taps, maps * taps)
+    inputs = [x, b.parameter(layer, "conv/W", (maps, channels // group, *kernel), fans)]
     if layer.get("WithBias") == "True":
         inputs.append(b.parameter(layer, "conv/b", (maps,), fans))
     p = b.function(name, "Convolution", inputs, out_name).convolution_param
@@ -387,7 +404,9 @@ def _pooling(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
 
 def _global_average(b: _Build, layer, name, xs, out_name) -> tuple[int, ...]:
     (x, shape), = xs
-    channels, _, _ = _image(layer, shape, "pooling")
+    if len(shape) not in (2, 3):
+        raise NNCError(f"{layer.where}: reads shape {shape}; layerlab converts global pooling of (C, H, W) or (C, L)")
+    channels = shape[0]
     b.function(name, "GlobalAveragePooling", [x], out_name)
     return (channels, 1, 1)
 
