@@ -215,7 +215,7 @@ def test_functional_graph_with_add_and_concatenate_matches_keras(keras):
         S.Flatten(name="flat"),
         S.Dense(name="out", units=4, activation="softmax", **ZEROS),
     ))
-    assert fast.plan_for(spec) is None  # graphs take the plain path
+    assert fast.plan_for(spec) is not None  # graphs run on the fast plan
     check_against_keras(spec)
     weights, x = random_weights(spec), random_input(spec)
     trace = engine.run(spec, weights, x, trace=True)
@@ -299,6 +299,64 @@ def test_fast_path_covers_conv_layouts_and_never_writes_its_input():
     assert fast.plan_for(spec) is not None
     assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-6)
     np.testing.assert_array_equal(x, before)
+
+
+def _graph_spec(df: str) -> S.Model:
+    """What the graph plan covers: a conv -> BN (folded) -> ReLU (fused), a residual Add, depthwise
+    convs on a small image (per-channel dense matrices: multiplier 2, stride 2 'same') and on a
+    larger one (tap views: dilation 2), every element-wise merge, Concatenate, both global poolings,
+    Dense -> BN (folded) and the last Dense."""
+    axis = 1 if df == CF else -1
+    return S.Model(name=f"graph_{df}", input_shape=image_shape((20, 19), 3, df), layers=(
+        S.Conv2D(name="stem", filters=6, kernel_size=3, padding="same", data_format=df),
+        S.BatchNormalization(name="stem_bn", axis=axis),
+        S.Activation(name="stem_relu", activation="relu"),
+        S.DepthwiseConv2D(name="dw_big", kernel_size=3, dilation_rate=2, padding="same", data_format=df),
+        S.BatchNormalization(name="dw_big_bn", axis=axis),
+        S.Add(name="res", inputs=("stem_relu", "dw_big_bn")),
+        S.ReLU(name="res_relu6", max_value=6.0),
+        S.MaxPooling2D(name="pool", pool_size=3, strides=3, padding="same", data_format=df),
+        S.DepthwiseConv2D(name="dw", kernel_size=3, strides=2, padding="same", depth_multiplier=2, data_format=df),
+        S.Conv2D(name="pw", filters=12, kernel_size=1, data_format=df, activation="tanh"),
+        S.Subtract(name="sub", inputs=("dw", "pw")),
+        S.Multiply(name="mul", inputs=("sub", "dw")),
+        S.Maximum(name="max", inputs=("mul", "pw", "sub")),
+        S.Minimum(name="min", inputs=("max", "dw")),
+        S.Average(name="avg", inputs=("min", "pw")),
+        S.Concatenate(name="cat", inputs=("avg", "dw"), axis=axis),
+        S.GlobalAveragePooling2D(name="gap", data_format=df),
+        S.GlobalMaxPooling2D(name="gmp", inputs=("cat",), data_format=df, keepdims=True),
+        S.Flatten(name="gmp_flat", data_format=df),
+        S.Add(name="pooled", inputs=("gap", "gmp_flat")),
+        S.Dense(name="fc", units=8),
+        S.BatchNormalization(name="fc_bn"),
+        S.Activation(name="fc_relu", activation="relu"),
+        S.Dense(name="out", units=5, activation="softmax"),
+    ))
+
+
+@pytest.mark.parametrize("df", [CF, CL])
+def test_graph_plan_equals_plain_path_and_follows_weight_edits(df):
+    """The fast plan of a graph (folded BNs, fused activations, in-place merges) computes what
+    the plain layer functions compute, leaves its input alone, and sees a weight edited in place."""
+    spec = _graph_spec(df)
+    plan = fast.plan_for(spec)
+    assert plan is not None
+    outputs = [node.output for node in plan.nodes]
+    assert "stem_bn" not in outputs and "stem_relu" in outputs  # conv + BN + ReLU: one node
+    weights = random_weights(spec, 6)
+    x = random_input(spec, 2, batch=2 * plan.chunk + 3)
+    before = x.copy()
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-6)
+    np.testing.assert_array_equal(x, before)
+    weights["dw"]["kernel"][0, 0, 1, 0] += 0.5  # in place: the prepared weights must follow
+    weights["fc_bn"]["moving_mean"][:] -= 0.25
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-6)
+
+
+@pytest.mark.keras
+def test_graph_plan_matches_keras(keras):
+    check_against_keras(_graph_spec(CL))
 
 
 def test_band_matrix_places_every_kernel_tap():

@@ -19,9 +19,7 @@ loops over a few channels.
 
 from __future__ import annotations
 
-import dataclasses
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +27,6 @@ import numpy as np
 from layerlab import geometry
 from layerlab import spec as S
 from layerlab.engine import activations as A
-
-Weights = Mapping[str, Mapping[str, np.ndarray]]
 
 # Block size rule, fitted on the 2-core machine of BENCHMARKS.md (OpenBLAS 0.3.31, Haswell
 # kernels) over seven conv shapes: the time of a banded conv is close to its multiply-accumulates
@@ -82,8 +78,6 @@ class BandConv:
     pad_right: int  # geometry's pad_right plus the columns that fill the last block
     softmax_axis: int
     add_bias: bool  # False when the following max pool adds it (see Pool)
-    # id(kernel) -> (weakref to it, its bytes, its band): rebuilt when the kernel changes.
-    _bands: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def k(self) -> int:
@@ -101,24 +95,9 @@ class BandConv:
         band[j, :, :, j * w.stride_w + fx * w.dilation_w, :] = kernel_hwio[:, fx].transpose(1, 3, 0, 2)
         return band.reshape(block * filters, -1)
 
-    def cached_band(self, kernel_hwio: np.ndarray) -> np.ndarray:
-        """``band(kernel_hwio)``, remembered while the same, unchanged kernel array comes back."""
-        data = kernel_hwio.tobytes()
-        hit = self._bands.get(id(kernel_hwio))
-        if hit is not None and hit[0]() is kernel_hwio and hit[1] == data:
-            return hit[2]
-        band = self.band(kernel_hwio)
-        if len(self._bands) > 8:
-            self._bands.clear()
-        try:
-            self._bands[id(kernel_hwio)] = (weakref.ref(kernel_hwio), data, band)
-        except TypeError:  # an array type without weak references: just do not cache
-            pass
-        return band
-
-    def __call__(self, x_hwcn: np.ndarray, weights: Weights) -> np.ndarray:
+    def __call__(self, x_hwcn: np.ndarray, band: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """The conv of ``x_hwcn`` with a band of ``band()`` and ``bias (filters,)`` (None: none)."""
         w, layer = self.win, self.layer
-        params = weights[layer.name]
         if w.pad_top or w.pad_bottom or w.pad_left or self.pad_right:
             # Conv2D pads zeros; the extra right columns only feed outputs that are cut off below.
             x_hwcn = pad_hw(x_hwcn, w.pad_top, w.pad_bottom, w.pad_left, self.pad_right)
@@ -139,7 +118,6 @@ class BandConv:
                 (w.stride_h * row, self.block * w.stride_w * channels * n * item, w.dilation_h * row, item),
             )
             patches = np.ascontiguousarray(slabs).reshape(rows, k, n)  # (M, K, N)
-        band = self.cached_band(params["kernel"])
         if n == 1:
             out = patches.reshape(rows, k) @ band.T  # (M, K) @ (K, B*F): one BLAS call for one image
         else:
@@ -147,8 +125,8 @@ class BandConv:
         out = out.reshape(w.out_h, self.blocks * self.block, layer.filters, n)  # (out_h, out_w', F, N)
         if self.blocks * self.block != w.out_w:
             out = out[:, : w.out_w]  # (out_h, out_w, F, N): a view without the filler columns
-        if self.add_bias:
-            out += params["bias"][:, None]
+        if self.add_bias and bias is not None:
+            out += bias[:, None]
         return activate(out, layer.activation, True, self.softmax_axis)
 
 
@@ -205,15 +183,14 @@ def _tap_ranges(win: geometry.Window2D, filter_y: int, filter_x: int):
 class Pool:
     """MaxPooling2D / AveragePooling2D on ``x_hwcn`` by clipped strided views (no padded copy).
 
-    ``bias_of`` names a Conv2D right before a max pool whose bias the pool adds after taking the
+    A Conv2D right before a max pool may leave its bias to the pool, which adds it after taking the
     maximum: exact, since float addition is monotonic (``max(a_i) + b == max(a_i + b)`` bit for
     bit), and it touches the pooled cells only.
     """
 
-    def __init__(self, win: geometry.Window2D, average: bool, bias_of: str | None = None):
+    def __init__(self, win: geometry.Window2D, average: bool):
         self.win = win
         self.average = average
-        self.bias_of = bias_of
         taps = [_tap_ranges(win, fy, fx) for fy in range(win.kernel_h) for fx in range(win.kernel_w)]
         self.taps = [t for t in taps if t is not None]
         count = np.zeros((win.out_h, win.out_w, 1, 1), np.float32)
@@ -225,7 +202,8 @@ class Pool:
         first = self.taps[0]
         self.first_covers_all = (first[0] == slice(0, win.out_h) and first[1] == slice(0, win.out_w))
 
-    def __call__(self, x_hwcn: np.ndarray, weights: Weights) -> np.ndarray:
+    def __call__(self, x_hwcn: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """The pooling; ``bias`` (a max pool's conv bias, see the class) added to the result."""
         w = self.win
         combine = np.add if self.average else np.maximum
         taps = self.taps
@@ -239,6 +217,6 @@ class Pool:
             combine(target, x_hwcn[in_y, in_x], out=target)
         if self.average:
             out /= self.count
-        if self.bias_of is not None:
-            out += weights[self.bias_of]["bias"][:, None]
+        if bias is not None:
+            out += bias[:, None]
         return out
