@@ -13,10 +13,12 @@ import itertools
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import layerlab
 from conftest import require_env
 from layerlab import spec as S
 from layerlab.cli import main as cli
@@ -27,7 +29,7 @@ from layerlab.nnc.exporter import export_file, export_network, nnc_init
 from layerlab.nnc.importer import import_file, import_network
 from layerlab.nnc.sdcproj import read_sdcproj
 from layerlab.specfile import load_spec
-from nnc_helpers import NNCNet, run_oracle
+from nnc_helpers import NNCNet, graph_of, run_oracle
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 REFERENCES = [("blog_cnn.nnp", "blog_ref.npz"), ("lenet_010000.nnp", "lenet_ref.npz")]
@@ -539,7 +541,8 @@ def _sdcproj(layers: list[tuple[int, str, dict[str, str]]], links: list[tuple[in
 
 
 # A project in NNC's own terms with the layers of its MobileNet / ResNet samples: IDs not in
-# computing order, properties left to NNC's defaults (the depthwise Padding is *ConvolutionPaddingSize),
+# computing order, properties left to NNC's defaults (the depthwise Padding is *ConvolutionPaddingSize:
+# 1 for its BorderMode same),
 # a Sub2 whose links are listed second pin first, a Dropout, a Comment box and a loss.
 MOBILE_LAYERS = [
     (0, "Input", {"Name": "Input", "Size": "3,12,12", "Dataset": "x", "Generator": "None"}),
@@ -550,7 +553,7 @@ MOBILE_LAYERS = [
                                "mean.Initializer": "Normal", "mean.InitializerMultiplier": "0.3",
                                "var.Initializer": "Constant", "var.InitializerMultiplier": "0.5"}),
     (4, "ReLU6", {"Name": "relu6"}),
-    (5, "DepthwiseConvolution", {"Name": "dw", "KernelShape": "3,3", "Multiplier": "2"}),
+    (5, "DepthwiseConvolution", {"Name": "dw", "KernelShape": "3,3", "BorderMode": "same", "Multiplier": "2"}),
     (2, "Convolution", {"Name": "pw", "OutMaps": "16", "KernelShape": "1,1", "Padding": "0,0", "W.Initializer": "NormalConvolutionHeForward"}),
     (7, "Sub2", {"Name": "sub"}),
     (8, "Concatenate", {"Name": "cat", "Axis": "0"}),
@@ -564,9 +567,74 @@ MOBILE_LAYERS = [
     (17, "Comment", {"Name": "Comment", "Comment": "drawn in the GUI, not part of the network"}),
 
 ]
-MOBILE_LINKS = [(0, 9, 0), (9, 3, 0), (3, 4, 0), (4, 5, 0), (4, 2, 0), (2, 7, 1), (5, 7, 0), (7, 8, 0), (4, 8, 1), (8, 10, 0),
+MOBILE_LINKS = [(0, 9, 0), (9, 3, 0), (3, 4, 0), (4, 5, 0), (4, 2, 0), (2, 7, 1), (5, 7, 0), (7, 8, 0), (4, 8, 0), (8, 10, 0),
                 (10, 11, 0), (11, 12, 0), (12, 13, 0), (13, 14, 0), (14, 15, 0), (15, 16, 0)]
 MOBILE_PROJECT = _sdcproj(MOBILE_LAYERS, MOBILE_LINKS)
+
+# Convolution padding as NNC's own converter decides it: an explicit Padding wins; NNC's default
+# Padding depends on BorderMode (valid 0, same span // 2, full span, span = (k - 1) * dilation);
+# a Convolution's BorderMode defaults to same, a DepthwiseConvolution's to valid (5x5 kernel).
+PROBE_LAYERS = [
+    (0, "Input", {"Name": "Input", "Size": "3,14,13"}),
+    (1, "Convolution", {"Name": "same_even", "OutMaps": "4", "KernelShape": "4,4"}),
+    (2, "Convolution", {"Name": "full_dilated", "OutMaps": "4", "KernelShape": "3,3", "BorderMode": "full", "Dilation": "1,2"}),
+    (3, "Convolution", {"Name": "valid_macro", "OutMaps": "4", "KernelShape": "5,3", "BorderMode": "valid",
+                        "Padding": "*ConvolutionPaddingSize"}),
+    (4, "Convolution", {"Name": "same_explicit", "OutMaps": "4", "KernelShape": "3,3", "BorderMode": "same", "Padding": "1,2"}),
+    (5, "Convolution", {"Name": "defaults"}),
+    (6, "DepthwiseConvolution", {"Name": "dw_defaults"}),
+    (7, "DepthwiseConvolution", {"Name": "dw_same", "KernelShape": "3,3", "BorderMode": "same", "Dilation": "2,2", "Multiplier": "2"}),
+    (8, "MulScalar", {"Name": "half", "Value": "0.5"}),
+    (9, "AddScalar", {"Name": "shift", "Value": "-1.0"}),
+    (10, "Pad", {"Name": "pad", "PadWidth": "1,0,2,1"}),
+    (11, "Affine", {"Name": "fc", "OutShape": "5"}),
+    (12, "SquaredError", {"Name": "loss", "T.Dataset": "y"}),
+]
+def _sdcproj_networks(networks: dict[str, tuple[list, list]], executor: str) -> str:
+    """A project of several networks as NNC's newer GUI writes it: [Global] lists them, sections
+    are [NAME_Layer_N], [NAME_Link_N]; the executor names the network it runs."""
+    out = ["[Engine]", "SDeepEngineType=NNabla", "[Global]", f"NumNetwork={len(networks)}"]
+    out += [f"Network_{k}={name}" for k, name in enumerate(networks)]
+    for name, (layers, links) in networks.items():
+        body = _sdcproj(layers, links).split("\r\n")[2:]  # without [Engine]
+        out += [line.replace("[Network_Global]", f"[{name}_Network_Global]").replace("[Layer_", f"[{name}_Layer_")
+                .replace("[Link_", f"[{name}_Link_") for line in body if line]
+    out += ["[Executor_0]", "Executor_Name=Executor", f"Executor_NetworkName={executor}", "Executor_DatasetName=Validation"]
+    return "\r\n".join(out) + "\r\n"
+
+
+# Units as NNC's samples use them (VGG, SqueezeNet): a network used twice as a layer, its Argument
+# (at its default) referred to as *Maps and in an expression (Maps/2-1), layers named UNIT/LAYER. NNC
+# computes a unit's shapes from its network's Input Size: each unit here reads that shape.
+UNIT_NETWORKS = {
+    "Block": ([
+        (0, "Input", {"Name": "Input", "Size": "3,8,8"}),
+        (1, "Convolution", {"Name": "wide", "OutMaps": "*Maps", "KernelShape": "3,3", "BorderMode": "same"}),
+        (2, "ReLU", {"Name": "relu"}),
+        (3, "Convolution", {"Name": "narrow", "OutMaps": "Maps/2-1", "KernelShape": "1,1", "BorderMode": "valid"}),
+        (9, "Argument", {"Name": "Maps", "Value": "8", "Type": "Text"}),
+    ], [(0, 1, 0), (1, 2, 0), (2, 3, 0)]),
+    "Main": ([
+        (0, "Input", {"Name": "Input", "Size": "3,8,8"}),
+        (1, "Unit", {"Name": "first", "Network": "Block", "ParameterScope": "*Name"}),
+        (2, "Unit", {"Name": "second", "Network": "Block", "ParameterScope": "*Name"}),
+        (3, "Affine", {"Name": "fc", "OutShape": "4"}),
+        (4, "SquaredError", {"Name": "loss", "T.Dataset": "y"}),
+    ], [(0, 1, 0), (1, 2, 0), (2, 3, 0), (3, 4, 0)]),
+}
+
+PROBE_PROJECTS = {
+    "probe_unit": _sdcproj_networks(UNIT_NETWORKS, "MainRuntime"),
+    "probe_conv": _sdcproj(PROBE_LAYERS, [(i, i + 1, 0) for i in range(12)]),
+    # An Affine with a several-axis OutShape (NNC's auto-encoder sample): W is (in, 2, 3, 4).
+    "probe_affine": _sdcproj([
+        (0, "Input", {"Name": "Input", "Size": "6"}),
+        (1, "Affine", {"Name": "expand", "OutShape": "2,3,4"}),
+        (2, "Convolution", {"Name": "mix", "OutMaps": "3", "KernelShape": "1,1", "BorderMode": "valid"}),
+        (3, "Affine", {"Name": "out", "OutShape": "4"}),
+        (4, "SquaredError", {"Name": "loss", "T.Dataset": "y"}),
+    ], [(0, 1, 0), (1, 2, 0), (2, 3, 0), (3, 4, 0)]),
+}
 
 
 @pytest.mark.nnabla
@@ -594,8 +662,11 @@ def test_sdcproj_reading_losses_defaults_and_errors(shared_dir, tmp_path, capsys
     text = (shared_dir / "nnc" / "LeNet.sdcproj").read_text()
     trimmed = text.replace("Property_5_Name=Padding\n", "Property_5_Name=Comment\n", 1)  # Padding absent
     (tmp_path / "d.sdcproj").write_text(trimmed)
-    # NNC's Convolution defaults Padding to *ConvolutionPaddingSize: kernel // 2 per axis
-    assert read_sdcproj(tmp_path / "d.sdcproj")[0].proto.network[0].function[0].convolution_param.pad.dim == [3, 3]
+    # NNC's Convolution defaults Padding to *ConvolutionPaddingSize: 0 for LeNet's BorderMode valid, (k - 1) // 2
+    # for same (as NNC's own converter decides: the probe_conv golden case has the whole table)
+    assert read_sdcproj(tmp_path / "d.sdcproj")[0].proto.network[0].function[0].convolution_param.pad.dim == [0, 0]
+    (tmp_path / "s.sdcproj").write_text(trimmed.replace("Property_4_Value=valid", "Property_4_Value=same", 1))
+    assert read_sdcproj(tmp_path / "s.sdcproj")[0].proto.network[0].function[0].convolution_param.pad.dim == [3, 3]
     odd = text.replace("Type=ReLU", "Type=BinaryConnectAffine", 1).replace("Type=Tanh", "Type=LoopControl", 1)
     (tmp_path / "odd.sdcproj").write_text(odd)
     with pytest.raises(NNCError, match=r"layers that layerlab cannot convert: \[Layer_5\] \(LoopControl 'Tanh_2'\); "
@@ -810,15 +881,6 @@ def test_export_then_import_round_trip(tmp_path, name):
     np.testing.assert_allclose(import_file(str(nntxt)).network.predict(x), network.predict(x), **TOL)
 
 
-def _computing_config(spec: S.Model) -> list[dict]:
-    """Each layer's config without initializers (NNC keeps its own) and with float32 constants."""
-    out = []
-    for layer in spec.to_dict()["layers"]:
-        layer = {k: v for k, v in layer.items() if not k.endswith("initializer")}
-        out.append({k: float(np.float32(v)) if isinstance(v, float) else v for k, v in layer.items()})
-    return out
-
-
 @pytest.mark.parametrize("build", [_export_separable, lambda df: _export_seq(df, exact=True)], ids=["separable", "seq"])
 @pytest.mark.parametrize("data_format", FORMATS)
 def test_new_layers_come_back_from_nnc_as_the_same_keras_layers(tmp_path, build, data_format):
@@ -831,7 +893,7 @@ def test_new_layers_come_back_from_nnc_as_the_same_keras_layers(tmp_path, build,
     network = Network(spec, _random_weights(spec, 5))
     export_file(network, str(tmp_path / "net.nnp"))
     result = import_file(str(tmp_path / "net.nnp"), data_format=data_format)
-    assert _computing_config(result.network.spec) == _computing_config(spec), result.table()
+    assert graph_of(result.network.spec, True) == graph_of(spec, True), result.table()
     x = np.random.default_rng(2).normal(size=(3, *spec.input_shape)).astype(np.float32)
     np.testing.assert_allclose(result.network.predict(x), network.predict(x), **TOL)
     for name, arrays in network.weights.items():
@@ -840,7 +902,7 @@ def test_new_layers_come_back_from_nnc_as_the_same_keras_layers(tmp_path, build,
     proto, parameters, _ = export_network(network)
     (tmp_path / "net.sdcproj").write_text(sdcproj_text(proto, parameters, "here"))
     nnc, _ = read_sdcproj(tmp_path / "net.sdcproj", params=tmp_path / "net.nnp")
-    assert _computing_config(import_network(nnc, data_format=data_format).network.spec) == _computing_config(spec)
+    assert graph_of(import_network(nnc, data_format=data_format).network.spec, True) == graph_of(spec, True)
 
 
 def test_nnp_is_deterministic(tmp_path):
@@ -1035,7 +1097,8 @@ def test_sdcproj_writer_round_trips_seed650(tmp_path):
     from_project = import_network(nnc).network
     from_nnp = import_file(str(params)).network
     a, b = from_project.spec.to_dict(), from_nnp.spec.to_dict()
-    assert (a["input_shape"], a["layers"]) == (b["input_shape"], b["layers"])  # the name is the network's: Main, MainRuntime
+    assert a["input_shape"] == b["input_shape"]  # the name is the network's: Main, MainRuntime
+    assert graph_of(from_project.spec) == graph_of(from_nnp.spec)
     x = np.random.default_rng(3).normal(size=(4, 1, 28, 28)).astype(np.float32)
     np.testing.assert_array_equal(from_project.predict(x), from_nnp.predict(x))
     proto, parameters, _ = export_network(from_project)
@@ -1056,6 +1119,43 @@ def test_sdcproj_writer_lists_what_a_project_cannot_hold(tmp_path):
         sdcproj_text(proto, parameters, "here")
 
 
+NNC_GOLDEN = Path(__file__).parent / "golden" / "nnc_console"
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("case", sorted(p.stem for p in NNC_GOLDEN.glob("*.nntxt")))
+def test_sdcproj_reader_agrees_with_nnc_own_converter(case, data_format, shared_dir):
+    """Neural Network Console's own converter (``nncd_console_cli_util create_prototxt``, recorded
+    by scripts/nnc_console_golden.py) and layerlab's reader make the same network of each project:
+    the same Keras layers when imported, the same shapes (the importer checks NNC's declared ones)
+    and the same outputs with the same parameters. The written_* projects are what layerlab's
+    writer makes today (so NNC's converter judges the writer too)."""
+    from layerlab.nnc.exporter import export_network
+    from layerlab.nnc.sdcproj import sdcproj_text
+
+    project = NNC_GOLDEN / f"{case}.sdcproj"
+    if not project.exists():  # one of NNC's own samples in ../shared/nnc
+        project = shared_dir / "nnc" / f"{case}.sdcproj"
+    if case.startswith("written_"):
+        name = case.removeprefix("written_")
+        if name == "seed650":
+            spec = load_spec("seed650")
+            net = Network(spec, nnc_init(spec, seed=0))  # as `layerlab nnc export seed650` does
+        else:
+            net = layerlab.load(shared_dir / "models" / "mlperf_tiny" / f"{name}.h5")
+        proto, parameters, _ = export_network(net)
+        assert sdcproj_text(proto, parameters, name) == project.read_bytes().decode("utf-8"), \
+            "the writer changed: run scripts/nnc_console_golden.py with NNC's console tool"
+    ours, _ = read_sdcproj(project, seed=4)
+    theirs = files.read(NNC_GOLDEN / f"{case}.nntxt")
+    theirs.parameters = ours.parameters  # NNC's file declares the parameters; layerlab's reader made them
+    a, b = import_network(ours, data_format=data_format).network, import_network(theirs, data_format=data_format).network
+    assert graph_of(a.spec) == graph_of(b.spec)
+    assert a.spec.input_shape == b.spec.input_shape
+    x = np.random.default_rng(5).uniform(0, 1, (2, *a.spec.input_shape)).astype(np.float32)
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+
+
 def test_sdcproj_reader_pins_aliases_and_graph_errors(tmp_path):
     """Inputs in pin order whatever the link order; Dropout and Identity are no function; a layer
     reading the wrong number of layers, and a loop, are one clear line each."""
@@ -1074,12 +1174,16 @@ def test_sdcproj_reader_pins_aliases_and_graph_errors(tmp_path):
     assert shapes["cat_Output"] == (24, 12, 12) and shapes["pool_Output"] == (24, 6, 6) and shapes["fc_Output"] == (10,)
     with pytest.raises(NNCError, match=r"a link joins layer 4 to 99, and one of them does not exist"):
         read_sdcproj(_write(tmp_path / "a.sdcproj", _sdcproj(MOBILE_LAYERS, [*MOBILE_LINKS, (4, 99, 0)])))
-    with pytest.raises(NNCError, match=r"^\[Layer_6\] \(Sub2 'sub'\): reads 3 layers; NNC's Sub2 reads 2 layers$"):
+    with pytest.raises(NNCError, match=r"^\[Layer_6\] \(Sub2 'sub'\): a link arrives on pin \[1, 2\]; its connectors are pins 1-1 \(R\)"):
         read_sdcproj(_write(tmp_path / "b.sdcproj", _sdcproj(MOBILE_LAYERS, [*MOBILE_LINKS, (0, 7, 2)])))
-    lone = [link for link in MOBILE_LINKS if link != (4, 8, 1)]
+    with pytest.raises(NNCError, match=r"^\[Layer_6\] \(Sub2 'sub'\): 2 links on its main input; its second operand goes to its R"):
+        read_sdcproj(_write(tmp_path / "b2.sdcproj", _sdcproj(MOBILE_LAYERS, [(s, d, 0) for s, d, _ in MOBILE_LINKS])))
+    with pytest.raises(NNCError, match=r"^\[Layer_7\] \(Concatenate 'cat'\): a link arrives on pin \[1\]; all its inputs are on pin 0"):
+        read_sdcproj(_write(tmp_path / "b3.sdcproj", _sdcproj(MOBILE_LAYERS, [(s, d, 1 if (s, d) == (4, 8) else p) for s, d, p in MOBILE_LINKS])))
+    lone = [link for link in MOBILE_LINKS if link != (4, 8, 0)]
     with pytest.raises(NNCError, match=r"\[Layer_7\] \(Concatenate 'cat'\): reads 1 layers; NNC's Concatenate reads 2 or more layers"):
         read_sdcproj(_write(tmp_path / "c.sdcproj", _sdcproj(MOBILE_LAYERS, lone)))
-    loop = _sdcproj([(0, "Input", {"Size": "4"}), (1, "Add2", {}), (2, "ReLU", {})], [(0, 1, 0), (2, 1, 1), (1, 2, 0)])
+    loop = _sdcproj([(0, "Input", {"Size": "4"}), (1, "Add2", {}), (2, "ReLU", {})], [(0, 1, 0), (2, 1, 0), (1, 2, 0)])
     with pytest.raises(NNCError, match=r"the links form a loop \(\[Layer_1\] \(Add2 '\?'\), \[Layer_2\] \(ReLU '\?'\)\)"):
         read_sdcproj(_write(tmp_path / "loop.sdcproj", loop))
 

@@ -121,3 +121,19 @@ def run_oracle(python: str, jobs: list[dict], workdir: Path) -> dict:
     if proc.returncode != 0 or not results_path.exists():
         raise RuntimeError(f"nnabla oracle failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     return json.loads(results_path.read_text())
+
+
+def graph_of(spec, computing_only: bool = False) -> dict[str, dict]:
+    """A spec as a graph that does not depend on the order of its layers: layer name -> config
+    with every input named. ``computing_only``: without initializers (NNC keeps its own) and with
+    float constants rounded to float32 (NNC stores them so)."""
+    graph = {}
+    previous = "input"
+    for layer in spec.layers:
+        config = layer.to_dict()
+        config["inputs"] = list(layer.inputs or (previous,))
+        if computing_only:
+            config = {k: float(np.float32(v)) if isinstance(v, float) else v for k, v in config.items() if not k.endswith("initializer")}
+        graph[layer.name] = config
+        previous = layer.name
+    return graph

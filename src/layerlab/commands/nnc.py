@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     imp.add_argument("--params", metavar="NNP", help=".sdcproj: take the trained parameters from this .nnp (matched by name "
                      "and shape) instead of NNC's initialisation")
     imp.add_argument("--seed", type=non_negative_int, default=0, help=".sdcproj: seed of NNC's random initialisers")
-    imp.add_argument("--network", default=None, help="network to convert (default: the executor's, e.g. MainRuntime)")
+    imp.add_argument("--network", default=None, help="network to convert (default: the executor's, e.g. MainRuntime; in a project, its executor's or Main)")
     imp.add_argument("--data-format", default="channels_first", choices=("channels_first", "channels_last"),
                      help="layout of the Keras model (NNC's own is channels_first)")
     imp.add_argument("--out", required=True, help="model.keras, model.h5 (with weights), spec.json / spec.yaml, or (from an "
@@ -63,7 +63,7 @@ def run_import(args: argparse.Namespace) -> int:
         from layerlab.nnc import files
         from layerlab.nnc.sdcproj import read_sdcproj
 
-        nnc, notes = read_sdcproj(args.source, params=args.params, seed=args.seed)
+        nnc, notes = read_sdcproj(args.source, params=args.params, seed=args.seed, network=args.network)
         for note in notes:
             print(note)
         if not args.params:
@@ -75,7 +75,7 @@ def run_import(args: argparse.Namespace) -> int:
                 tmp.write_bytes(data)
             print(f"wrote {out} (network 'Main', executor 'Runtime')")
             return 0
-        result = import_network(nnc, network=args.network, data_format=args.data_format)
+        result = import_network(nnc, data_format=args.data_format)
     else:
         result = import_file(args.source, network=args.network, data_format=args.data_format)
     spec = result.network.spec

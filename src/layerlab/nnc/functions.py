@@ -414,15 +414,23 @@ def _pad_sequence(c: _Call, p: Any, widths: list[int]) -> Converted:
 
 
 def _affine(c: _Call) -> Converted:
+    """Affine: W (in, *out) -> Dense, then a Reshape when NNC's OutShape has several axes (e.g.
+    an auto-encoder's 1,28,28), the columns permuted so Keras' Reshape lays them out as NNC does."""
     p = c.function.affine_param
     if p.base_axis != 1:
         raise c.fail(f"base_axis={p.base_axis}: layerlab converts base_axis=1 (one batch axis)")
     features = math.prod(c.x.shape)
     kernel = c.param(1, None, "W")
-    if kernel.ndim != 2 or kernel.shape[0] != features:
+    if kernel.ndim < 2 or kernel.shape[0] != features:
         raise c.fail(f"shape mismatch: W has shape {kernel.shape}, expected ({features}, units) for input {c.x.shape}")
-    units = kernel.shape[1]
-    bias = c.param(2, (units,), "b", optional=True)
+    out_shape = tuple(int(d) for d in kernel.shape[1:])
+    units = math.prod(out_shape)
+    kernel = kernel.reshape(features, units)
+    bias = c.param(2, None, "b", optional=True)
+    if bias is not None and bias.size != units:
+        raise c.fail(f"shape mismatch: b has shape {bias.shape}, expected {out_shape} for W {tuple(c.param(1, None, 'W').shape)}")
+    if bias is not None:
+        bias = bias.reshape(units)
     layers: list[S.Layer] = []
     base = c.function.name
     caveat = ""
@@ -434,12 +442,23 @@ def _affine(c: _Call) -> Converted:
             caveat = "Dense kernel rows reordered from NNC's C-H-W flatten order to Keras' Flatten order (H-W-C)"
     elif perm is not None:
         caveat = "Dense kernel rows permuted to the Keras feature order"
+    columns = flatten_perm(out_shape, c.df) if len(out_shape) > 1 else None  # NNC column at each Keras position
+    if columns is not None:
+        kernel, bias = kernel[:, columns], (bias[columns] if bias is not None else None)
     dense = S.Dense(name=c.name(base), inputs=() if layers else c.inputs(), units=units, activation="linear",
                     use_bias=bias is not None, kernel_initializer=c.init(1, "nnc_glorot_normal"), bias_initializer=c.init(2, "zeros"))
     weights = {"kernel": kernel[perm] if perm is not None else kernel}
     if bias is not None:
         weights["bias"] = bias
-    return Converted(layers + [dense], Tensor(dense.name, (units,)), {dense.name: weights}, caveat)
+    layers.append(dense)
+    if len(out_shape) == 1:
+        return Converted(layers, Tensor(dense.name, (units,)), {dense.name: weights}, caveat)
+    if len(out_shape) not in (2, 3):
+        raise c.fail(f"OutShape {out_shape}: layerlab converts Affine outputs of 1 to 3 axes")
+    shaped = S.Reshape(name=c.name(base + "_shape"), target_shape=_keras_image(out_shape, c.df))
+    layers.append(shaped)
+    note = f"NNC's OutShape {out_shape}: Dense({units}) then Reshape" + (" (columns permuted to Keras' layout)" if columns is not None else "")
+    return Converted(layers, Tensor(shaped.name, out_shape), {dense.name: weights}, f"{caveat}; {note}" if caveat else note)
 
 
 def _activation(c: _Call) -> Converted:

@@ -16,9 +16,12 @@ importer converts it to Keras, and ``files.nnp_bytes`` writes it as an .nnp that
 
 from __future__ import annotations
 
+import ast
+import collections
 import configparser
-import heapq
+import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,12 +35,12 @@ from layerlab.text import printable
 ACTIVATIONS = {"ReLU": "ReLU", "Tanh": "Tanh", "Sigmoid": "Sigmoid", "ReLU6": "ReLU6"}  # sdcproj Type -> nnabla function
 LOSSES = ("CategoricalCrossEntropy", "BinaryCrossEntropy", "SquaredError", "HuberLoss", "AbsoluteError", "SigmoidCrossEntropy")
 MERGES = ("Add2", "Sub2", "Mul2", "Maximum2", "Minimum2")  # two inputs of one shape, element by element
-_CONV = {"WithBias": "True", "BorderMode": "valid", "Padding": "*ConvolutionPaddingSize", "Strides": "1,1", "Dilation": "1,1",
+_CONV = {"WithBias": "True", "Padding": "*ConvolutionPaddingSize", "Strides": "1,1", "Dilation": "1,1",
          "ParameterScope": "*Name", "W.Initializer": "NormalConvolutionGlorot", "W.InitializerMultiplier": "1",
          "b.Initializer": "Constant", "b.InitializerMultiplier": "0"}
 DEFAULTS = {  # NNC's values for properties a project may leave out (its layer definitions)
-    "Convolution": {**_CONV, "Group": "1"},
-    "DepthwiseConvolution": {**_CONV, "Multiplier": "1"},
+    "Convolution": {**_CONV, "OutMaps": "16", "KernelShape": "3,3", "BorderMode": "same", "Group": "1"},
+    "DepthwiseConvolution": {**_CONV, "KernelShape": "5,5", "BorderMode": "valid", "Multiplier": "1"},
     "Affine": {"WithBias": "True", "ParameterScope": "*Name", "W.Initializer": "NormalAffineGlorot",
                "W.InitializerMultiplier": "1", "b.Initializer": "Constant", "b.InitializerMultiplier": "0"},
     "MaxPooling": {"Strides": "*KernelShape", "IgnoreBorder": "True", "Padding": "0,0"},
@@ -52,9 +55,14 @@ DEFAULTS = {  # NNC's values for properties a project may leave out (its layer d
                            "var.Initializer": "Constant", "var.InitializerMultiplier": "0"},
     "MulScalar": {"Value": "1.0"}, "AddScalar": {"Value": "0.0"},
     "Pad": {"Mode": "constant", "ConstantValue": "0"},
+    "Dropout": {"P": "0.5"},
+    "Slice": {"Start": "0,0,0", "Stop": "*Input", "Step": "1,1,1"},
 }
 IGNORED = ("Comment",)  # GUI-only boxes with no links: no part of the network
 ALIASES = ("Dropout", "Identity")  # the identity at inference: NNC's runtime network has no function for them
+# Training-data augmentation: skipped at inference when SkipAtTest (the web editor: SkipAtInspection)
+# is True, its default, as NNC's converter drops it from the runtime network.
+AUGMENTATIONS = ("ImageAugmentation", "RandomShift", "RandomFlip", "RandomCrop", "RandomErase")
 
 
 @dataclass
@@ -63,6 +71,7 @@ class _Layer:
     id: int
     type: str
     props: dict[str, str] = field(default_factory=dict)
+    input_shape: tuple[int, ...] = ()  # what the layer reads (set once known): ``Input[i]`` in expressions
 
     @property
     def where(self) -> str:
@@ -74,22 +83,90 @@ class _Layer:
             raise NNCError(f"{self.where}: has no {key} property, and NNC has no default for it. Set it in Neural Network Console")
         while value.startswith("*"):  # a reference to another property: '*KernelShape', '*Name'
             ref = value[1:]
-            if ref == "ConvolutionPaddingSize":  # NNC: the padding that keeps the size, kernel // 2 per axis
-                return ",".join(str(k // 2) for k in self.ints("KernelShape"))
+            if ref == "ConvolutionPaddingSize":  # NNC's pad for the BorderMode (what NNC's own converter writes):
+                kernel, dilation = self.ints("KernelShape"), self.ints("Dilation")  # valid 0, same span // 2, full span
+                if len(dilation) != len(kernel) and len(set(dilation)) == 1:
+                    dilation = dilation[:1] * len(kernel)
+                spans = [(k - 1) * d for k, d in zip(kernel, dilation, strict=False)]
+                mode = self.get("BorderMode")
+                return ",".join(str({"valid": 0, "same": span // 2, "full": span}.get(mode, span // 2)) for span in spans)
             if ref.startswith("AutoInPlace"):  # a memory option of NNC's runtime: no effect on the values
                 return "False"
+            if ref == "Input" and ref not in self.props:  # the input's shape, e.g. Slice's default Stop
+                return ",".join(map(str, self.input_shape))
             value = self.get(ref)
         return value
 
     def ints(self, key: str) -> tuple[int, ...]:
+        """A comma-separated list of integers; each may be an expression of NNC's kind: numbers,
+        ``Input[i]`` (the input's shape), other properties by name, + - * / and parentheses."""
+        text = self.get(key)
         try:
-            return tuple(int(v) for v in self.get(key).split(","))
-        except ValueError:
-            raise NNCError(f"{self.where}: {key}={self.get(key)!r} is not a list of integers") from None
+            return tuple(_integer(part, self) for part in text.split(","))
+        except (ValueError, ZeroDivisionError, RecursionError):
+            raise NNCError(f"{self.where}: {key}={text!r} is not a list of integers (or of expressions of Input[i] and numbers)") from None
 
 
-def _parse(path: Path) -> tuple[list[_Layer], list[tuple[int, int, int]]]:
-    """The project's layers and its links as (source ID, destination ID, destination pin)."""
+def _integer(text: str, layer: _Layer) -> int:
+    """One item of an integer property: an int, or an arithmetic expression NNC allows in it."""
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    result = _evaluate(text, layer)
+    if result != int(result):
+        raise ValueError(text)
+    return int(result)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _evaluate(text: str, layer: _Layer) -> float:
+    """An arithmetic expression of a property value (``1/255``, ``Input[0]*2``), safely: numbers,
+    + - * /, ``Input[i]``, other properties of the layer by name; anything else is a ValueError."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        raise ValueError(text) from None
+
+    def value(node) -> float:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return -value(node.operand) if isinstance(node.op, ast.USub) else value(node.operand)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv)):
+            a, b = value(node.left), value(node.right)
+            return {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(node.op)) if not isinstance(node.op, (ast.Div, ast.FloorDiv)) else a / b
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "Input":
+            index = int(value(node.slice))
+            if not 0 <= index < len(layer.input_shape):
+                raise ValueError(text)
+            return layer.input_shape[index]
+        if isinstance(node, ast.Name) and node.id in layer.props:  # another property, or a unit's Argument
+            return float(layer.props[node.id]) if _is_float(layer.props[node.id]) else _evaluate(layer.props[node.id], layer)
+        raise ValueError(text)
+
+    return float(value(tree))
+
+
+def _parse(path: Path, network: str | None = None) -> tuple[list[_Layer], list[tuple[int, int, int]], list[str], bool]:
+    """The layers of one network of the project, its links as (source ID, destination ID,
+    destination pin) in the project's order, notes, and whether NNC derives the runtime network
+    from it (the network is Main, its executor's MainRuntime): then layers skipped at test
+    (SkipAtTest) go, as NNC's converter drops them; a network drawn as it runs keeps them.
+
+    A project of one network has [Network_Global], [Layer_N], [Link_N]; NNC's newer projects list
+    their networks in [Global] (Network_K=NAME) with sections [NAME_Layer_N], [NAME_Link_N]. The
+    network read is ``network``, else the executor's (MainRuntime is NNC's runtime form of Main),
+    else Main, else the first.
+    """
     limits.check_bytes(path.stat().st_size, str(path), "the project file")
     parser = configparser.ConfigParser(interpolation=None, strict=True)
     parser.optionxform = str  # NNC's keys are case-sensitive
@@ -97,24 +174,128 @@ def _parse(path: Path) -> tuple[list[_Layer], list[tuple[int, int, int]]]:
         parser.read_string(path.read_text(encoding="utf-8-sig"), source=str(path))
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise NNCError(f"{printable(str(path))}: not a Neural Network Console project ({str(exc).splitlines()[0]})") from None
-    layers, links = [], []
+    where = printable(str(path))
+    prefix, notes, derived = "", [], True
+    if parser.has_section("Global") and parser["Global"].get("NumNetwork", "").isdigit():
+        names = [parser["Global"].get(f"Network_{k}", "") for k in range(int(parser["Global"]["NumNetwork"]))]
+        executor = parser["Executor_0"].get("Executor_NetworkName", "") if parser.has_section("Executor_0") else ""
+        if network is not None:
+            if network not in names:
+                raise NNCError(f"{where}: no network {printable(network)!r}; the project has {', '.join(map(printable, names))}")
+            chosen = network
+        else:
+            chosen = next((n for n in (executor, executor.removesuffix("Runtime"), "Main") if n and n in names), names[0] if names else "")
+        if len(names) > 1:
+            notes.append(f"note: {where}: network '{printable(chosen)}' of {', '.join(map(printable, names))} (choose with --network)")
+        prefix = f"{chosen}_"
+        derived = chosen != executor
+    elif network is not None and network not in ("Main", "MainRuntime"):
+        raise NNCError(f"{where}: the project has one network (Main); --network {printable(network)!r} does not name it")
+    networks = _networks(parser, where)
+    layers, links = networks.get(prefix[:-1], ([], []))
+    if not layers:
+        raise NNCError(f"{where}: no [{prefix}Layer_N] sections; not a Neural Network Console project")
+    if any(layer.type == "Unit" for layer in layers):
+        layers, links = _expand_units(layers, links, networks, where, notes)
+    return layers, links, notes, derived
+
+
+def _networks(parser: configparser.ConfigParser, where: str) -> dict[str, tuple[list[_Layer], list[tuple[int, int, int]]]]:
+    """Every network of the project by name ('' for a project of one network): layers and links,
+    in the project's order."""
+    networks: dict[str, tuple[list[_Layer], list[tuple[int, int, int]]]] = {}
     for section in parser.sections():
+        found = re.fullmatch(r"(?:(.+)_)?(Layer|Link)_(\d+)", section)
+        if not found:
+            continue
+        layers, links = networks.setdefault(found.group(1) or "", ([], []))
         items = parser[section]
         try:
-            if section.startswith("Layer_"):
+            if found.group(2) == "Layer":
                 count = int(items.get("NumProperty", "0"))
                 props = {items[f"Property_{k}_Name"]: items.get(f"Property_{k}_Value", "") for k in range(count)}
                 layers.append(_Layer(section, int(items["ID"]), items["Type"], props))
-            elif section.startswith("Link_"):
+            else:
                 links.append((int(items["SourceLayerID"]), int(items["DestLayerID"]), int(items.get("DestPinIndex", "0"))))
         except (KeyError, ValueError) as exc:
-            raise NNCError(f"{printable(str(path))}: [{section}] is incomplete or malformed ({exc}). Save the project again in NNC") from None
-    if not layers:
-        raise NNCError(f"{printable(str(path))}: no [Layer_N] sections; not a Neural Network Console project")
-    return layers, links
+            raise NNCError(f"{where}: [{section}] is incomplete or malformed ({exc}). Save the project again in NNC") from None
+    return networks
 
 
-def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int = 0) -> tuple[files.NNCFile, list[str]]:
+def _expand_units(layers, links, networks, where: str, notes: list[str], depth: int = 0, counter=None):
+    """Each Unit layer replaced by the network it names, as NNC's converter does: its layers named
+    UNIT/LAYER, parameter scopes under the unit's, its Argument values (the unit's own properties
+    first) put where the inner layers refer to them, its Input joined to what the unit reads, and
+    the layer nothing reads in it giving the unit's output."""
+    if depth > 16:
+        raise NNCError(f"{where}: Units nested more than 16 deep (a unit that contains itself?)")
+    out_layers: list[_Layer] = []
+    out_links = list(links)
+    if counter is None:  # fresh IDs for every copied layer, across nested units
+        counter = itertools.count(max([layer.id for layer in layers] + [src for src, _, _ in links] + [0]) + 1)
+    for unit in layers:
+        if unit.type != "Unit":
+            out_layers.append(unit)
+            continue
+        target = unit.props.get("Network", "")
+        if target not in networks or not target:
+            raise NNCError(f"{unit.where}: its Network {printable(target)!r} is not a network of the project")
+        inner, inner_links = networks[target]
+        inner = [layer for layer in inner if layer.type not in IGNORED]
+        args = {layer.props.get("Name", ""): layer.props.get("Value", "") for layer in inner if layer.type == "Argument"}
+        args.update({key: value for key, value in unit.props.items() if key in args})
+        inner = [layer for layer in inner if layer.type != "Argument"]
+        unit_name = unit.props.get("Name", f"Unit_{unit.id}")
+        scope = unit.props.get("ParameterScope", "*Name")
+        scope = unit_name if scope == "*Name" else scope
+        ids = {layer.id: next(counter) for layer in inner}
+        entry = [layer for layer in inner if layer.type == "Input"]
+        read = {src for src, _, _ in inner_links}
+        ends = [layer for layer in inner if layer.id not in read and layer.type != "Input" and layer.type not in LOSSES]
+        if len(entry) != 1 or len(ends) != 1:
+            raise NNCError(f"{unit.where}: its network {printable(target)!r} has {len(entry)} Input and {len(ends)} end layers; "
+                           "layerlab expands units of one input and one output")
+        copies = []
+        for layer in inner:
+            if layer.type == "Input":
+                continue
+            props = dict(layer.props)
+            for key, value in props.items():
+                if value.startswith("*") and value[1:] in args:
+                    props[key] = args[value[1:]]
+            own = props.get("ParameterScope", DEFAULTS.get(layer.type, {}).get("ParameterScope", "*Name"))
+            own = layer.props.get("Name", "") if own == "*Name" else own
+            if "ParameterScope" in props or "ParameterScope" in DEFAULTS.get(layer.type, {}):
+                props["ParameterScope"] = f"{scope}/{own}" if scope else own
+            for key, value in args.items():
+                props.setdefault(key, value)  # for expressions such as ConvMaps/4
+            props["Name"] = f"{unit_name}/{layer.props.get('Name', layer.type)}"
+            copies.append(_Layer(f"{layer.section} in {unit.section}", ids[layer.id], layer.type, props))
+        outer_sources = [src for src, dst, _ in out_links if dst == unit.id]
+        inner_edges = []
+        for src, dst, pin in inner_links:
+            if src == entry[0].id and dst in ids:
+                inner_edges += [(outer, ids[dst], pin) for outer in outer_sources]
+            elif src in ids and dst in ids:
+                inner_edges.append((ids[src], ids[dst], pin))
+        rewired: list[tuple[int, int, int]] = []
+        for src, dst, pin in out_links:  # the project's order kept: it orders merge inputs
+            if dst == unit.id:
+                rewired += inner_edges
+                inner_edges = []
+            else:
+                rewired.append((ids[ends[0].id] if src == unit.id else src, dst, pin))
+        out_links = rewired + inner_edges
+        nested = copies
+        if any(layer.type == "Unit" for layer in copies):
+            nested, out_links = _expand_units(copies, out_links, networks, where, notes, depth + 1, counter)
+        out_layers += nested
+        notes.append(f"note: {unit.where}: network {printable(target)!r} expanded in place ({len(nested)} layers)")
+    return out_layers, out_links
+
+
+def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int = 0,
+                 network: str | None = None) -> tuple[files.NNCFile, list[str]]:
     """The project's network as an ``NNCFile`` (see the module docstring), and the notes to print.
 
     Args:
@@ -122,13 +303,14 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
         params: a trained .nnp of the same network: its parameters replace the initial ones,
             matched by name and shape.
         seed: for NNC's random initialisers.
+        network: which network of a project with several (default: the executor's, see ``_parse``).
 
     Raises:
         NNCError: unreadable project, unsupported layers (all listed), a branch layerlab cannot
             order, or parameters that do not match (all listed).
     """
     path = Path(path)
-    layers, links = _parse(path)
+    layers, links, notes, derived = _parse(path, network)
     layers = [layer for layer in layers if layer.type not in IGNORED]
     by_id = {layer.id: layer for layer in layers}
     pinned: dict[int, list[tuple[int, int, int]]] = {layer.id: [] for layer in layers}
@@ -138,15 +320,15 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
             raise NNCError(f"{printable(str(path))}: a link joins layer {src} to {dst}, and one of them does not exist")
         pinned[dst].append((pin, order, src))
         readers[src].append(dst)
-    sources = {lid: [src for _, _, src in sorted(entries)] for lid, entries in pinned.items()}  # in pin order
-    notes: list[str] = []
-    odd = [layer.where for layer in layers if layer.type not in ("Input", *LOSSES, *ALIASES, *_READERS)]
+    odd = [layer.where + (" runs at inference (SkipAtTest False, or a network drawn as it runs)" if layer.type in AUGMENTATIONS else "")
+           for layer in layers if layer.type not in ("Input", *LOSSES, *ALIASES, *_READERS) and not (derived and _skipped(layer))]
     if odd:
         raise NNCError(f"{printable(str(path))}: layers that layerlab cannot convert: {'; '.join(odd)}. Nothing was written")
+    sources = {lid: _inputs(by_id[lid], entries) for lid, entries in pinned.items()}
     inputs = [layer for layer in layers if layer.type == "Input"]
     if len(inputs) != 1:
         raise NNCError(f"{printable(str(path))}: {len(inputs)} Input layers; layerlab converts networks with one input")
-    order = _topological(layers, sources, path)
+    order = _topological(layers, sources, path, links)
     proto = schema.new("NNablaProtoBuf")
     net = proto.network.add()
     net.name, net.batch_size = "Main", 1
@@ -163,6 +345,7 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
             value[layer.id] = ("x", shape)
             continue
         xs = [value[s] for s in sources[layer.id]]
+        layer.input_shape = xs[0][1] if xs else ()
         least, most = _ARITY.get(layer.type, (1, 1))
         if not least <= len(xs) <= most:
             wanted = f"{least} or more layers" if most > least else f"{least} layer{'s' if least != 1 else ''}"
@@ -173,6 +356,18 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
             continue
         if layer.type == "SoftmaxCrossEntropy":
             notes.append(f"note: {layer.where} is a training loss: the network ends in the Softmax it contains")
+        if layer.type in AUGMENTATIONS:  # _skipped: the identity at inference
+            notes.append(f"note: {layer.where} augments training data only (SkipAtTest): no function")
+            value[layer.id] = xs[0]
+            continue
+        if layer.type == "Dropout" and not (derived and layer.props.get("SkipAtTest", layer.props.get("SkipAtInspection", "True")) == "True"):
+            # NNC keeps it in the runtime network (Monte-Carlo dropout, or a network drawn as it runs): so does
+            # layerlab; the importer says what Keras does with it
+            b = build.function(name, "Dropout", [xs[0][0]], f"{name}_Output")
+            b.dropout_param.p = _number(layer, "P")
+            _variable(net, f"{name}_Output", xs[0][1])
+            value[layer.id] = (f"{name}_Output", xs[0][1])
+            continue
         if layer.type in ALIASES:
             if layer.type == "Dropout":
                 notes.append(f"note: {layer.where} is the identity at inference: no function")
@@ -195,27 +390,62 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
     return files.NNCFile(proto=proto, parameters=parameters, source=str(path)), notes
 
 
-def _topological(layers: list[_Layer], sources: dict[int, list[int]], path: Path) -> list[_Layer]:
-    """The layers in an order that computes each after what it reads: always the ready layer of the
-    lowest ID, so a project whose IDs already follow the computation keeps its order."""
+# Layers with input side connectors among those layerlab reads: NNC draws each side connector as
+# a pin of its own, numbered from 1 (pin 0 is the layer's main input).
+SIDE_CONNECTORS = {"Sub2": ("R",), "Convolution": ("W", "b"), "DepthwiseConvolution": ("W", "b"), "Affine": ("W", "b"),
+                   "BatchNormalization": ("beta", "gamma", "mean", "var")}
+PARAMETER_CONNECTORS = ("Convolution", "DepthwiseConvolution", "Affine", "BatchNormalization")
+
+
+def _skipped(layer: _Layer) -> bool:
+    """An augmentation layer that NNC's runtime network leaves out."""
+    skip = layer.props.get("SkipAtTest", layer.props.get("SkipAtInspection", "True"))
+    return layer.type in AUGMENTATIONS and skip == "True"
+
+
+def _inputs(layer: _Layer, entries: list[tuple[int, int, int]]) -> list[int]:
+    """The layer IDs a layer reads, in NNC's order (checked with NNC's own converter): the links
+    on pin 0 in the order the project lists them, then one per side connector (Sub2's R on pin 1)."""
+    main = [src for pin, _, src in sorted(entries, key=lambda e: e[1]) if pin == 0]
+    side = SIDE_CONNECTORS.get(layer.type, ())
+    extra = sorted((pin, order, src) for pin, order, src in entries if pin != 0)
+    if any(not 1 <= pin <= len(side) for pin, _, _ in extra):
+        pins = sorted({pin for pin, _, _ in extra})
+        where = f"its connectors are pins 1-{len(side)} ({', '.join(side)})" if side else "all its inputs are on pin 0"
+        raise NNCError(f"{layer.where}: a link arrives on pin {pins}; {where}. Reconnect it in Neural Network Console")
+    if extra and layer.type in PARAMETER_CONNECTORS:
+        named = ", ".join(side[pin - 1] for pin, _, _ in extra)
+        raise NNCError(f"{layer.where}: reads its {named} from another layer (a link on its parameter connector); "
+                       "layerlab converts layers that hold their own parameters")
+    if side and len(main) > 1:
+        raise NNCError(f"{layer.where}: {len(main)} links on its main input; its second operand goes to its "
+                       f"{side[0]} connector (pin 1). Reconnect it in Neural Network Console")
+    return main + [src for _, _, src in extra]
+
+
+def _topological(layers: list[_Layer], sources: dict[int, list[int]], path: Path,
+                 links: list[tuple[int, int, int]]) -> list[_Layer]:
+    """The layers in an order that computes each after what it reads, the order NNC's own converter
+    gives its functions: first-ready first (a queue), a layer's readers taken in the project's link
+    order; layers that read nothing in the project's section order."""
     by_id = {layer.id: layer for layer in layers}
     waiting = {layer.id: len(sources[layer.id]) for layer in layers}
     readers: dict[int, list[int]] = {layer.id: [] for layer in layers}
-    for layer in layers:
-        for src in sources[layer.id]:
-            readers[src].append(layer.id)
-    ready = [lid for lid, n in waiting.items() if n == 0]
-    heapq.heapify(ready)
+    for src, dst, _ in links:
+        if dst in waiting and dst not in readers[src]:
+            readers[src].append(dst)
+    counts = {lid: sources[lid].count for lid in waiting}
+    queue = collections.deque(layer.id for layer in layers if waiting[layer.id] == 0)
     order: list[_Layer] = []
-    while ready:
-        lid = heapq.heappop(ready)
+    while queue:
+        lid = queue.popleft()
         order.append(by_id[lid])
         for reader in readers[lid]:
-            waiting[reader] -= 1
+            waiting[reader] -= counts[reader](lid)
             if waiting[reader] == 0:
-                heapq.heappush(ready, reader)
+                queue.append(reader)
     if len(order) != len(layers):
-        stuck = [layer.where for layer in sorted(layers, key=lambda layer: layer.id) if waiting[layer.id] > 0]
+        stuck = [layer.where for layer in layers if waiting[layer.id] > 0]
         raise NNCError(f"{printable(str(path))}: the links form a loop ({', '.join(stuck[:4])}); layerlab converts feed-forward networks")
     return order
 
@@ -286,27 +516,30 @@ def _image(layer: _Layer, shape: tuple[int, ...], what: str) -> tuple[int, int, 
 
 
 def _number(layer: _Layer, key: str) -> float:
+    text = layer.get(key)
     try:
-        return float(layer.get(key))
+        return float(text)
     except ValueError:
-        raise NNCError(f"{layer.where}: {key}={layer.get(key)!r} is not a number") from None
+        pass
+    try:
+        return _evaluate(text, layer)
+    except (ValueError, ZeroDivisionError, RecursionError, TypeError):
+        raise NNCError(f"{layer.where}: {key}={text!r} is not a number") from None
 
 
 def _conv_window(layer: _Layer, sizes: tuple[int, ...]):
     """(kernel, pad, stride, dilation, output size) of a (depthwise) convolution's properties, on an
-    image (H, W) or a sequence (L,) (a KernelShape of one size)."""
+    image (H, W) or a sequence (L,) (a KernelShape of one size). Checked against NNC's own project
+    converter (``nncd_console_cli_util create_prototxt``): tests/golden/nnc_console/."""
     kernel = layer.ints("KernelShape")
     if len(kernel) != len(sizes):
         raise NNCError(f"{layer.where}: KernelShape {kernel} needs {len(sizes)} size(s) for input sizes {sizes}")
     mode = layer.get("BorderMode")
-    if mode == "valid":
-        pad = _window_ints(layer, "Padding", len(kernel))
-    elif mode == "same" and all(k % 2 for k in kernel):
-        pad = tuple((k - 1) // 2 for k in kernel)
-    elif mode == "full":
-        pad = tuple(k - 1 for k in kernel)
-    else:
-        raise NNCError(f"{layer.where}: BorderMode {mode!r} with kernel {kernel} has no exact form; use valid with Padding")
+    if mode not in ("valid", "same", "full"):
+        raise NNCError(f"{layer.where}: BorderMode {mode!r} is not one of NNC's: valid, same, full")
+    # As NNC's converter does: an explicit Padding wins whatever the BorderMode; NNC's default
+    # Padding (*ConvolutionPaddingSize) is 0 for valid, span // 2 for same, span for full.
+    pad = _window_ints(layer, "Padding", len(kernel))
     stride, dilation = _window_ints(layer, "Strides", len(kernel)), _window_ints(layer, "Dilation", len(kernel))
     if min(stride + dilation) < 1 or min(pad) < 0:
         raise NNCError(f"{layer.where}: Strides {stride} and Dilation {dilation} must be at least 1, Padding {pad} at least 0")
@@ -554,7 +787,7 @@ def sdcproj_text(proto, parameters: dict[str, np.ndarray], where: str) -> str:
     """An nnabla network (``exporter.export_network``) as a Neural Network Console project.
 
     Each function as the layer NNC's GUI draws for it, with every property written out, the links
-    between them (a merge's inputs on pins 0, 1, ... in order), a loss (CategoricalCrossEntropy after
+    between them (a merge's inputs all on pin 0 in order; Sub2's second operand on its R pin, 1), a loss (CategoricalCrossEntropy after
     a final Softmax, SquaredError otherwise) so the project trains in NNC, and NNC's default
     training settings (MNIST datasets for a 1x28x28 input). Parameters are not part of a project:
     keep the .nnp beside it (``nnc import X.sdcproj --params X.nnp`` reads both).
@@ -640,7 +873,8 @@ def sdcproj_text(proto, parameters: dict[str, np.ndarray], where: str) -> str:
             props += [("PadWidth", _csv(p.pad_width)), ("Mode", p.mode or "constant"), ("ConstantValue", repr(float(p.constant_value)))]
         layers.append((WRITTEN_ACTIVATIONS.get(f.type, f.type), props))
         k = len(layers) - 1
-        links += [(producer[name], k, pin) for pin, name in enumerate(reads)]
+        side = SIDE_CONNECTORS.get(WRITTEN_ACTIVATIONS.get(f.type, f.type), ())
+        links += [(producer[name], k, pin if side else 0) for pin, name in enumerate(reads)]  # NNC: pin 0, side connectors 1..
         producer[f.output[0]] = k
         last = f
     loss = "CategoricalCrossEntropy" if last is not None and last.type == "Softmax" else "SquaredError"

@@ -30,7 +30,7 @@ def simplify(name: str, input_shape: tuple[int, ...], layers: list[S.Layer], wei
     A rule returns how many layers from position i it replaces, the new layers (the last one with
     the last old one's name) and the new layers' weights.
     """
-    layers, weights, fate = list(layers), dict(weights), {}
+    layers, weights, fate = _sink(list(layers)), dict(weights), {}
     while True:
         run = _Run(S.Model(name=name, input_shape=input_shape, layers=tuple(layers)), weights)
         change = next((found for i in range(len(layers)) for rule in _RULES if (found := rule(run, i))), None)
@@ -48,6 +48,31 @@ def simplify(name: str, input_shape: tuple[int, ...], layers: list[S.Layer], wei
         if new[-1].name != old[-1].name:  # later layers read the run's output under its new name
             was, now = old[-1].name, new[-1].name
             layers = [replace(l, inputs=tuple(now if n == was else n for n in l.inputs)) if was in (l.inputs or ()) else l for l in layers]
+
+
+def _sink(layers: list[S.Layer]) -> list[S.Layer]:
+    """Each layer read by one later layer only, and not by the next, moved to just before its
+    reader (its inputs made explicit): the same graph, with each run the rules look for consecutive
+    (NNC's converter orders functions breadth first: a branch's pad and its conv may be apart)."""
+    moved = True
+    while moved:
+        moved = False
+        sources = [layer.inputs or ((layers[k - 1].name,) if k else ("input",)) for k, layer in enumerate(layers)]
+        readers: dict[str, list[int]] = {}
+        for k, names in enumerate(sources):
+            for name in names:
+                readers.setdefault(name, []).append(k)
+        for i, layer in enumerate(layers[:-1]):
+            reading = readers.get(layer.name, [])
+            if len(reading) != 1 or reading[0] == i + 1 or len(set(sources[reading[0]])) != 1:
+                continue
+            j = reading[0]
+            item = replace(layer, inputs=tuple(sources[i]))
+            rest = layers[:i] + layers[i + 1:]
+            rest.insert(j - 1, item)  # just before its reader, which now sits at j - 1 + 1
+            layers, moved = rest, True
+            break
+    return layers
 
 
 class _Run:
