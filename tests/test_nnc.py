@@ -1188,6 +1188,28 @@ def test_sdcproj_reader_pins_aliases_and_graph_errors(tmp_path):
         read_sdcproj(_write(tmp_path / "loop.sdcproj", loop))
 
 
+def test_sdcproj_networks_units_and_expressions(tmp_path):
+    """A project of several networks reads the executor's (or --network's); Units expand with their
+    Argument; property values may be expressions; an unknown network is one clear line."""
+    path = _write(tmp_path / "u.sdcproj", PROBE_PROJECTS["probe_unit"])
+    nnc, notes = read_sdcproj(path, seed=2)
+    assert notes[0].endswith("network 'Main' of Block, Main (choose with --network)")
+    assert any("(Unit 'first'): network 'Block' expanded in place (3 layers)" in n for n in notes)
+    functions = [f.name for f in nnc.proto.network[0].function]
+    assert functions == ["first/wide", "first/relu", "first/narrow", "second/wide", "second/relu", "second/narrow", "fc"]
+    assert nnc.parameters["second/narrow/conv/W"].shape == (3, 8, 1, 1)  # OutMaps Maps/2-1, Maps = 8
+    with pytest.raises(NNCError, match=r"no network 'Nope'; the project has Block, Main"):
+        read_sdcproj(path, network="Nope")
+    text = PROBE_PROJECTS["probe_conv"].replace("Property_1_Value=4\r\n", "Property_1_Value=Input[0]+1\r\n", 1)
+    text = text.replace("Property_1_Value=0.5", "Property_1_Value=1/4")
+    nnc, _ = read_sdcproj(_write(tmp_path / "e.sdcproj", text))
+    assert nnc.parameters["same_even/conv/W"].shape[0] == 4  # Input[0] + 1 with 3 input channels
+    half = next(f for f in nnc.proto.network[0].function if f.name == "half")
+    assert half.mul_scalar_param.val == 0.25
+    with pytest.raises(NNCError, match=r"OutMaps=.__import__\(.os.\). is not a list of integers"):
+        read_sdcproj(_write(tmp_path / "x.sdcproj", text.replace("Input[0]+1", "__import__('os')")))
+
+
 def _write(path, text: str):
     path.write_bytes(text.encode("utf-8"))
     return path
