@@ -3,10 +3,12 @@
 The NNC converters work one function at a time, so some Keras layers come back as the several
 NNC functions they were exported as: a 1-D pooling as Reshape + 1-high 2-D pooling + Reshape
 (nnabla pools 2-D windows only), a global pooling as pooling + Reshape, a SeparableConv2D as a
-DepthwiseConvolution ``NAME_depthwise`` + 1x1 Convolution ``NAME``. Each rule here replaces a run of
+DepthwiseConvolution ``NAME_depthwise`` + 1x1 Convolution ``NAME``, a layer's activation as an
+Activation ``NAME_act``, Keras 'same' / 'causal' padding as a Pad. Each rule here replaces a run of
 consecutive layers, each read only by the next, by fewer layers that compute exactly the same
-(same windows, same sums, only reshapes removed); the last layer of the run keeps its name, so
-every later reference stays valid.
+(same windows, same sums, only reshapes removed); the result keeps the name the exporter gave the
+Keras layer (the run's last, or NAME for NAME + NAME_act) and later references follow it. Runs
+are made consecutive first (``_sink``): NNC's converter orders functions breadth first.
 """
 
 from __future__ import annotations
