@@ -84,10 +84,8 @@ class _Layer:
         while value.startswith("*"):  # a reference to another property: '*KernelShape', '*Name'
             ref = value[1:]
             if ref == "ConvolutionPaddingSize":  # NNC's pad for the BorderMode (what NNC's own converter writes):
-                kernel, dilation = self.ints("KernelShape"), self.ints("Dilation")  # valid 0, same span // 2, full span
-                if len(dilation) != len(kernel) and len(set(dilation)) == 1:
-                    dilation = dilation[:1] * len(kernel)
-                spans = [(k - 1) * d for k, d in zip(kernel, dilation, strict=False)]
+                kernel = self.ints("KernelShape")  # valid 0, same span // 2, full span
+                spans = [(k - 1) * d for k, d in zip(kernel, _window_ints(self, "Dilation", len(kernel)), strict=True)]
                 mode = self.get("BorderMode")
                 return ",".join(str({"valid": 0, "same": span // 2, "full": span}.get(mode, span // 2)) for span in spans)
             if ref.startswith("AutoInPlace"):  # a memory option of NNC's runtime: no effect on the values
@@ -360,7 +358,7 @@ def read_sdcproj(path: str | Path, params: str | Path | None = None, seed: int =
             notes.append(f"note: {layer.where} augments training data only (SkipAtTest): no function")
             value[layer.id] = xs[0]
             continue
-        if layer.type == "Dropout" and not (derived and layer.props.get("SkipAtTest", layer.props.get("SkipAtInspection", "True")) == "True"):
+        if layer.type == "Dropout" and not (derived and _skip_at_test(layer)):
             # NNC keeps it in the runtime network (Monte-Carlo dropout, or a network drawn as it runs): so does
             # layerlab; the importer says what Keras does with it
             b = build.function(name, "Dropout", [xs[0][0]], f"{name}_Output")
@@ -399,8 +397,12 @@ PARAMETER_CONNECTORS = ("Convolution", "DepthwiseConvolution", "Affine", "BatchN
 
 def _skipped(layer: _Layer) -> bool:
     """An augmentation layer that NNC's runtime network leaves out."""
-    skip = layer.props.get("SkipAtTest", layer.props.get("SkipAtInspection", "True"))
-    return layer.type in AUGMENTATIONS and skip == "True"
+    return layer.type in AUGMENTATIONS and _skip_at_test(layer)
+
+
+def _skip_at_test(layer: _Layer) -> bool:
+    """The layer's SkipAtTest (the web editor writes SkipAtInspection), NNC's default True."""
+    return layer.props.get("SkipAtTest", layer.props.get("SkipAtInspection", "True")) == "True"
 
 
 def _inputs(layer: _Layer, entries: list[tuple[int, int, int]]) -> list[int]:
