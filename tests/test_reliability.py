@@ -479,9 +479,11 @@ def test_force_removes_only_the_earlier_runs_own_files(tmp_path):
     from layerlab.train.runner import _claim
 
     run = tmp_path / "run"
-    (run / "run-2").mkdir(parents=True)
+    for folder in ("run-2/start-2", "start-2", "run-3/start-2"):  # a recipe's extra starts, in the run or in run-N
+        (run / folder).mkdir(parents=True)
     for rel in ("train_config.json", "run.json", "checkpoint.npz", "history.csv", "model.keras", "run-2/run.json",
-                "run-2/checkpoint.npz", "NOTES.txt", "run-2/mine.txt"):
+                "run-2/checkpoint.npz", "NOTES.txt", "run-2/mine.txt", "start-2/checkpoint.npz", "start-2/history.csv",
+                "run-2/start-2/checkpoint.npz", "run-3/start-2/checkpoint.npz"):
         (run / rel).write_text("x")
     with pytest.raises(OutputError, match="holds an earlier or unfinished run"):
         _claim(run, force=False)

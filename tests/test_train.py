@@ -221,7 +221,7 @@ def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
 # recipe 'fast' without its teacher (distillation has its own test below, and a teacher per run
 # would double the time of this file), on batch 64: 3072 images at the recipe's batch 256 are only
 # 24 steps in 2 epochs, too few to show learning.
-QUICK = FAST.replace(distill_epochs=0, batch_size=64)
+QUICK = FAST.replace(distill_epochs=0, batch_size=64, starts=1)  # one start: test_train_starts tries two
 
 
 @pytest.fixture(scope="module")
@@ -348,6 +348,75 @@ def test_interrupted_run_resumes_and_matches_a_straight_run(straight_run, keras,
     assert run["interrupted"] is False and run["epochs_done"] == EPOCHS
 
 
+@pytest.mark.keras
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_train_starts_keep_the_best_on_validation_and_resume(straight_run, keras, mnist_dir, tmp_path):
+    """Two starts side by side (recipe 'fast' has two): an interrupt in one stops both, --resume
+    finishes both, the saved model is the start best on validation, --force clears both."""
+    out = tmp_path / "starts"
+    lines: list[str] = []
+    first = train(
+        "seed650", QUICK.replace(starts=2), epochs=EPOCHS, train_limit=TRAIN_IMAGES + VAL_IMAGES, val_size=VAL_IMAGES,
+        data_dir=mnist_dir, out=out, seed=7, verbose=1, callbacks=(_interrupt_callback(keras, at_epoch=1),), log=lines.append,
+    )
+    assert first.interrupted and (out / "checkpoint.npz").is_file() and (out / "start-2" / "checkpoint.npz").is_file()
+    assert any(line.startswith("2 starts (seeds 7, 100007)") for line in lines)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+
+    run = json.loads((out / "run.json").read_text())
+    assert not run["interrupted"] and [s["seed"] for s in run["starts"]] == [7, 100007]
+    assert [s["folder"] for s in run["starts"]] == [".", "start-2"] and all(s["epochs_done"] == EPOCHS for s in run["starts"])
+    histories = []
+    for start in run["starts"]:
+        with open(out / start["folder"] / "history.csv", newline="") as fh:
+            histories.append(list(csv.DictReader(fh)))
+    assert histories[0] != histories[1]  # two initialisations, not one trained twice
+    kept = max(run["starts"], key=lambda s: s["val_accuracy"])
+    assert run["kept_start"] == kept["start"] and run["seed"] == kept["seed"]
+    assert run["val_accuracy"] == pytest.approx(kept["val_accuracy"]) and run["test_accuracy"] == pytest.approx(kept["test_accuracy"])
+    # The first start is the run's own seed: it trains as a one-start run does (on fewer threads,
+    # so float sums may differ in the last bits).
+    with open(straight_run / "history.csv", newline="") as fh:
+        straight = list(csv.DictReader(fh))
+    for got, expected in zip(histories[0], straight, strict=True):
+        assert float(got["loss"]) == pytest.approx(float(expected["loss"]), rel=1e-2)
+    # The saved model is the kept start's saved epoch: Keras scores it at that start's test accuracy.
+    from layerlab.data import load_mnist, scale
+
+    mnist = load_mnist(mnist_dir)
+    kmodel = keras.saving.load_model(out / "model.keras", compile=False)
+    predicted = np.asarray(kmodel.predict(scale(mnist.x_test, "channels_first"), verbose=0)).argmax(axis=1)
+    assert np.mean(predicted == mnist.y_test) == pytest.approx(kept["test_accuracy"], abs=2e-4)
+
+    # A finished run resumed again reloads the kept start; --force replaces both starts.
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert json.loads((out / "run.json").read_text())["kept_start"] == kept["start"]
+    train("seed650", QUICK, epochs=1, train_limit=TRAIN_IMAGES + VAL_IMAGES, val_size=VAL_IMAGES, data_dir=mnist_dir, out=out,
+          seed=7, verbose=0, log=lambda line: None, force=True)
+    assert not (out / "start-2").exists() and "starts" not in json.loads((out / "run.json").read_text())
+
+
+@pytest.mark.keras
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_runs_report_their_spread_and_save_the_best_on_validation(keras, mnist_dir, tmp_path):
+    """``--runs K``: each seed's saved model in run-N/, the spread of their test accuracies, the best on validation saved."""
+    lines: list[str] = []
+    result = train("seed650", QUICK, epochs=1, runs=3, train_limit=TRAIN_IMAGES + VAL_IMAGES, val_size=VAL_IMAGES,
+                   data_dir=mnist_dir, out=tmp_path, seed=3, verbose=0, log=lines.append)
+    run = json.loads((tmp_path / "run.json").read_text())
+    runs = run["runs"]
+    assert [r["seed"] for r in runs] == [3, 4, 5] and [r["folder"] for r in runs] == ["run-1", "run-2", "run-3"]
+    tests = sorted(r["test_accuracy"] for r in runs)
+    assert (run["test_accuracy_min"], run["test_accuracy_median"], run["test_accuracy_max"]) == pytest.approx(tuple(tests))
+    best = max(runs, key=lambda r: r["val_accuracy"])
+    assert run["best_run_seed"] == best["seed"] == result.best.seed and run["test_accuracy"] == pytest.approx(best["test_accuracy"])
+    for r in runs:  # every run keeps its own report
+        assert json.loads((tmp_path / r["folder"] / "run.json").read_text())["test_accuracy"] == pytest.approx(r["test_accuracy"])
+    assert f"min / median / max {tests[0]:.4f} / {tests[1]:.4f} / {tests[2]:.4f}" in lines[-1]
+
+
 def test_resume_errors(tmp_path, monkeypatch):
     # `layerlab train` picks the training backend through KERAS_BACKEND; keep this session's.
     monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "jax"))
@@ -466,3 +535,20 @@ def test_a_log_file_gets_one_line_per_epoch_and_no_tensorflow_noise(tmp_path, mn
     assert [line.split(":")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
     assert lines[-1].startswith("saved model test accuracy ") and "chosen on validation" in lines[-1]
     assert len(log) < 2000, log
+
+
+@pytest.mark.keras
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_training_from_python_prints_no_tensorflow_noise_either(tmp_path, mnist_dir):
+    """``layerlab.train.train`` called from a script or notebook keeps TensorFlow out as the CLI does."""
+    import subprocess
+    import sys
+
+    script = (f"from layerlab.train import train; train('seed650', 'seed', epochs=1, train_limit=1500, val_size=500, "
+              f"data_dir={str(mnist_dir)!r}, out={str(tmp_path / 'run')!r}, verbose=0, log=lambda line: None); print('done')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stdout + proc.stderr
+    assert "oneDNN" not in log and "cuda" not in log and "absl" not in log, log
+    assert proc.stdout.strip() == "done" and (tmp_path / "run" / "model.keras").is_file()

@@ -53,6 +53,7 @@ def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
 def soft_targets(
     keras, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
     data_format: str | None, epochs: int, temperature: float, weight: float, seed: int,
+    learning_rate: float = 2e-3, schedule: str = "constant",
 ) -> tuple[np.ndarray, dict]:
     """Train the teacher and mix its softened probabilities into the one-hot targets.
 
@@ -60,7 +61,9 @@ def soft_targets(
         keras: the keras module.
         x_train, x_test: network inputs (N, *input_shape) float32; y_train, y_test one-hot (N, 10).
         data_format: of the student's input; the teacher uses it too.
-        epochs: teacher epochs (Adam 2e-3, batch 128).
+        epochs: teacher epochs (Adam, batch 128).
+        learning_rate, schedule: Adam's rate, 'constant' or 'warmup_cosine' (from a tenth of it over
+            5% of the steps, then cosine to 0).
         temperature: softening of the teacher's logits.
         weight: share of the teacher's probabilities in the target.
         seed: the teacher's initial weights.
@@ -73,7 +76,9 @@ def soft_targets(
     from layerlab.train.recipes import Recipe, run_steps
 
     spec = teacher_spec(x_train.shape[1:], data_format or S.CHANNELS_LAST)
-    recipe = Recipe(name="teacher", description="Adam 2e-3, batch 128", learning_rate=2e-3, batch_size=128, epochs=epochs)
+    recipe = Recipe(name="teacher", description=f"Adam {learning_rate:g} {schedule}, batch 128", learning_rate=learning_rate,
+                    schedule=schedule, initial_learning_rate=learning_rate / 10, warmup_fraction=0.05 if schedule != "constant" else 0.0,
+                    batch_size=128, epochs=epochs)
     total_steps = run_steps(recipe, len(x_train), epochs)
     trainer, _ = make_trainer(keras, build_keras(spec, seed=seed), spec, recipe, total_steps, epochs, 0, from_logits=True)
     order = np.random.default_rng([seed, 7919]).permutation(len(x_train))

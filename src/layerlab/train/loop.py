@@ -15,6 +15,7 @@ ends the run after the last complete epoch.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ from layerlab.train.fold import fold_standardization
 from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, make_optimizer, run_steps
 
 BAR = 2  # verbose level that adds the live progress bar to the per-epoch lines
+# Keras draws initial weights from one global generator (keras.utils.set_random_seed): runs
+# started side by side in threads build their models one at a time, so each gets its own seed's.
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -67,7 +71,8 @@ def split_validation(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarr
     """
     n = len(labels)
     if not 0 <= size < n:
-        raise SpecError(f"--val-size {size}: must be at least 0 and below the {n} training images. Fix: --val-size 5000")
+        raise SpecError(f"--val-size {size}: must be at least 0 and below the {n} training images. "
+                        f"Fix: --val-size {max(n // 12, 0)} (a twelfth of them, as 5000 is of 60000)")
     if size == 0:
         return np.arange(n), np.zeros(0, np.int64)
     rng = np.random.default_rng([seed, 4099])
@@ -96,6 +101,7 @@ class RunResult:
     resumed_from_epoch: int | None = None
     trainer: str = ""
     stats: dict = field(default_factory=dict)
+    starts: list[dict] = field(default_factory=list)  # the recipe's starts (when more than one): seed, folder, stats
 
 
 def accuracy_and_loss(probabilities: np.ndarray, y_onehot: np.ndarray) -> tuple[float, float]:
@@ -265,6 +271,7 @@ def run_one(
     callbacks: tuple = (),
     log=print,
     setup_seconds: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     """Train one seed for ``epochs`` epochs, writing ``folder/checkpoint.npz`` after each epoch.
 
@@ -282,6 +289,8 @@ def run_one(
             on_epoch_begin, on_train_batch_end and on_epoch_end hooks only).
         log: prints one line per epoch.
         setup_seconds: time already spent for this run (a teacher), added to its elapsed time.
+        stop: when set (Ctrl-C in the thread that started this one), the run ends after its
+            current epoch, as KeyboardInterrupt ends a run in the main thread.
 
     Returns:
         RunResult; ``interrupted`` is True when KeyboardInterrupt stopped it.
@@ -290,10 +299,11 @@ def run_one(
 
     began_setup = time.perf_counter()
     keras = import_keras()
-    kmodel = build_keras(train_spec, seed=seed)  # the spec's initializers, seeded
     recipe = trained_recipe(recipe, train_spec)
     total_steps = run_steps(recipe, len(data.x_train), epochs)
-    trainer, why = make_trainer(keras, kmodel, train_spec, recipe, total_steps, epochs, verbose)
+    with _BUILD_LOCK:
+        kmodel = build_keras(train_spec, seed=seed)  # the spec's initializers, seeded
+        trainer, why = make_trainer(keras, kmodel, train_spec, recipe, total_steps, epochs, verbose)
 
     history: list[dict] = []
     best_weights = None
@@ -323,7 +333,7 @@ def run_one(
         for epoch in range(start_epoch, epochs):
             began = time.perf_counter()
             order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
-            epoch_seed = seed * 100_003 + epoch
+            epoch_seed = (seed * 100_003 + epoch) % 2**32  # what numpy and Keras accept as a seed
             progress = _TorchProgress(keras, epoch, epochs) if verbose >= BAR and trainer.name == "torch" else None
             fitted = trainer.fit_epoch(data.x_train, data.y_train, order=order, seed=epoch_seed, epoch=epoch,
                                        progress=progress, callbacks=callbacks)
@@ -362,6 +372,8 @@ def run_one(
             report.write_history(folder, history)
             if verbose:
                 log(epoch_line(row, history, key, epochs))
+            if stop is not None and stop.is_set() and epoch + 1 < epochs:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         result.interrupted = True
         log(f"interrupted: keeping the best model of {len(history)} complete epoch(s); `--resume {folder}` continues")

@@ -26,6 +26,7 @@ import numpy as np
 from layerlab import spec as S
 from layerlab.errors import OutputError, SpecError
 from layerlab.io import atomic_path, atomic_write_text
+from layerlab.keras_build import without_tensorflow
 from layerlab.text import printable
 from layerlab.train import report
 from layerlab.train.checkpoints import save_keras_model
@@ -39,7 +40,15 @@ from layerlab.train.loop import (
     split_validation,
     trained_recipe,
 )
-from layerlab.train.recipes import MNIST_MEAN, MNIST_STD, Recipe, effective_ema_momentum, get_recipe, run_steps
+from layerlab.train.recipes import (
+    MNIST_MEAN,
+    MNIST_STD,
+    Recipe,
+    effective_ema_momentum,
+    get_recipe,
+    run_steps,
+    start_seed,
+)
 
 CONFIG = "train_config.json"
 TEACHER = "teacher.npz"
@@ -183,7 +192,8 @@ def train(
     with run_lock(out):
         _claim(out, force)
         atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")
-        return _run(out, config, resume=False, verbose=verbose, callbacks=callbacks, log=log)
+        with without_tensorflow():  # called from Python too, not only by `layerlab train`
+            return _run(out, config, resume=False, verbose=verbose, callbacks=callbacks, log=log)
 
 
 # What one training writes into its --out folder (and into run-N/ for several seeds).
@@ -206,8 +216,12 @@ def _check_out(out: Path) -> None:
 def _claim(out: Path, force: bool) -> None:
     """Refuse to train into a folder that holds an earlier run, unless ``force``: then that
     run's files (and only those) are removed first, so nothing of it mixes with the new one."""
+    def run_folders(root: Path) -> list[Path]:  # a run's extra starts, or several runs (each with its starts)
+        return [p for pattern in ("start-*", "run-*") for p in sorted(root.glob(pattern))
+                if (p / "run.json").is_file() or (p / "checkpoint.npz").is_file() or any(p.glob("start-*/checkpoint.npz"))]
+
     earlier = [out / name for name in RUN_FILES if (out / name).exists()]
-    earlier += [p for p in sorted(out.glob("run-*")) if (p / "run.json").is_file() or (p / "checkpoint.npz").is_file()]
+    earlier += [q for p in run_folders(out) for q in (*run_folders(p), p)]  # starts inside a run first
     if not earlier:
         return
     if not force:
@@ -258,7 +272,8 @@ def resume(out: str | Path, *, epochs: int | None = None, verbose: int = 1, call
         if epochs is not None and epochs != config["recipe"]["epochs"]:
             config["recipe"]["epochs"] = epochs
             atomic_write_text(path, json.dumps(config, indent=2) + "\n")
-        return _run(out, config, resume=True, verbose=verbose, callbacks=callbacks, log=log)
+        with without_tensorflow():
+            return _run(out, config, resume=True, verbose=verbose, callbacks=callbacks, log=log)
 
 
 def _quiet_thread_waits() -> None:
@@ -301,8 +316,8 @@ def _run(out: Path, config: dict, *, resume: bool, verbose: int, callbacks: tupl
             continue
         if verbose and config["runs"] > 1:
             log(f"run {index + 1}/{config['runs']} (seed {seed})")
-        result = run_one(
-            train_spec=train_spec, recipe=recipe, epochs=recipe.epochs, seed=seed, data=data, folder=folder,
+        result = _train_run(
+            train_spec=train_spec, recipe=recipe, seed=seed, data=data, folder=folder,
             resume=resume, verbose=verbose, callbacks=callbacks, log=log,
             # The teacher is trained once for all runs; its time counts towards the first.
             setup_seconds=teacher.get("teacher_seconds", 0.0) if index == 0 else 0.0,
@@ -323,6 +338,108 @@ def _run(out: Path, config: dict, *, resume: bool, verbose: int, callbacks: tupl
     return TrainResult(out, results, best, interrupted, summary)
 
 
+def start_folder(folder: Path, start: int) -> Path:
+    """Where start ``start`` (0-based) of a run keeps its checkpoint: the run's folder for the
+    first (a one-start run looks as it always did), ``start-2/``... for the others."""
+    return folder if start == 0 else folder / f"start-{start + 1}"
+
+
+def _train_run(*, train_spec: S.Model, recipe: Recipe, seed: int, data: Dataset, folder: Path, resume: bool, verbose: int,
+               callbacks: tuple, log, setup_seconds: float) -> RunResult:
+    """One run: the recipe's starts (side by side in threads when they can), the best on validation.
+
+    Threads share torch's CPU threads out between the starts (``set_num_threads``), so each
+    start runs on its own core(s) as a one-start run would on all of them. They need the torch
+    trainer (Keras' fit keeps global state) and no Dropout (torch draws its masks from one
+    generator); otherwise the starts train one after the other. Ctrl-C stops every start after its
+    current epoch.
+    """
+    count = recipe.starts
+    if count > 1 and data.selection != "validation":
+        log(f"note: recipe '{recipe.name}' has {count} starts, but without validation images (--val-size 0) nothing can "
+            "choose between them: one start is trained")
+        count = 1
+    kwargs = dict(train_spec=train_spec, recipe=recipe, epochs=recipe.epochs, data=data, resume=resume, callbacks=callbacks,
+                  setup_seconds=setup_seconds)
+    if count == 1:
+        return run_one(seed=seed, folder=folder, verbose=verbose, log=log, **kwargs)
+    seeds = [start_seed(seed, i) for i in range(count)]
+    folders = [start_folder(folder, i) for i in range(count)]
+    for path in folders[1:]:
+        path.mkdir(parents=True, exist_ok=True)
+    parallel, why = _side_by_side(train_spec)
+    if verbose:
+        log(f"{count} starts (seeds {', '.join(map(str, seeds))}) {'side by side' if parallel else 'one after the other'}"
+            f"{'' if parallel else f' ({why})'}; the best on validation is kept")
+
+    def prefixed(i: int):
+        return lambda line: log(f"[start {i + 1}/{count}] {line}")
+
+    if parallel:
+        def one_start(i: int, stop) -> RunResult:
+            result = run_one(seed=seeds[i], folder=folders[i], verbose=min(verbose, 1), log=prefixed(i), stop=stop, **kwargs)
+            if result.interrupted:
+                stop.set()  # a start interrupted (by a callback): the others stop too, so the run resumes as one
+            return result
+
+        results = _in_threads(count, one_start)
+    else:
+        results = []
+        for i in range(count):
+            results.append(run_one(seed=seeds[i], folder=folders[i], verbose=verbose, log=prefixed(i), **kwargs))
+            if results[-1].interrupted:
+                break
+    scored = [r for r in results if r.history]
+    best = max(scored, key=lambda r: r.stats["selected_score"]) if scored else results[0]
+    # Side by side, the run took as long as its slowest start; one after the other, all of them.
+    elapsed = max(r.elapsed for r in results) if parallel else sum(r.elapsed for r in results) - setup_seconds * (len(results) - 1)
+    starts = [{"start": i + 1, "seed": r.seed, "folder": r.folder.relative_to(folder).as_posix(), **r.stats}
+              for i, r in enumerate(results)]
+    best.stats = report.run_stats(best.history, elapsed, data.selection)
+    best.elapsed, best.interrupted, best.starts = elapsed, any(r.interrupted for r in results), starts
+    best.folder = folder  # the run's folder (its report); the kept start's checkpoint stays in its own
+    if verbose:
+        log(f"start {results.index(best) + 1} of {count} kept (validation " + ", ".join(
+            f"{r.stats.get('val_accuracy') or 0:.4f}" for r in results) + ")")
+    return best
+
+
+def _side_by_side(train_spec: S.Model) -> tuple[bool, str]:
+    """(whether starts can train in threads, why not)."""
+    kind, why = choose_trainer(train_spec)
+    if kind != "torch":
+        return False, f"the Keras trainer: {why}"
+    if any(isinstance(layer, S.Dropout) for layer in train_spec.layers):
+        return False, "Dropout draws its masks from torch's one generator"
+    return True, ""
+
+
+def _in_threads(count: int, work) -> list[RunResult]:
+    """``work(i, stop)`` for i in range(count) in threads, torch's CPU threads shared out; Ctrl-C sets ``stop``."""
+    import concurrent.futures
+    import threading
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // count))
+    stop = threading.Event()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=count, thread_name_prefix="layerlab-start") as pool:
+            futures = [pool.submit(work, i, stop) for i in range(count)]
+            while True:
+                try:
+                    done, _ = concurrent.futures.wait(futures, timeout=0.5)
+                except KeyboardInterrupt:
+                    stop.set()  # every start ends after its current epoch
+                    continue
+                if len(done) == count:
+                    break
+            return [f.result() for f in futures]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _distill(out: Path, network: S.Model, recipe: Recipe, data: Dataset, seed: int, resume: bool, log) -> dict:
     """Replace ``data.y_train`` by the teacher's soft targets, cached in ``out/teacher.npz``."""
     from layerlab.keras_build import import_keras
@@ -338,6 +455,7 @@ def _distill(out: Path, network: S.Model, recipe: Recipe, data: Dataset, seed: i
     targets, info = soft_targets(
         import_keras(), data.x_train, data.y_train, data.x_test, data.y_test, data_format=formats.pop() if len(formats) == 1 else None,
         epochs=recipe.distill_epochs, temperature=recipe.distill_temperature, weight=recipe.distill_weight, seed=seed + 1_000_003,
+        learning_rate=recipe.distill_learning_rate, schedule=recipe.distill_schedule,
     )
     info["teacher_seconds"] = round(time.perf_counter() - began, 3)
     with atomic_path(path) as tmp:
@@ -363,9 +481,12 @@ def _reload(folder: Path, seed: int, done: dict, selection: str) -> RunResult:
     """A run finished before ``--resume``: its best weights come from its checkpoint."""
     from layerlab.train.checkpoints import CHECKPOINT, load_checkpoint
 
-    meta, _, _, best_weights = load_checkpoint(folder / CHECKPOINT)
-    return RunResult(seed, folder, meta["history"], best_weights, meta["elapsed"],
-                     stats=report.run_stats(meta["history"], meta["elapsed"], selection))
+    kept = folder / done.get("kept_folder", ".")  # a run of several starts: the start it kept
+    meta, _, _, best_weights = load_checkpoint(kept / CHECKPOINT)
+    return RunResult(done.get("seed", seed), kept, meta["history"], best_weights, meta["elapsed"],
+                     stats={**report.run_stats(meta["history"], meta["elapsed"], selection),
+                            "wall_seconds": done.get("wall_seconds", meta["elapsed"])},
+                     starts=done.get("starts", []))
 
 
 def _load_average() -> list[float] | None:
@@ -408,6 +529,10 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
         summary.update(seed=result.seed, saved="last epoch" if data.selection == "last" else "best epoch", trainer=result.trainer,
                        **result.stats)
     report.write_summary(folder, network)
+    if result is not None and result.starts:
+        summary["starts"] = result.starts  # every start's seed, folder and accuracies; the saved model is the best on validation
+        summary["kept_start"] = next(s["start"] for s in result.starts if s["seed"] == result.seed)
+        summary["kept_folder"] = next(s["folder"] for s in result.starts if s["seed"] == result.seed)
     if results is not None and len(results) > 1:
         summary["runs"] = [{"seed": r.seed, "folder": r.folder.name, **r.stats} for r in results]
         summary["best_run_seed"] = result.seed if result else None  # the run whose saved epoch scored best on validation
@@ -416,6 +541,7 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
             summary[f"{key}_mean"] = statistics.fmean(values) if values else None
             summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
             summary[f"{key}_min"] = min(values) if values else None
+            summary[f"{key}_median"] = statistics.median(values) if values else None
             summary[f"{key}_max"] = max(values) if values else None
     if wall is not None:
         summary["wall_seconds_total"] = round(wall, 3)
@@ -436,6 +562,7 @@ def _final_line(summary: dict, out: Path) -> str:
     line = (f"saved model test accuracy {summary['test_accuracy']:.4f} ({chosen}, seed {summary['seed']}), "
             f"final epoch {summary['final_test_accuracy']:.4f}")
     if "runs" in summary:
-        line += (f"; {len(summary['runs'])} runs: test {summary['test_accuracy_mean']:.4f} +- {summary['test_accuracy_std']:.4f} "
-                 f"(min {summary['test_accuracy_min']:.4f})")
+        line += (f"; {len(summary['runs'])} runs, saved models' test accuracy min / median / max "
+                 f"{summary['test_accuracy_min']:.4f} / {summary['test_accuracy_median']:.4f} / {summary['test_accuracy_max']:.4f} "
+                 f"(mean {summary['test_accuracy_mean']:.4f} +- {summary['test_accuracy_std']:.4f}; the best on validation saved)")
     return line + f"; saved {out / 'model.keras'} and model.h5"
