@@ -58,7 +58,7 @@ class Recipe:
         distill_learning_rate, distill_schedule: the teacher's Adam rate (batch 128), constant or
             'warmup_cosine' (warm-up from a tenth over 5% of its steps, cosine to 0). A constant
             rate ends wherever the last batches left it: 2 epochs at 2e-3 gave teachers of
-            97.7-98.7% test accuracy, cosine 3 epochs at 4e-3 99.2% (benchmarks/TRAINING_LOG.md).
+            97.7-98.7% test accuracy, cosine 3 epochs at 4e-3 99.0-99.2% (benchmarks/TRAINING_LOG.md).
         steps_per_execution: training steps per compiled call (Python overhead only; the
             result is the same for any value).
         sample_fraction: importance sampling (``layerlab.train.sampling``): after the first
@@ -197,7 +197,7 @@ FAST_V1 = Recipe(
 )
 
 # Chosen from the experiments in benchmarks/TRAINING_LOG.md (section 5): a teacher that ends its
-# schedule (99.1-99.2% instead of 97.7-98.7%), and two starts side by side instead of 300 epochs.
+# schedule (99.0-99.2% instead of 97.7-98.7%), and two starts side by side instead of 300 epochs.
 FAST = FAST_V1.replace(
     name="fast",
     description="Adam, linear warm-up 1e-3 -> 1e-2 then cosine to 0, batch 256, standardised input folded into conv1, "
