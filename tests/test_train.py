@@ -362,6 +362,7 @@ def test_train_starts_keep_the_best_on_validation_and_resume(straight_run, keras
     )
     assert first.interrupted and (out / "checkpoint.npz").is_file() and (out / "start-2" / "checkpoint.npz").is_file()
     assert any(line.startswith("2 starts (seeds 7, 100007)") for line in lines)
+    assert f"`--resume {out}` continues" in lines and not any("start-2` continues" in line for line in lines)
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
 
     run = json.loads((out / "run.json").read_text())

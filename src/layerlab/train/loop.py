@@ -376,7 +376,7 @@ def run_one(
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         result.interrupted = True
-        log(f"interrupted: keeping the best model of {len(history)} complete epoch(s); `--resume {folder}` continues")
+        log(f"interrupted: keeping the best model of {len(history)} complete epoch(s)")  # the runner says what resumes
     result.stats = report.run_stats(history, elapsed, data.selection)
     return result
 

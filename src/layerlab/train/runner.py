@@ -327,15 +327,22 @@ def _run(out: Path, config: dict, *, resume: bool, verbose: int, callbacks: tupl
             _write_run_report(folder, network, recipe, config, result, data)
         if result.interrupted:
             break
-    scored = [r for r in results if r.history]
-    best = max(scored, key=lambda r: r.stats["selected_score"]) if scored else None  # validation, never test
+    best = _best_on_validation(results)
     interrupted = any(r.interrupted for r in results)
+    if interrupted:  # the folder to resume is the report folder, whichever run or start was stopped
+        log(f"`--resume {out}` continues")
     machine = {**teacher, "data_seconds": round(data_seconds, 3), "cpu_count": os.cpu_count(), "load_average_before": load_before,
                "load_average_after": _load_average()}
     summary = _write_run_report(out, network, recipe, config, best, data, results=results, interrupted=interrupted,
                                 wall=time.perf_counter() - began, extra=machine)
     log(_final_line(summary, out))
     return TrainResult(out, results, best, interrupted, summary)
+
+
+def _best_on_validation(results: list[RunResult]) -> RunResult | None:
+    """The run (or start) whose saved epoch scored best on validation (never test, but for old runs); None: no epoch."""
+    scored = [r for r in results if r.history]
+    return max(scored, key=lambda r: r.stats["selected_score"]) if scored else None
 
 
 def start_folder(folder: Path, start: int) -> Path:
@@ -389,8 +396,7 @@ def _train_run(*, train_spec: S.Model, recipe: Recipe, seed: int, data: Dataset,
             results.append(run_one(seed=seeds[i], folder=folders[i], verbose=verbose, log=prefixed(i), **kwargs))
             if results[-1].interrupted:
                 break
-    scored = [r for r in results if r.history]
-    best = max(scored, key=lambda r: r.stats["selected_score"]) if scored else results[0]
+    best = _best_on_validation(results) or results[0]
     # Side by side, the run took as long as its slowest start; one after the other, all of them.
     elapsed = max(r.elapsed for r in results) if parallel else sum(r.elapsed for r in results) - setup_seconds * (len(results) - 1)
     starts = [{"start": i + 1, "seed": r.seed, "folder": r.folder.relative_to(folder).as_posix(), **r.stats}
@@ -483,7 +489,7 @@ def _reload(folder: Path, seed: int, done: dict, selection: str) -> RunResult:
 
     kept = folder / done.get("kept_folder", ".")  # a run of several starts: the start it kept
     meta, _, _, best_weights = load_checkpoint(kept / CHECKPOINT)
-    return RunResult(done.get("seed", seed), kept, meta["history"], best_weights, meta["elapsed"],
+    return RunResult(done.get("seed", seed), folder, meta["history"], best_weights, meta["elapsed"],
                      stats={**report.run_stats(meta["history"], meta["elapsed"], selection),
                             "wall_seconds": done.get("wall_seconds", meta["elapsed"])},
                      starts=done.get("starts", []))
@@ -531,8 +537,8 @@ def _write_run_report(folder, network, recipe, config, result, data, *, results=
     report.write_summary(folder, network)
     if result is not None and result.starts:
         summary["starts"] = result.starts  # every start's seed, folder and accuracies; the saved model is the best on validation
-        summary["kept_start"] = next(s["start"] for s in result.starts if s["seed"] == result.seed)
-        summary["kept_folder"] = next(s["folder"] for s in result.starts if s["seed"] == result.seed)
+        kept = next(s for s in result.starts if s["seed"] == result.seed)
+        summary["kept_start"], summary["kept_folder"] = kept["start"], kept["folder"]
     if results is not None and len(results) > 1:
         summary["runs"] = [{"seed": r.seed, "folder": r.folder.name, **r.stats} for r in results]
         summary["best_run_seed"] = result.seed if result else None  # the run whose saved epoch scored best on validation
