@@ -14,7 +14,7 @@ import pytest
 from conftest import random_weights, require_module
 from layerlab import engine
 from layerlab import spec as S
-from layerlab.engine import banded, fast
+from layerlab.engine import fast, steps
 from layerlab.errors import ShapeError, SpecError
 from layerlab.network import Network
 from layerlab.presets import seed650
@@ -359,16 +359,48 @@ def test_graph_plan_matches_keras(keras):
     check_against_keras(_graph_spec(CL))
 
 
-def test_band_matrix_places_every_kernel_tap():
-    """Each kernel tap appears once per block column, at the column its stride and dilation say."""
-    layer = S.Conv2D(name="c", filters=2, kernel_size=(2, 3), strides=(1, 2), dilation_rate=(1, 1))
-    conv = banded.plan_conv(layer, (6, 11, 3), 0)
-    kernel = np.random.default_rng(0).standard_normal((2, 3, 3, 2)).astype(np.float32)
-    band = conv.band(kernel).reshape(conv.block, 2, 2, conv.span_w, 3)  # (j, f, fy, column, c)
-    for j in range(conv.block):
-        for fx in range(3):
-            np.testing.assert_array_equal(band[j, :, :, j * 2 + fx, :], kernel[:, fx].transpose(2, 0, 1))
-    assert np.count_nonzero(band) == np.count_nonzero(kernel) * conv.block
+_CONV_CASES = {
+    "3x3": ((3, 3), (1, 1), (1, 1), "same"), "stride2-odd": ((3, 2), (2, 2), (1, 1), "same"),
+    "wstride3": ((2, 3), (1, 3), (1, 1), "valid"), "wdilated": ((3, 3), (1, 1), (1, 2), "same"),
+    "hdilated": ((3, 3), (1, 1), (2, 1), "same"), "1x1-stride2": ((1, 1), (2, 2), (1, 1), "valid"),
+}
+
+
+@pytest.mark.parametrize("case,im2col", [(c, form) for c in _CONV_CASES for form in (False, True)
+                                         if form or c != "hdilated"])  # a height dilation is always im2col
+def test_conv_step_forms_equal_the_plain_conv(case, im2col):
+    """Both ways the plan runs a Conv2D (tap-column views of the padded input, with column
+    phases for a width stride; or one im2col copy) compute what the plain conv2d computes."""
+    kernel, strides, dilation, padding = _CONV_CASES[case]
+    layer = S.Conv2D(name="c", filters=4, kernel_size=kernel, strides=strides, dilation_rate=dilation, padding=padding)
+    conv = steps.plan_conv(layer, (9, 11, 5), 1)
+    conv = steps.Conv(conv.layer, conv.win, conv.channels, im2col, 1, True)
+    rng = np.random.default_rng(0)
+    kernel_hwio = rng.standard_normal((*kernel, 5, 4)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    x = rng.standard_normal((3, 9, 11, 5)).astype(np.float32)  # (N, H, W, C)
+    space = fast._Space()
+    out = conv(np.ascontiguousarray(x.transpose(1, 3, 2, 0)), conv.matrices(kernel_hwio), bias, space)  # (H, C, W, N)
+    ref = engine.layers.conv2d(x, kernel_hwio, bias, strides=strides, padding=padding, dilation_rate=dilation)
+    assert_close(out.transpose(3, 0, 2, 1), ref, atol=2e-5)
+
+
+def test_plan_keeps_its_buffers_and_never_returns_one():
+    """A second call allocates no new buffers, values share buffers only when one is dead, and
+    what the plan returns is a new array each call (the next call does not overwrite it)."""
+    spec = _graph_spec(CL)
+    plan = fast.plan_for(spec)
+    weights = random_weights(spec, 3)
+    x = random_input(spec, 4, batch=5)
+    first = plan(x, weights)
+    kept = first.copy()
+    buffers = {key: id(a) for key, a in plan._local.space.store.items()}
+    second = plan(x[::-1].copy(), weights)
+    assert {key: id(a) for key, a in plan._local.space.store.items()} == buffers
+    np.testing.assert_array_equal(first, kept)
+    assert not np.shares_memory(first, second)
+    slots = [node.slot for node in plan.nodes if node.slot is not None]
+    assert len(set(slots)) < len(slots)  # buffers are handed on
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -1,23 +1,28 @@
 """The engine's faster path: a plan per spec, run in chunks of images on worker threads.
 
 The plain functions of ``layerlab.engine.layers`` loop over kernel taps; a plan computes the same
-layers with fewer, larger NumPy calls (``layerlab.engine.banded``). It is tested against the
+layers with fewer, larger NumPy calls (``layerlab.engine.steps``). It is tested against the
 plain functions and against Keras.
 
-* Inside a plan the batch axis is LAST: an image is ``x_hwcn (H, W, C, batch)``, a vector
-  ``(features, batch)``. A channels_first model is converted once at the start; Flatten then
-  reads H-W-C order, which is what Keras' Flatten does for channels_first too (it moves
-  channels last first).
+* Inside a plan an image is ``(H, C, W, batch)``, the batch axis LAST (why: see
+  ``layerlab.engine.steps``); a vector stays ``(batch, features)``, so a Dense is one
+  ``(N, in) @ (in, units)`` with the kernel as Keras stores it. Either data format is converted
+  once at the start and back at the end; Flatten copies into the order Keras flattens in.
 * A plan is a graph: each node reads named values (layer outputs, ``'input'``) and makes one.
   A value is overwritten in place (ReLU, the bias, a merge) only when the plan made it and
   nothing reads it later; a value nothing reads any more is dropped.
 * A BatchNormalization read only from a linear Conv2D / DepthwiseConv2D / Dense that nothing
   else reads is folded into that layer's weights (scale and shift in float64, rounded once).
-* DepthwiseConv2D on a small image is one batched matmul per channel with the dense matrix
-  from every input cell to every output cell ((C, out_cells, in_cells), zeros included): BLAS
-  beats a loop over the taps by far there. On a larger image it adds clipped tap views.
-* Weights are prepared (bands, folded kernels) once per set of weights: ``Plan.prepare``
-  remembers the last set by its bytes.
+* Every value the plan makes lives in a buffer of the plan's own (one set per worker thread,
+  kept between calls): a value's buffer is handed to a later value once nothing reads it any
+  more. Fresh arrays for every step cost page faults that took up to two thirds of a small
+  model's call (ad01, batch 64: 1.5 ms against 0.44 ms with buffers kept by the allocator).
+  What a call returns is always a new array.
+* Weights are prepared (kernel matrices, folded BNs) once per set of weights: ``Plan.prepare``
+  keeps a copy of the bytes it prepared from and compares (an array edited in place is caught).
+  A Dense uses its float32 kernel as it is (a BN after it is a scale and shift of its output),
+  so the largest arrays of a dense network need no copy and no comparison: a 640-128-...-640
+  autoencoder spent a fifth of its batch-64 call comparing 1 MB of kernels.
 * A batch runs in chunks (``Plan.chunk`` images). Each BLAS call is kept under OpenBLAS'
   threading threshold (m * n * k <= 65536 * 4) by the chunk size, so calls stay single-threaded:
   on a busy machine OpenBLAS threads wait for each other and a call can run ten times slower.
@@ -30,6 +35,7 @@ a non-channel axis, ...) make ``plan_for`` return None; ``engine.run`` then uses
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 import weakref
@@ -42,7 +48,7 @@ import numpy as np
 from layerlab import geometry
 from layerlab import spec as S
 from layerlab.engine import elementwise as E
-from layerlab.engine.banded import BandConv, Pool, _tap_ranges, activate, pad_hw, plan_conv
+from layerlab.engine.steps import Depthwise, Pool, activate, pad_hw, plan_conv
 from layerlab.layers import LAYER_TYPES
 from layerlab.layers.merge import ELEMENTWISE as ELEMENTWISE_MERGES
 from layerlab.layers.normalization import layer_scale_shift
@@ -57,8 +63,6 @@ Prepared = Mapping[str, Any]
 # OpenBLAS runs a gemm on one thread when m * n * k is at most this (interface/gemm.c).
 _BLAS_SINGLE_THREAD = 65536 * 4
 CHUNK = 128  # images per plan call at most; fewer where a BLAS call would pass the threshold
-# A depthwise conv runs as per-channel dense matrices when out_cells * in_cells is at most this.
-_DEPTHWISE_DENSE = 4096
 _COMMUTATIVE = ("add", "multiply", "maximum", "minimum", "average")
 
 
@@ -77,28 +81,100 @@ ENGINE_FAST.decline(tuple(cls for cls in LAYER_TYPES.values() if cls not in ENGI
 
 @dataclass
 class _Node:
-    """One plan step: ``run(inputs, prepared, overwrite)`` on the values named ``inputs``.
+    """One plan step: ``run(inputs, prepared, overwrite, space)`` on the values named ``inputs``.
 
-    ``alias``: the output is the first input itself (a view). ``in_place``: the input the step
-    writes its result into when ``overwrite`` allows it. ``prepare(weights)``: this step's
-    weights in the form it computes with (kept under ``key``); ``arrays(weights)``: the weight
-    arrays that prepared form depends on.
+    ``alias``: the output is the first input itself (a view). ``in_place``: the inputs the step may
+    write its result into, in order of preference; ``overwrite`` marks the one it is given (at
+    most one). ``prepare(weights)``: this step's weights in the form it computes with (kept under
+    ``key``); ``arrays(weights)``: the weight arrays that prepared form depends on. ``space``:
+    the buffers of the calling thread (``_Space``), set to this node's slot.
     """
 
     run: Callable[..., np.ndarray]
     inputs: tuple[str, ...]
     output: str
     alias: bool = False
-    in_place: int | None = None
+    in_place: tuple[int, ...] = ()
     prepare: Callable[[Weights], Any] | None = None
-    arrays: Callable[[Weights], list[np.ndarray]] | None = None
+    arrays: tuple[tuple[str, str], ...] = ()  # (layer, weight) names prepare() reads
+    live: tuple[tuple[str, str], ...] = ()  # of those, the ones it keeps as they are when float32
     blas_mk: int = 0  # m * k of the node's largest matmul per image column (see chunk_size)
-    floats: int = 0  # floats the node touches per image (inputs, output, copies): see chunk_size
+    floats: int = 0  # floats the node touches per image (inputs, output, scratch): see chunk_size
     fresh: bool = False  # the output is a buffer the plan made (never a view of the model input)
     activation: tuple[str, int] | None = None  # an Activation node: (name, softmax axis), for fusing
     key: str = ""  # where prepare() keeps this node's weights (its layer's output name)
     overwrite: tuple[bool, ...] = ()
     last_reads: tuple[str, ...] = ()  # values this node reads for the last time (dropped after it)
+    slot: int | None = None  # the buffer its output goes into (None: a new array)
+
+
+class _Space:
+    """One thread's buffers for one plan: ``out`` for the running node's slot, ``tmp`` for scratch.
+
+    Buffers are flat float32 arrays grown to the largest value they held, so after the first call
+    a plan allocates nothing big.
+    """
+
+    def __init__(self) -> None:
+        self.store: dict[Any, np.ndarray] = {}
+        self.slot: int | None = None
+
+    def _take(self, key: Any, shape: tuple[int, ...]) -> np.ndarray:
+        size = 1
+        for d in shape:
+            size *= d
+        buffer = self.store.get(key)
+        if buffer is None or buffer.size < size:
+            buffer = self.store[key] = np.empty(size, np.float32)
+        return buffer[:size].reshape(shape)
+
+    def out(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The running node's output buffer, ``shape`` float32 (uninitialised)."""
+        return np.empty(shape, np.float32) if self.slot is None else self._take(self.slot, shape)
+
+    def tmp(self, index: int, shape: tuple[int, ...]) -> np.ndarray:
+        """Scratch buffer ``index``: valid until the running node returns."""
+        return self._take(("tmp", index), shape)
+
+
+class _Snapshot:
+    """What a set of weights was prepared from: the ``arrays`` (a copy of their bytes, compared in
+    one pass: no hash) and the ``live`` arrays (kept by identity: they are used as they are)."""
+
+    def __init__(self, arrays: list[np.ndarray], live: list[np.ndarray]):
+        self.arrays, self.live = arrays, live
+        self.shapes = [a.shape for a in arrays]
+        self.layout = [(a.dtype.str, a.shape) for a in arrays]
+        size = sum(a.nbytes for a in arrays)
+        self.copy = np.zeros(-(-size // 8), np.uint64)  # whole words: compared 8 bytes at a time
+        self.scratch = np.zeros_like(self.copy)
+        # Flat float32 views of the very arrays: an edit in place shows through them.
+        plain = all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
+        self.views = [a.reshape(-1) for a in arrays] if plain and arrays else None
+        self._gather(arrays, self.copy)
+
+    def _gather(self, arrays: list[np.ndarray], into: np.ndarray) -> None:
+        if self.views is not None and arrays is self.arrays:
+            np.concatenate(self.views, out=into.view(np.float32)[: sum(v.size for v in self.views)])
+            return
+        flat, start = into.view(np.uint8), 0
+        for a in arrays:
+            flat[start : start + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+            start += a.nbytes
+
+    def same(self, arrays: list[np.ndarray], live: list[np.ndarray]) -> bool:
+        """Whether ``arrays`` hold exactly the bytes (and dtypes and shapes) of the snapshot and
+        ``live`` are the very arrays it was taken with."""
+        if len(live) != len(self.live) or not all(map(operator.is_, live, self.live)):
+            return False
+        if len(arrays) == len(self.arrays) and all(map(operator.is_, arrays, self.arrays)):
+            if [a.shape for a in arrays] != self.shapes:  # the same arrays, reshaped in place
+                return False
+            arrays = self.arrays
+        elif [(a.dtype.str, a.shape) for a in arrays] != self.layout:
+            return False
+        self._gather(arrays, self.scratch)
+        return bool(np.array_equal(self.scratch, self.copy))
 
 
 @dataclass
@@ -112,25 +188,42 @@ class Plan:
     solo_chunk: int = CHUNK  # images per call on one worker thread (the cache rule alone)
     _cache: list = field(default_factory=list, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.live = tuple(key for node in self.nodes for key in node.live)
+        self.fixed = tuple(key for node in self.nodes for key in node.arrays if key not in node.live)
 
     def prepare(self, weights: Weights) -> dict[str, Any]:
         """Every node's prepared weights, recomputed only when the weight bytes change (an array
         edited in place is caught too)."""
-        arrays = [a for node in self.nodes if node.arrays for a in node.arrays(weights)]
-        digest = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
+        try:
+            held = [weights[layer][name] for layer, name in self.live]
+            arrays = [weights[layer][name] for layer, name in self.fixed]
+        except KeyError:  # prepare() below says what is missing, and where
+            held, arrays = [], []
+        live = [a for a in held if type(a) is np.ndarray and a.dtype == np.float32]
+        if len(live) != len(held):  # converted to float32 by prepare(): a copy, compared by bytes
+            arrays += [a for a in held if not (type(a) is np.ndarray and a.dtype == np.float32)]
+        arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
         with self._lock:
-            if self._cache and self._cache[0] == digest:
+            if self._cache and self._cache[0].same(arrays, live):
                 return self._cache[1]
         prepared = {node.key or node.output: node.prepare(weights) for node in self.nodes if node.prepare}
+        snapshot = _Snapshot(arrays, live)
         with self._lock:
-            self._cache[:] = [digest, prepared]
+            self._cache[:] = [snapshot, prepared]
         return prepared
 
     def __call__(self, x: np.ndarray, weights: Weights, prepared: Prepared | None = None) -> np.ndarray:
         prepared = self.prepare(weights) if prepared is None else prepared
+        space = getattr(self._local, "space", None)
+        if space is None:
+            space = self._local.space = _Space()
         values = {"input": x}
         for node in self.nodes:
-            values[node.output] = node.run([values[name] for name in node.inputs], prepared, node.overwrite)
+            space.slot = node.slot
+            values[node.output] = node.run([values[name] for name in node.inputs], prepared, node.overwrite, space)
             for name in node.last_reads:
                 values.pop(name, None)
         return values[self.output]
@@ -150,8 +243,8 @@ def _fuse_activations(nodes: list[_Node]) -> list[_Node]:
                 and readers[before.output] == 1):
             name, axis = node.activation
             run = before.run
-            before.run = lambda inputs, prepared, overwrite, run=run, name=name, axis=axis: activate(
-                run(inputs, prepared, overwrite), name, True, axis)
+            before.run = lambda inputs, prepared, overwrite, space, run=run, name=name, axis=axis: activate(
+                run(inputs, prepared, overwrite, space), name, True, axis)
             before.key = before.key or before.output
             before.output = node.output
             continue
@@ -160,11 +253,13 @@ def _fuse_activations(nodes: list[_Node]) -> list[_Node]:
 
 
 def _liveness(nodes: list[_Node]) -> None:
-    """Set each node's ``overwrite`` flags and ``last_reads``.
+    """Set each node's ``overwrite`` flags, ``last_reads`` and ``slot``.
 
     Values share a buffer when one is an alias of the other or was computed in place into it.
     An input may be overwritten when the plan made its buffer, no later node reads that buffer
-    under any name, and the node does not read it twice.
+    under any name, and the node does not read it twice. A node that makes a new buffer gets a
+    slot no live value holds; a slot is free again once nothing reads its buffer. The last node's
+    output gets none (what the plan returns is never one of its buffers).
     """
     root = {"input": "input"}
     made = {"input": False}
@@ -172,6 +267,9 @@ def _liveness(nodes: list[_Node]) -> None:
     for index, node in enumerate(nodes):
         for name in node.inputs:
             last_read[name] = index
+    slot_of: dict[str, int] = {}  # buffer (root name) -> slot
+    free: list[int] = []
+    slots = 0
     for index, node in enumerate(nodes):
         flags = []
         for name in node.inputs:
@@ -179,158 +277,116 @@ def _liveness(nodes: list[_Node]) -> None:
             later = any(last_read.get(other, -1) > index for other, r in root.items() if r == buffer)
             twice = sum(root[other] == buffer for other in node.inputs) > 1
             flags.append(made[buffer] and not later and not twice)
-        node.overwrite = tuple(flags)
+        target = next((i for i in node.in_place if flags[i]), None)
+        node.overwrite = tuple(i == target for i in range(len(node.inputs)))
         node.last_reads = tuple(name for name in dict.fromkeys(node.inputs) if last_read[name] == index)
         if node.alias:
             root[node.output] = root[node.inputs[0]]
-        elif node.in_place is not None and flags[node.in_place]:
-            root[node.output] = root[node.inputs[node.in_place]]
+        elif target is not None:
+            root[node.output] = root[node.inputs[target]]
         else:
             root[node.output] = node.output
             made[node.output] = True
+            if index < len(nodes) - 1:
+                if not free:
+                    free.append(slots)
+                    slots += 1
+                node.slot = slot_of[node.output] = free.pop()
+        for buffer, slot in list(slot_of.items()):
+            if all(last_read.get(name, -1) <= index for name, r in root.items() if r == buffer):
+                del slot_of[buffer]
+                free.append(slot)
 
 
 # -- steps ---------------------------------------------------------------------------------------
 
-def _folded(layer, bn: S.BatchNormalization | None, weights: Weights, kernel_key: str, out_axis: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(kernel, bias) of ``layer`` with ``bn`` folded in: kernel * scale along ``out_axis``, bias * scale + shift."""
+def _folded(layer, bn: S.BatchNormalization | None, weights: Weights, kernel_key: str,
+            out_axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(kernel, bias) of ``layer`` with ``bn`` folded in: kernel * scale along ``out_axes`` (the
+    output channel, in C order over them), bias * scale + shift."""
     params = weights[layer.name]
     kernel = np.asarray(params[kernel_key], np.float32)
     bias = np.asarray(params["bias"], np.float32) if layer.use_bias else None
     if bn is None:
         return kernel, bias
     scale, shift = layer_scale_shift(bn, weights[bn.name], dtype=np.float64)
-    shape = [1] * kernel.ndim
-    shape[out_axis] = -1
+    shape = [kernel.shape[a] if a in out_axes else 1 for a in range(kernel.ndim)]
     folded = (kernel.astype(np.float64) * scale.reshape(shape)).astype(np.float32)
     base = bias.astype(np.float64) if bias is not None else 0.0
     return folded, (base * scale + shift).astype(np.float32)
 
 
-def _arrays_of(*layers) -> Callable[[Weights], list[np.ndarray]]:
-    names = [layer.name for layer in layers if layer is not None]
-    return lambda weights: [a for name in names for _, a in sorted(weights.get(name, {}).items())]
+def _weight_names(*layers) -> tuple[tuple[str, str], ...]:
+    """(layer, weight) names prepare() reads from Conv2D / DepthwiseConv2D / Dense / BN layers."""
+    names = []
+    for layer in layers:
+        if isinstance(layer, S.BatchNormalization):
+            own = ["moving_mean", "moving_variance"] + (["gamma"] if layer.scale else []) + (["beta"] if layer.center else [])
+        elif layer is not None:
+            own = ["kernel"] + (["bias"] if layer.use_bias else [])
+        else:
+            own = []
+        names += [(layer.name, name) for name in own]
+    return tuple(names)
 
 
-def _conv_node(conv: BandConv, bn, source: str, output: str) -> _Node:
+def _conv_node(conv, bn, source: str, output: str) -> _Node:
+    """Conv2D or DepthwiseConv2D (+ folded BN) by its step ``conv`` (``layerlab.engine.steps``)."""
     layer = conv.layer
 
     def prepare(weights):
-        kernel, bias = _folded(layer, bn, weights, "kernel", 3)
-        return conv.band(kernel), bias
+        depthwise = isinstance(layer, S.DepthwiseConv2D)  # kernel (kh, kw, C, M): output channel c * M + m
+        kernel, bias = _folded(layer, bn, weights, "kernel", (2, 3) if depthwise else (3,))
+        return conv.matrices(kernel), bias
 
-    def run(inputs, prepared, overwrite):
-        band, bias = prepared[output]
-        return conv(inputs[0], band, bias)
+    def run(inputs, prepared, overwrite, space):
+        matrices, bias = prepared[output]
+        return conv(inputs[0], matrices, bias, space)
 
-    return _Node(run, (source,), output, prepare=prepare, arrays=_arrays_of(layer, bn),
-                 blas_mk=conv.block * layer.filters * conv.k)
-
-
-@dataclass(frozen=True)
-class _Depthwise:
-    """DepthwiseConv2D (+ folded BN, + activation) on ``x_hwcn``; see the module docstring."""
-
-    layer: S.DepthwiseConv2D
-    bn: S.BatchNormalization | None
-    win: geometry.Window2D
-    channels: int
-    softmax_axis: int
-
-    @property
-    def dense(self) -> bool:
-        w = self.win
-        return w.out_h * w.out_w * w.in_h * w.in_w <= _DEPTHWISE_DENSE
-
-    def prepare(self, weights: Weights):
-        """(weights, bias): the per-channel dense matrices (C, M, out_cells, in_cells), or the kernel
-        (kh, kw, C, M) for the tap loop; the BN scale folded in per output channel c * M + m."""
-        params = weights[self.layer.name]
-        kernel = np.asarray(params["kernel"], np.float32)
-        bias = np.asarray(params["bias"], np.float32) if self.layer.use_bias else None
-        if self.bn is not None:
-            scale, shift = layer_scale_shift(self.bn, weights[self.bn.name], dtype=np.float64)
-            kernel = (kernel.astype(np.float64) * scale.reshape(kernel.shape[2:])).astype(np.float32)
-            bias = ((bias.astype(np.float64) if bias is not None else 0.0) * scale + shift).astype(np.float32)
-        if not self.dense:
-            return kernel, bias
-        w, c, m = self.win, self.channels, self.layer.depth_multiplier
-        matrix = np.zeros((c, m, w.out_h, w.out_w, w.in_h, w.in_w), np.float32)
-        for fy in range(w.kernel_h):
-            for fx in range(w.kernel_w):
-                tap = _tap_ranges(w, fy * w.dilation_h, fx * w.dilation_w)
-                if tap is None:
-                    continue
-                out_y, out_x, in_y, in_x = (range(w.out_h)[tap[0]], range(w.out_w)[tap[1]],
-                                            range(w.in_h)[tap[2]], range(w.in_w)[tap[3]])
-                for oy, iy in zip(out_y, in_y, strict=True):
-                    for ox, ix in zip(out_x, in_x, strict=True):
-                        matrix[:, :, oy, ox, iy, ix] = kernel[fy, fx]
-        return matrix.reshape(c, m, w.out_h * w.out_w, w.in_h * w.in_w), bias
-
-    def __call__(self, inputs, prepared, overwrite, output: str) -> np.ndarray:
-        weights, bias = prepared[output]
-        x = inputs[0]
-        w, c, m = self.win, self.channels, self.layer.depth_multiplier
-        n = x.shape[-1]
-        if self.dense:
-            # (C, M, out_cells, in_cells) @ (C, 1, in_cells, N) into (C, M, out_cells, N) views of
-            # the HWCN input and output: no transposing copies (BLAS takes the strides).
-            cells = np.ascontiguousarray(x).reshape(w.in_h * w.in_w, c, n).transpose(1, 0, 2)[:, None]
-            out = np.empty((w.out_h, w.out_w, c, m, n), np.float32)
-            np.matmul(weights, cells, out=out.reshape(w.out_h * w.out_w, c, m, n).transpose(1, 2, 0, 3))
-            out = out.reshape(w.out_h, w.out_w, c * m, n)
-        else:
-            out = np.zeros((w.out_h, w.out_w, c, m, n), np.float32)
-            for fy in range(w.kernel_h):
-                for fx in range(w.kernel_w):
-                    tap = _tap_ranges(w, fy * w.dilation_h, fx * w.dilation_w)
-                    if tap is not None:
-                        target = out[tap[0], tap[1]]
-                        target += x[tap[2], tap[3]][:, :, :, None, :] * weights[fy, fx][:, :, None]
-            out = out.reshape(w.out_h, w.out_w, c * m, n)
-        if bias is not None:
-            out += bias[:, None]
-        return activate(out, self.layer.activation, True, self.softmax_axis)
+    return _Node(run, (source,), output, prepare=prepare, arrays=_weight_names(layer, bn))
 
 
-def _dense_node(layer: S.Dense, bn, source: str, output: str, batch_first: bool = False) -> _Node:
-    """Dense (+ folded BN) on ``(in, N)``; ``batch_first``: the model's last layer, which writes
-    ``(N, units)`` straight away (no transposing copy at the end)."""
+def _dense_node(layer: S.Dense, bn, source: str, output: str) -> _Node:
+    """Dense (+ BN) on ``(N, in)``: ``(N, in) @ (in, units)`` into the node's buffer, with the
+    kernel as the weights hold it; a BN after it scales and shifts the output."""
     def prepare(weights):
-        kernel, bias = _folded(layer, bn, weights, "kernel", 1)
-        return (kernel if batch_first else np.ascontiguousarray(kernel.T)), bias  # (in, units) / (units, in)
+        kernel = np.asarray(weights[layer.name]["kernel"], np.float32)  # the array itself when it is float32
+        bias = np.asarray(weights[layer.name]["bias"], np.float32) if layer.use_bias else None
+        if bn is None:
+            return kernel, None, bias
+        scale, shift = layer_scale_shift(bn, weights[bn.name], dtype=np.float64)
+        base = bias.astype(np.float64) if bias is not None else 0.0
+        return kernel, scale.astype(np.float32), (base * scale + shift).astype(np.float32)
 
-    def run(inputs, prepared, overwrite):
-        kernel, bias = prepared[output]
-        if batch_first:
-            out = inputs[0].T @ kernel  # (N, in) @ (in, units): BLAS reads the transposed view
-            if bias is not None:
-                out += bias
-            return activate(out, layer.activation, True, 1)
-        out = kernel @ inputs[0]  # (units, in) @ (in, N) -> (units, N)
-        if bias is not None:
-            out += bias[:, None]
-        return activate(out, layer.activation, True, 0)
+    def run(inputs, prepared, overwrite, space):
+        kernel, scale, shift = prepared[output]
+        x = inputs[0]
+        out = np.matmul(x, kernel, out=space.out((x.shape[0], kernel.shape[1])))
+        if scale is not None:
+            out *= scale
+        if shift is not None:
+            out += shift
+        return activate(out, layer.activation, True, 1)
 
-    return _Node(run, (source,), output, prepare=prepare, arrays=_arrays_of(layer, bn))
+    return _Node(run, (source,), output, prepare=prepare, arrays=_weight_names(layer, bn), live=((layer.name, "kernel"),))
 
 
-def _batchnorm_node(layer: S.BatchNormalization, source: str) -> _Node:
+def _batchnorm_node(layer: S.BatchNormalization, source: str, image: bool) -> _Node:
     def prepare(weights):
         scale, shift = layer_scale_shift(layer, weights[layer.name])
-        return scale[:, None], shift[:, None]  # channels are the axis before the batch
+        if image:  # (H, C, W, N): channels are axis 1
+            return scale[:, None, None], shift[:, None, None]
+        return scale, shift  # (N, F)
 
-    def run(inputs, prepared, overwrite):
+    def run(inputs, prepared, overwrite, space):
         scale, shift = prepared[layer.name]
         x = inputs[0]
-        if overwrite[0]:
-            np.multiply(x, scale, out=x)
-            x += shift
-            return x
-        return x * scale + shift
+        out = x if overwrite[0] else space.out(x.shape)
+        np.multiply(x, scale, out=out)
+        out += shift
+        return out
 
-    return _Node(run, (source,), layer.name, in_place=0, prepare=prepare, arrays=_arrays_of(layer))
+    return _Node(run, (source,), layer.name, in_place=(0,), prepare=prepare, arrays=_weight_names(layer))
 
 
 def _merge_node(layer, sources: tuple[str, ...]) -> _Node:
@@ -338,32 +394,40 @@ def _merge_node(layer, sources: tuple[str, ...]) -> _Node:
     fold = {"add": np.add, "average": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum,
             "subtract": np.subtract}[operation]
 
-    def run(inputs, prepared, overwrite):
+    def run(inputs, prepared, overwrite, space):
         if operation == "subtract":
-            return np.subtract(inputs[0], inputs[1], out=inputs[0] if overwrite[0] else None)
-        # Keras folds left to right; addition and the others are commutative, so any input may
-        # hold the running result: x0 + x1 == x1 + x0 bit for bit (three inputs keep the order).
-        if overwrite[0] or len(inputs) > 2 or not overwrite[1]:
-            out = inputs[0] if overwrite[0] else inputs[0].copy()
-            rest = inputs[1:]
+            return np.subtract(inputs[0], inputs[1], out=inputs[0] if overwrite[0] else space.out(inputs[0].shape))
+        # Keras folds left to right; addition and the others are commutative, so either of two
+        # inputs may hold the running result: x0 + x1 == x1 + x0 bit for bit.
+        if len(inputs) == 2 and overwrite[1]:
+            out = fold(inputs[1], inputs[0], out=inputs[1])
         else:
-            out, rest = inputs[1], inputs[:1]
-        for other in rest:
+            out = fold(inputs[0], inputs[1], out=inputs[0] if overwrite[0] else space.out(inputs[0].shape))
+        for other in inputs[2:]:
             fold(out, other, out=out)
         if operation == "average":
             out /= np.float32(len(inputs))
         return out
 
-    return _Node(run, sources, layer.name, in_place=0)
+    two_way = len(sources) == 2 and operation != "subtract"
+    return _Node(run, sources, layer.name, in_place=(0, 1) if two_way else (0,))
 
 
 def _simple(fn: Callable[[np.ndarray], np.ndarray], source: str, output: str, alias: bool = False) -> _Node:
-    return _Node(lambda inputs, prepared, overwrite: fn(inputs[0]), (source,), output, alias=alias)
+    return _Node(lambda inputs, prepared, overwrite, space: fn(inputs[0]), (source,), output, alias=alias)
 
 
 def _activation_node(name: str, source: str, output: str, axis: int) -> _Node:
-    return _Node(lambda inputs, prepared, overwrite: activate(inputs[0], name, overwrite[0], axis), (source,), output,
-                 alias=name == "linear", in_place=0, activation=None if name == "linear" else (name, axis))
+    return _Node(lambda inputs, prepared, overwrite, space: activate(inputs[0], name, overwrite[0], axis), (source,), output,
+                 alias=name == "linear", in_place=(0,), activation=None if name == "linear" else (name, axis))
+
+
+def _flatten(x: np.ndarray, order: tuple[int, ...], space) -> np.ndarray:
+    """``x (H, C, W, N)`` as ``(N, features)``, features in ``order``'s axes after the batch."""
+    view = x.transpose(order)
+    out = space.out(view.shape)
+    np.copyto(out, view)
+    return out.reshape(view.shape[0], -1)
 
 
 # -- building a plan -----------------------------------------------------------------------------
@@ -378,12 +442,17 @@ def _internal(shape: tuple[int, ...], channels_first: bool) -> tuple[int, ...]:
 
 
 def _concat_axis(layer: S.Concatenate, rank: int, channels_first: bool) -> int:
+    """The concatenation axis in the plan's (H, W, C) shapes (0 for vectors)."""
     axis = layer.axis if layer.axis >= 0 else rank + 1 + layer.axis
     if rank == 1:
         return 0
     if channels_first:
         return {1: 2, 2: 0, 3: 1}[axis]
     return {1: 0, 2: 1, 3: 2}[axis]
+
+
+# (H, W, C) shape axis -> axis of the plan's (H, C, W, N) arrays
+_ARRAY_AXIS = (0, 2, 1)
 
 
 def _readers(spec: S.Model) -> dict[str, list[int]]:
@@ -402,14 +471,14 @@ def _plan_for(spec: S.Model) -> Plan:
     channels_first = formats == {S.CHANNELS_FIRST}
     rank = len(spec.input_shape)
     if rank == 3:
-        order = (2, 3, 1, 0) if channels_first else (1, 2, 3, 0)  # (N, C, H, W) / (N, H, W, C) -> HWCN
+        order = (2, 1, 3, 0) if channels_first else (1, 3, 2, 0)  # (N, C, H, W) / (N, H, W, C) -> HCWN
     elif rank == 1:
-        order = (1, 0)  # (N, F) -> (F, N)
+        order = (0, 1)  # vectors stay (N, F)
     else:
         raise Unsupported(f"rank-{rank} input")
-    nodes = [_Node(lambda inputs, prepared, overwrite: inputs[0].transpose(order), ("input",), "<in>", alias=True)]
+    nodes = [_Node(lambda inputs, prepared, overwrite, space, o=order: inputs[0].transpose(o), ("input",), "<in>", alias=True)]
     names = {"input": "<in>"}  # spec value -> plan value
-    shapes = {"input": _internal(tuple(spec.input_shape), channels_first)}
+    shapes = {"input": _internal(tuple(spec.input_shape), channels_first)}  # (H, W, C) or (F,)
     readers = _readers(spec)
     folded: dict[str, S.BatchNormalization] = {}  # conv / dense name -> the BN folded into it
     bias_left: set[str] = set()  # convs whose bias the max pooling after them adds
@@ -425,11 +494,12 @@ def _plan_for(spec: S.Model) -> Plan:
         inputs = tuple(names[s] for s in sources)
         shape = shapes[sources[0]]
         image = len(shape) == 3
-        softmax_axis = 0 if not image else (1 if channels_first else 2)  # the spec's last axis
+        softmax_axis = 1 if not image else (2 if channels_first else 1)  # the spec's last axis: F / W / C
         bn = _foldable_bn(spec, index, readers, shape, channels_first)
         out_name = bn.name if bn is not None else layer.name
         if bn is not None:
             folded[layer.name] = bn
+        scratch = 0
         if isinstance(layer, S.Conv2D):
             h, w, c = shape
             following = spec.layers[index + 1] if index + 1 < len(spec.layers) else None
@@ -439,20 +509,24 @@ def _plan_for(spec: S.Model) -> Plan:
                 bias_left.add(layer.name)
             conv = plan_conv(layer, (h, w, c), softmax_axis, add_bias=not bias_later)
             node = _conv_node(conv, bn, inputs[0], out_name)
-            out_shape = (conv.win.out_h, conv.win.out_w, layer.filters)
+            win = conv.win
+            rows = win.kernel_h * c * (win.kernel_w if conv.im2col else 1)
+            node.blas_mk = layer.filters * rows * win.out_w  # (F, rows) @ (rows, out_w * n) per output row
+            scratch = conv.scratch_floats()
+            out_shape = (win.out_h, win.out_w, layer.filters)
         elif isinstance(layer, S.DepthwiseConv2D):
             h, w, c = shape
             win = geometry.window_2d((h, w), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
-            step = _Depthwise(layer, bn, win, c, softmax_axis)
-            node = _Node(lambda inputs, prepared, overwrite, step=step, out=out_name: step(inputs, prepared, overwrite, out),
-                         inputs, out_name, prepare=step.prepare, arrays=_arrays_of(layer, bn),
-                         blas_mk=layer.depth_multiplier * win.out_h * win.out_w * win.in_h * win.in_w if step.dense else 0)
+            step = Depthwise(layer, win, c, softmax_axis)
+            node = _conv_node(step, bn, inputs[0], out_name)
+            node.blas_mk = win.out_h * win.in_h * win.out_w if step.diagonal else 0  # (out_h, H) @ (H, out_w * n)
+            scratch = step.scratch_floats()
             out_shape = (win.out_h, win.out_w, c * layer.depth_multiplier)
         elif isinstance(layer, S.Dense):
             if image:
                 raise Unsupported("Dense on an image")
             final = spec.layers[-1] in (layer, bn)  # the model's output: written batch first
-            node = _dense_node(layer, bn, inputs[0], out_name, batch_first=final)
+            node = _dense_node(layer, bn, inputs[0], out_name)
             dense_last = final
             node.blas_mk = layer.units * shape[0]
             out_shape = (layer.units,)
@@ -461,12 +535,13 @@ def _plan_for(spec: S.Model) -> Plan:
             win = geometry.window_2d((h, w), layer.pool_size, layer.strides or layer.pool_size, layer.padding)
             pool = Pool(win, layer.reduce == "average")
             bias_of = sources[0] if sources[0] in bias_left else None  # that conv left its bias to this max pool
-            node = _Node(lambda inputs, prepared, overwrite, pool=pool, b=bias_of: pool(inputs[0], prepared[b][1] if b else None),
-                         inputs, layer.name)
+            node = _Node(lambda inputs, prepared, overwrite, space, pool=pool, b=bias_of: pool(
+                inputs[0], space, prepared[b][1] if b else None), inputs, layer.name)
             out_shape = (win.out_h, win.out_w, c)
         elif isinstance(layer, (S.GlobalAveragePooling2D, S.GlobalMaxPooling2D)):
             reduce, keep = layer.reduce, layer.keepdims
-            node = _simple(lambda x, r=reduce, k=keep: E.global_pooling(x, reduce=r, axes=(0, 1), keepdims=k), inputs[0], layer.name)
+            node = _simple(lambda x, r=reduce, k=keep: E.global_pooling(x, reduce=r, axes=(0, 2), keepdims=k) if k
+                           else E.global_pooling(x, reduce=r, axes=(0, 2)).T.copy(), inputs[0], layer.name)  # (N, C)
             out_shape = (1, 1, shape[2]) if keep else (shape[2],)
         elif isinstance(layer, S.ZeroPadding2D):
             h, w, c = shape
@@ -482,17 +557,18 @@ def _plan_for(spec: S.Model) -> Plan:
             out_shape = shape
         elif isinstance(layer, S.Flatten):
             size = int(np.prod(shape))
-            # Keras flattens the spec's layout, after moving axis 1 last for channels_first.
-            # Internal axes are (H, W, C) = 0, 1, 2; the spec's are (C, H, W) for a
-            # channels_first model: so the usual case, a channels_first Flatten in a
-            # channels_first model, reads H-W-C, the internal order, and copies nothing.
+            # Keras flattens the spec's layout, after moving axis 1 last for a channels_first
+            # Flatten. In (H, W, C) terms: H-W-C for a Flatten of the model's own data format,
+            # C-H-W for a channels_last Flatten in a channels_first model, W-C-H the other way.
             axes = (2, 0, 1) if channels_first else (0, 1, 2)
             if layer.data_format == S.CHANNELS_FIRST:
                 axes = axes[1:] + axes[:1]
-            if not image or axes == (0, 1, 2):
-                node = _simple(lambda x, s=size: x.reshape(s, -1), inputs[0], layer.name, alias=True)
+            if not image:
+                node = _simple(lambda x: x, inputs[0], layer.name, alias=True)
             else:
-                node = _simple(lambda x, s=size, a=(*axes, 3): np.ascontiguousarray(x.transpose(a)).reshape(s, -1), inputs[0], layer.name)
+                flat = (3, *(_ARRAY_AXIS[a] for a in axes))  # (H, C, W, N) -> (N, ...) in Keras' order
+                node = _Node(lambda inputs, prepared, overwrite, space, o=flat: _flatten(inputs[0], o, space),
+                             inputs, layer.name)
             out_shape = (size,)
         elif isinstance(layer, S.Dropout):
             node = _simple(lambda x: x, inputs[0], layer.name, alias=True)
@@ -503,22 +579,22 @@ def _plan_for(spec: S.Model) -> Plan:
             out_shape = shape
         elif isinstance(layer, S.BatchNormalization):
             _check_channel_axis(layer, shape, channels_first)
-            node = _batchnorm_node(layer, inputs[0])
+            node = _batchnorm_node(layer, inputs[0], image)
             out_shape = shape
         elif isinstance(layer, S.Concatenate):
             axis = _concat_axis(layer, len(shape), channels_first)
-            node = _Node(lambda arrays, prepared, overwrite, a=axis: np.concatenate(arrays, axis=a), inputs, layer.name)
+            array_axis = _ARRAY_AXIS[axis] if image else 1
             parts = [shapes[s] for s in sources]
             out_shape = tuple(sum(p[axis] for p in parts) if i == axis else shape[i] for i in range(len(shape)))
+            node = _Node(lambda arrays, prepared, overwrite, space, a=array_axis: np.concatenate(
+                arrays, axis=a, out=space.out(_concat_shape(arrays, a))), inputs, layer.name)
         elif type(layer) in ELEMENTWISE_MERGES:
             node = _merge_node(layer, inputs)
             out_shape = shape
         else:
             raise Unsupported(layer.type)
         node.fresh = not node.alias and not isinstance(layer, (S.Activation, S.ReLU, S.Flatten, S.Dropout))
-        node.floats = sum(int(np.prod(shapes[src])) for src in sources) + int(np.prod(out_shape))
-        if isinstance(layer, S.Conv2D):
-            node.floats += conv.win.out_h * conv.blocks * conv.k  # the patches it gathers
+        node.floats = sum(int(np.prod(shapes[src])) for src in sources) + int(np.prod(out_shape)) + scratch
         nodes.append(node)
         names[layer.name] = node.output
         shapes[layer.name] = out_shape
@@ -526,16 +602,22 @@ def _plan_for(spec: S.Model) -> Plan:
             names[bn.name] = node.output
             shapes[bn.name] = out_shape
     last = spec.layers[-1].name
-    back = ((3, 2, 0, 1) if channels_first else (3, 0, 1, 2)) if len(shapes[last]) == 3 else (1, 0)
+    back = ((3, 1, 0, 2) if channels_first else (3, 0, 2, 1)) if len(shapes[last]) == 3 else (0, 1)  # HCWN -> spec
     if dense_last:  # the last Dense made (N, units) already
         nodes[-1].key, nodes[-1].output = nodes[-1].output, "<out>"
-    else:
-        nodes.append(_simple(lambda x: np.ascontiguousarray(x.transpose(back)), names[last], "<out>"))
+    else:  # always a copy: the plan's own buffers never leave it
+        nodes.append(_simple(lambda x: x.transpose(back).copy(), names[last], "<out>"))
     nodes = _fuse_activations(nodes)
     _liveness(nodes)
     largest = max(node.floats for node in nodes)
     return Plan(tuple(nodes), "<out>", *chunk_size([node.blas_mk for node in nodes if node.blas_mk], largest),
                 solo_chunk=cache_chunk(largest))
+
+
+def _concat_shape(arrays: list[np.ndarray], axis: int) -> tuple[int, ...]:
+    shape = list(arrays[0].shape)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    return tuple(shape)
 
 
 def _check_channel_axis(layer: S.BatchNormalization, shape: tuple[int, ...], channels_first: bool) -> None:

@@ -1,0 +1,306 @@
+"""The fast path's layer steps on ``(H, C, W, batch)`` arrays: convolutions as row-batched matmuls,
+pooling by clipped strided views.
+
+Arrays here are ``x (H, C, W, N)``: rows, then channels, then columns with the batch innermost.
+One channel of one image row, ``(W, N)``, is a contiguous run, and so is any range of
+neighbouring columns; the next channel of the same row starts ``W * N`` floats later and the next
+row ``C * W * N`` floats later, so rows ``(fy, c)`` of a kernel column are evenly spaced. Hence:
+
+* Conv2D ('views'): output row ``y`` is ``out[y] (F, out_w * N) = sum over fx of A_fx (F, kh * C)
+  @ x_pad[y * stride_h : ..., :, fx * dilation_w : ...]`` where the right operand is a strided
+  view ``(kh * C, out_w * N)`` of the padded input: no im2col copy, no band of zeros, and
+  matrices ``out_w * N`` columns wide even for a few images. One batched matmul per kernel
+  column (the batch is the output rows); the columns after the first add up in a scratch buffer.
+  A width stride s first copies the input once into s blocks of every s-th column, so each
+  tap column is again a contiguous range (in its block). Needs dilation_h 1.
+* Conv2D ('im2col'), for a height dilation or few input values per kernel column
+  (``kh * C <= _IM2COL_ROWS``, where BLAS runs a thin matrix slowly): one strided copy gathers
+  ``(out_h, kw * kh * C, out_w * N)`` and one batched matmul computes the rows.
+* DepthwiseConv2D: per channel, an ``(out_h, H)`` matrix holding one kernel column's taps on
+  its diagonals (zeros elsewhere: 'same' height padding and the height stride are in it) times
+  the channel's rows ``(H, out_w * N)``, batched over the channels through strided views. Width
+  padding is a copy; a width stride is one strided copy per kernel column. Past
+  ``H > _DEPTHWISE_ROWS * kh`` the zeros cost more than a loop over the taps, which adds clipped
+  views instead.
+* Pooling takes the maximum (or sum) of strided views, each tap clipped to the output cells whose
+  input cell is real, so 'same' padding is never materialised: padded cells never win a max and
+  are not counted in a mean (Keras' ``window_counts``).
+
+Steps write into buffers from ``space`` (see ``layerlab.engine.fast``): ``space.out(shape)`` for
+the step's result, ``space.tmp(i, shape)`` for scratch that is dead once the step returns.
+Thresholds were measured on the 2-core x86 machine of BENCHMARKS.md (OpenBLAS 0.3.31, one
+thread): any choice gives the same outputs up to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from layerlab import geometry
+from layerlab import spec as S
+from layerlab.engine import activations as A
+
+_IM2COL_ROWS = 12  # kh * C at or below this: im2col (C=3, 3x3: 174 us against 222 for views)
+_DEPTHWISE_ROWS = 16  # depthwise via diagonal matrices while H <= this * kh (H=34, 3x3: 668 / 930 us)
+_ITEM = 4  # bytes per float32
+_IN_PLACE: dict[str, Callable[..., np.ndarray]] = {
+    "tanh": np.tanh,
+    "relu": lambda x, out: np.maximum(x, np.float32(0), out=out),
+}
+
+
+def activate(x: np.ndarray, name: str, owned: bool, axis: int) -> np.ndarray:
+    """Activation ``name``; softmax along ``axis``; in place only on a buffer the plan made."""
+    if name == "linear":
+        return x
+    if name == "softmax":
+        return A.softmax(x, axis=axis)
+    if owned and name in _IN_PLACE:
+        return _IN_PLACE[name](x, out=x)
+    return A.activation(x, name)
+
+
+def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``x (H, C, W, N)`` with zeros added around axes 0 and 2, into ``out`` when given."""
+    h, c, w, n = x.shape
+    shape = (top + h + bottom, c, left + w + right, n)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    if top or bottom or left or right:
+        out.fill(0)
+    out[top : top + h, :, left : left + w] = x
+    return out
+
+
+def _view(x: np.ndarray, offset: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """A read-only view of C-contiguous float32 ``x``; ``offset`` and ``strides`` in floats."""
+    view = np.ndarray(shape, np.float32, buffer=x, offset=offset * _ITEM, strides=tuple(s * _ITEM for s in strides))
+    view.flags.writeable = False
+    return view
+
+
+def _padded(x: np.ndarray, top: int, bottom: int, left: int, right: int, space) -> np.ndarray:
+    """``x`` padded into scratch buffer 0, or ``x`` itself when no padding is needed and it is
+    C-contiguous (a view of the model input may not be)."""
+    if not (top or bottom or left or right) and x.flags.c_contiguous:
+        return x
+    h, c, w, n = x.shape
+    return pad_hw(x, top, bottom, left, right, out=space.tmp(0, (top + h + bottom, c, left + w + right, n)))
+
+
+@dataclass(frozen=True)
+class Conv:
+    """Conv2D (+ its activation) on ``x (H, C, W, N)``; see the module docstring for the two forms."""
+
+    layer: S.Conv2D
+    win: geometry.Window2D
+    channels: int
+    im2col: bool
+    softmax_axis: int
+    add_bias: bool  # False when the following max pool adds it (see Pool)
+
+    def matrices(self, kernel_hwio: np.ndarray) -> np.ndarray:
+        """The kernel as this step multiplies it: ``(kw, F, kh * C)`` (views) or ``(F, kw * kh * C)``
+        (im2col), rows ``(fy, c)`` as the input views hold them."""
+        kh, kw, c, f = kernel_hwio.shape
+        if self.im2col:
+            return np.ascontiguousarray(kernel_hwio.transpose(3, 1, 0, 2).reshape(f, kw * kh * c))
+        return np.ascontiguousarray(kernel_hwio.transpose(1, 3, 0, 2).reshape(kw, f, kh * c))
+
+    def scratch_floats(self) -> int:
+        """Scratch floats per image: the padded input, and the im2col matrix or the sum buffer."""
+        w, c = self.win, self.channels
+        padded = (w.pad_top + w.in_h + w.pad_bottom) * c * (w.pad_left + w.in_w + w.pad_right)
+        if self.im2col:
+            return padded + w.out_h * w.kernel_h * w.kernel_w * c * w.out_w
+        return padded * (2 if w.stride_w > 1 else 1) + w.out_h * self.layer.filters * w.out_w
+
+    def __call__(self, x: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, space) -> np.ndarray:
+        w, filters = self.win, self.layer.filters
+        xp = _padded(x, w.pad_top, w.pad_bottom, w.pad_left, w.pad_right, space)
+        _, c, width, n = xp.shape
+        row = c * width * n  # floats from one padded input row to the next
+        cols = w.out_w * n
+        out = space.out((w.out_h, filters, cols))
+        if self.im2col:
+            kh, kw = w.kernel_h, w.kernel_w
+            gathered = space.tmp(1, (w.out_h, kw * kh * c, cols))
+            np.copyto(gathered.reshape(w.out_h, kw, kh, c, w.out_w, n), _view(
+                xp, 0, (w.out_h, kw, kh, c, w.out_w, n),
+                (w.stride_h * row, w.dilation_w * n, w.dilation_h * row, width * n, w.stride_w * n, 1)))
+            np.matmul(matrices, gathered, out=out)
+        else:
+            source, step = xp, w.stride_w
+            if step > 1:  # one copy: every step-th column in a block per phase, (step, Hp, C, ceil(Wp / step), N)
+                wide = -(-width // step)
+                source = space.tmp(2, (step, xp.shape[0], c, wide, n))
+                for phase in range(step):
+                    picked = xp[:, :, phase::step]
+                    source[phase, :, :, : picked.shape[2]] = picked
+                width = wide
+                row = c * width * n
+            shape, strides = (w.out_h, w.kernel_h * c, cols), (w.stride_h * row, width * n, 1)
+            part = space.tmp(1, out.shape) if w.kernel_w > 1 else None
+            for fx in range(w.kernel_w):
+                column = fx * w.dilation_w  # in the padded input; in its phase block when strided
+                offset = (column % step) * xp.shape[0] * row + (column // step) * n
+                np.matmul(matrices[fx], _view(source, offset, shape, strides), out=out if fx == 0 else part)
+                if fx:
+                    out += part
+        if self.add_bias and bias is not None:
+            out += bias[:, None]
+        out = out.reshape(w.out_h, filters, w.out_w, n)
+        return activate(out, self.layer.activation, True, self.softmax_axis)
+
+
+def plan_conv(layer: S.Conv2D, shape_hwc: tuple[int, int, int], softmax_axis: int, add_bias: bool = True) -> Conv:
+    """The conv step for ``layer`` on inputs of shape ``shape_hwc`` (no batch axis).
+
+    Args:
+        layer: the Conv2D spec.
+        shape_hwc: ``(height, width, channels)`` of its input.
+        softmax_axis: the internal axis a softmax activation runs over (the spec's last axis).
+        add_bias: False when the following max pooling step adds the bias instead.
+    """
+    h, w, c = shape_hwc
+    win = geometry.window_2d((h, w), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
+    im2col = win.dilation_h > 1 or win.kernel_h * c <= _IM2COL_ROWS
+    return Conv(layer, win, c, im2col, softmax_axis, add_bias)
+
+
+def _tap_ranges(win: geometry.Window2D, filter_y: int, filter_x: int):
+    """For one tap: the output cells whose input cell is real, and those input cells.
+
+    Returns ``(out_rows, out_cols, in_rows, in_cols)`` slices, or None when the tap only ever
+    reads padding. Output ``out_y`` reads input ``out_y * stride_h - pad_top + filter_y``.
+    """
+
+    def axis(out_n, n, stride, pad, tap):
+        first = max(0, -(-(pad - tap) // stride))  # smallest output whose input is >= 0
+        last = min(out_n - 1, (n - 1 + pad - tap) // stride)  # largest output whose input is < n
+        if last < first:
+            return None
+        start = first * stride - pad + tap
+        return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
+
+    ys = axis(win.out_h, win.in_h, win.stride_h, win.pad_top, filter_y)
+    xs = axis(win.out_w, win.in_w, win.stride_w, win.pad_left, filter_x)
+    if ys is None or xs is None:
+        return None
+    return ys[0], xs[0], ys[1], xs[1]
+
+
+@dataclass(frozen=True)
+class Depthwise:
+    """DepthwiseConv2D (+ folded BN, + activation) on ``x (H, C, W, N)``; see the module docstring."""
+
+    layer: S.DepthwiseConv2D
+    win: geometry.Window2D
+    channels: int
+    softmax_axis: int
+
+    @property
+    def diagonal(self) -> bool:
+        """Per-channel diagonal matrices (True) or a loop over the taps (False)."""
+        return self.win.in_h <= _DEPTHWISE_ROWS * self.win.kernel_h
+
+    def matrices(self, kernel: np.ndarray) -> np.ndarray:
+        """``(kw, C, M, out_h, H)`` diagonal matrices from ``kernel (kh, kw, C, M)`` (taps on padded
+        rows left out), or the kernel itself for the tap loop."""
+        if not self.diagonal:
+            return kernel
+        w = self.win
+        kh, kw, c, m = kernel.shape
+        matrix = np.zeros((kw, c, m, w.out_h, w.in_h), np.float32)
+        for fy in range(kh):
+            for y in range(w.out_h):
+                iy = y * w.stride_h - w.pad_top + fy * w.dilation_h
+                if 0 <= iy < w.in_h:
+                    matrix[:, :, :, y, iy] = kernel[fy]
+        return matrix
+
+    def scratch_floats(self) -> int:
+        w, c = self.win, self.channels
+        return w.in_h * c * (w.pad_left + w.in_w + w.pad_right) + w.out_h * c * self.layer.depth_multiplier * w.out_w
+
+    def __call__(self, x: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, space) -> np.ndarray:
+        w, c, m = self.win, self.channels, self.layer.depth_multiplier
+        n = x.shape[-1]
+        out = space.out((w.out_h, c * m, w.out_w, n))
+        if self.diagonal:
+            xp = _padded(x, 0, 0, w.pad_left, w.pad_right, space)  # the height padding is in the matrices
+            width = xp.shape[2]
+            cols = w.out_w * n
+            target = out.reshape(w.out_h, c, m, cols).transpose(1, 2, 0, 3)  # (C, M, out_h, out_w * N)
+            part = space.tmp(1, (c, m, w.out_h, cols)) if w.kernel_w > 1 else None
+            for fx in range(w.kernel_w):
+                if w.stride_w == 1:
+                    rows = _view(xp, fx * w.dilation_w * n, (c, 1, w.in_h, cols), (width * n, 0, c * width * n, 1))
+                else:  # every stride_w-th column from this tap's first: one copy
+                    picked = space.tmp(2, (w.in_h, c, w.out_w, n))
+                    start = fx * w.dilation_w
+                    np.copyto(picked, xp[:, :, start : start + (w.out_w - 1) * w.stride_w + 1 : w.stride_w])
+                    rows = _view(picked, 0, (c, 1, w.in_h, cols), (cols, 0, c * cols, 1))
+                if fx == 0:
+                    np.matmul(matrices[0], rows, out=target)
+                else:
+                    np.matmul(matrices[fx], rows, out=part)
+                    target += part
+        else:
+            out.fill(0)
+            view = out.reshape(w.out_h, c, m, w.out_w, n)
+            for fy in range(w.kernel_h):
+                for fx in range(w.kernel_w):
+                    tap = _tap_ranges(w, fy * w.dilation_h, fx * w.dilation_w)
+                    if tap is not None:
+                        target = view[tap[0], :, :, tap[1]]
+                        target += x[tap[2], :, tap[3]][:, :, None] * matrices[fy, fx][:, :, None, None]
+        if bias is not None:
+            out += bias[:, None, None]
+        return activate(out, self.layer.activation, True, self.softmax_axis)
+
+
+class Pool:
+    """MaxPooling2D / AveragePooling2D on ``x (H, C, W, N)`` by clipped strided views (no padded copy).
+
+    A Conv2D right before a max pool may leave its bias to the pool, which adds it after taking the
+    maximum: exact, since float addition is monotonic (``max(a_i) + b == max(a_i + b)`` bit for
+    bit), and it touches the pooled cells only.
+    """
+
+    def __init__(self, win: geometry.Window2D, average: bool):
+        self.win = win
+        self.average = average
+        taps = [_tap_ranges(win, fy, fx) for fy in range(win.kernel_h) for fx in range(win.kernel_w)]
+        self.taps = [t for t in taps if t is not None]
+        count = np.zeros((win.out_h, 1, win.out_w, 1), np.float32)
+        for out_y, out_x, _, _ in self.taps:
+            count[out_y, :, out_x] += 1  # real cells only: Keras' window_counts
+        self.count = count
+        # The first tap usually reads a real cell for every output (no padding before): copy it
+        # instead of starting from -inf (max: every window holds a real cell) or 0 (sum).
+        first = self.taps[0]
+        self.first_covers_all = (first[0] == slice(0, win.out_h) and first[1] == slice(0, win.out_w))
+
+    def __call__(self, x: np.ndarray, space, bias: np.ndarray | None = None) -> np.ndarray:
+        """The pooling; ``bias`` (a max pool's conv bias, see the class) added to the result."""
+        w = self.win
+        combine = np.add if self.average else np.maximum
+        taps = self.taps
+        out = space.out((w.out_h, x.shape[1], w.out_w, x.shape[3]))
+        if self.first_covers_all:
+            np.copyto(out, x[taps[0][2], :, taps[0][3]])
+            taps = taps[1:]
+        else:
+            out.fill(0.0 if self.average else -np.inf)
+        for out_y, out_x, in_y, in_x in taps:
+            target = out[out_y, :, out_x]
+            combine(target, x[in_y, :, in_x], out=target)
+        if self.average:
+            out /= self.count
+        if bias is not None:
+            out += bias[:, None, None]
+        return out
