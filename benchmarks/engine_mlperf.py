@@ -71,7 +71,7 @@ def main() -> int:
                 if l.startswith("model name")), platform.processor())
     print(f"machine: {cpu}, {os.cpu_count()} cores, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, tensorflow {tf.__version__}; batch {args.batch}, "
-          f"{args.threads} thread(s) each, best / median of {args.repeats}")
+          f"{args.threads} thread(s) each, {args.repeats} rounds of best-of-{args.calls}")
     try:
         import onnxruntime as ort
         import tf2onnx

@@ -273,6 +273,43 @@ def test_thread_count_does_not_change_results(monkeypatch):
     np.testing.assert_array_equal(engine.run(spec, weights, x), one)
 
 
+def test_blas_is_held_to_one_thread_while_plans_run_and_given_back(monkeypatch):
+    """With threadpoolctl (layerlab[fast]) the engine runs BLAS on one thread, restores the
+    user's setting when the last of overlapping runs ends, and computes the same either way."""
+    require_module("threadpoolctl")
+    import threadpoolctl
+    limiter = fast.ONE_BLAS_THREAD
+    assert limiter._find()
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        seen = []
+        spec = seed650()
+        plan = fast.plan_for(spec)
+        original = type(plan).__call__
+        monkeypatch.setattr(type(plan), "__call__", lambda self, *a, **k: seen.append(blas_threads()) or original(self, *a, **k))
+        weights = random_weights(spec, 5)
+        x = np.random.default_rng(2).random((40, 1, 28, 28), dtype=np.float32)
+        monkeypatch.setenv("LAYERLAB_THREADS", "2")
+        held = engine.run(spec, weights, x)
+        assert seen and all(set(threads) == {1} for threads in seen)
+        assert blas_threads() == before
+        with limiter:
+            with limiter:
+                assert set(blas_threads()) == {1}
+            assert set(blas_threads()) == {1}  # an inner run ending does not end the outer one's limit
+        assert blas_threads() == before
+        monkeypatch.setattr(limiter, "available", False)  # as without threadpoolctl
+        seen.clear()
+        free = engine.run(spec, weights, x)
+        assert seen and all(threads == before for threads in seen)
+    # 20-image chunks on two threads against one chunk of 40: BLAS may sum in another order.
+    assert_close(held, free, atol=1e-6)
+
+
 def test_chunks_keep_blas_calls_single_threaded():
     # seed650: its largest call (conv2, B=4: m*k = 12*90) allows the full chunk, in parallel.
     plan = fast.plan_for(seed650())

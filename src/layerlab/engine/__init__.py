@@ -10,7 +10,7 @@ Modules:
     activations  Keras' activation functions
     runner       run_layer and the layer-by-layer runner (graphs with Add / Concatenate)
     fast         a plan per spec, run in chunks on worker threads (tested against layers and Keras)
-    banded       the plan's steps: Conv2D as banded matmuls, pooling by clipped strided views
+    steps        the plan's steps: convolutions as row-batched matmuls on (H, C, W, N) views, pooling by clipped views
 
 Only NumPy is imported here; never TensorFlow or Keras.
 """

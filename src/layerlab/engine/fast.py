@@ -23,11 +23,11 @@ plain functions and against Keras.
   A Dense uses its float32 kernel as it is (a BN after it is a scale and shift of its output),
   so the largest arrays of a dense network need no copy and no comparison: a 640-128-...-640
   autoencoder spent a fifth of its batch-64 call comparing 1 MB of kernels.
-* A batch runs in chunks (``Plan.chunk`` images). Each BLAS call is kept under OpenBLAS'
-  threading threshold (m * n * k <= 65536 * 4) by the chunk size, so calls stay single-threaded:
-  on a busy machine OpenBLAS threads wait for each other and a call can run ten times slower.
-  Chunks run on ``threads()`` worker threads instead (NumPy and BLAS release the GIL); an image's
-  result does not depend on the thread count.
+* A batch runs in chunks on ``threads()`` worker threads (NumPy and BLAS release the GIL). BLAS calls stay on one thread: held there
+  with threadpoolctl while a plan runs when it is installed (``layerlab[fast]``), else kept
+  under OpenBLAS' threading threshold (m * n * k <= 65536 * 4) by the chunk size where the
+  plan allows it. On a busy machine OpenBLAS threads wait for each other and a call can run
+  ten times slower.
 
 Specs a plan does not cover (Reshape, 1-D layers, mixed data formats, a BatchNormalization over
 a non-channel axis, ...) make ``plan_for`` return None; ``engine.run`` then uses the plain path.
@@ -106,6 +106,7 @@ class _Node:
     overwrite: tuple[bool, ...] = ()
     last_reads: tuple[str, ...] = ()  # values this node reads for the last time (dropped after it)
     slot: int | None = None  # the buffer its output goes into (None: a new array)
+    layer: str = ""  # the spec layer it runs (an activation fused in or a BN folded in aside)
 
 
 class _Space:
@@ -186,6 +187,7 @@ class Plan:
     chunk: int  # images per call at most (see chunk_size)
     parallel: bool  # chunks may run on several worker threads (see chunk_size)
     solo_chunk: int = CHUNK  # images per call on one worker thread (the cache rule alone)
+    macs: int = 0  # multiply-accumulates per image (the spec's count)
     _cache: list = field(default_factory=list, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
@@ -593,6 +595,7 @@ def _plan_for(spec: S.Model) -> Plan:
             out_shape = shape
         else:
             raise Unsupported(layer.type)
+        node.layer = layer.name
         node.fresh = not node.alias and not isinstance(layer, (S.Activation, S.ReLU, S.Flatten, S.Dropout))
         node.floats = sum(int(np.prod(shapes[src])) for src in sources) + int(np.prod(out_shape)) + scratch
         nodes.append(node)
@@ -611,7 +614,7 @@ def _plan_for(spec: S.Model) -> Plan:
     _liveness(nodes)
     largest = max(node.floats for node in nodes)
     return Plan(tuple(nodes), "<out>", *chunk_size([node.blas_mk for node in nodes if node.blas_mk], largest),
-                solo_chunk=cache_chunk(largest))
+                solo_chunk=cache_chunk(largest), macs=spec.macs)
 
 
 def _concat_shape(arrays: list[np.ndarray], axis: int) -> tuple[int, ...]:
@@ -647,6 +650,9 @@ def _foldable_bn(spec: S.Model, index: int, readers, shape, channels_first: bool
     return bn
 
 
+# Multiply-accumulates a part of a split batch needs at least (about 0.4 ms of BLAS work).
+_PART_MACS = 16_000_000
+
 # Bytes one chunk's largest step may touch: past this the chunk falls out of the caches and a
 # 32x32 ResNet conv ran 1.4x slower (64 images against 16, one thread; BENCHMARKS.md).
 _CHUNK_BYTES = 8 << 20
@@ -660,14 +666,15 @@ def cache_chunk(floats_per_image: int) -> int:
 def chunk_size(blas_mk: list[int], floats_per_image: int = 0) -> tuple[int, bool]:
     """Images per plan call, and whether chunks may run on several worker threads.
 
-    ``blas_mk`` holds ``m * k`` of every matmul the plan makes per image column (a banded conv's
-    ``(B * filters, K) @ (K, n)``, a Dense's ``(units, in) @ (in, n)``). When every call stays
-    under OpenBLAS' single-thread threshold with ``n >= 8``, the chunk is the largest such ``n``
-    (at most ``CHUNK``) and chunks run in parallel. Otherwise some call is large enough for
-    OpenBLAS to split it over threads itself: chunks run one after another, so the two kinds of
-    threads do not compete for the same cores. Either way a chunk's largest step stays within
-    ``_CHUNK_BYTES`` (``floats_per_image`` floats each image); on one worker thread only that
-    rule sets the chunk (``Plan.solo_chunk``).
+    ``blas_mk`` holds ``m * k`` of every matmul the plan makes per image (a conv's
+    ``(filters, rows) @ (rows, out_w * n)`` per output row, a Dense's ``(n, in) @ (in, units)``).
+    When every call stays under OpenBLAS' single-thread threshold with ``n >= 8``, the chunk is
+    the largest such ``n`` (at most ``CHUNK``) and chunks run in parallel. Otherwise some call is
+    large enough for OpenBLAS to split it over threads itself: chunks run one after another, so
+    the two kinds of threads do not compete for the same cores. Either way a chunk's largest step
+    stays within ``_CHUNK_BYTES`` (``floats_per_image`` floats each image); on one worker thread,
+    or with BLAS held to one thread (``run_fast``), only that rule sets the chunk
+    (``Plan.solo_chunk``).
     """
     largest = max(blas_mk, default=1)
     cap = cache_chunk(floats_per_image)
@@ -723,11 +730,68 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _EXECUTOR[2]
 
 
+class _OneBlasThread:
+    """Holds NumPy's BLAS to one thread while any plan runs (threadpoolctl, when installed).
+
+    The plan's own worker threads are the parallelism; a BLAS that also splits its calls over
+    the cores makes the two kinds of threads wait for each other, and on a busy machine a
+    spinning BLAS thread that lost its core stalls every call. The limit is set when the first
+    run starts and the previous setting comes back when the last one ends (runs may overlap in
+    a user's threads). Without threadpoolctl, ``chunk_size`` keeps each call under OpenBLAS' own
+    single-thread threshold where it can.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter = None
+        self._controller: Any = None
+        self.available: bool | None = None  # None: not looked for yet
+
+    def _find(self) -> bool:
+        if self.available is None:
+            try:
+                from threadpoolctl import ThreadpoolController  # optional: layerlab[fast]
+            except ImportError:
+                self.available = False
+            else:
+                self._controller = ThreadpoolController()
+                self.available = bool(self._controller.select(user_api="blas").lib_controllers)
+        return self.available
+
+    def __enter__(self) -> bool:
+        with self._lock:
+            if not self._find():
+                return False
+            if self._users == 0:
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+            return True
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            if self._users:
+                self._users -= 1
+                if self._users == 0 and self._limiter is not None:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+ONE_BLAS_THREAD = _OneBlasThread()
+
+
 def run_fast(spec: S.Model, weights: Weights, x: np.ndarray, chunk: int | None = None) -> np.ndarray:
     """Run ``spec`` with its plan on checked float32 ``x`` (batch first), ``chunk`` images a call.
 
-    Chunks run on ``threads()`` worker threads where the plan allows it (see ``chunk_size``);
-    each image's result is the same either way.
+    Chunks run on ``threads()`` worker threads. With NumPy's BLAS held to one thread
+    (``_OneBlasThread``) every plan may run chunks in parallel, and a batch smaller than
+    ``threads()`` full chunks is split evenly over them, in parts of at least 8 images and
+    ``_PART_MACS`` multiply-accumulates (a smaller part spends more of its time in Python,
+    where threads wait for each other: ad01 at batch 64 ran at 68k images/s in two parts
+    against 100k+ in one); otherwise
+    only plans whose calls stay single-threaded do (see ``chunk_size``). A thread count that
+    changes the chunk size may change an output in its last bits (BLAS may sum a product of
+    another width in another order); the same thread count gives the same bits.
 
     Raises:
         Unsupported: the plan does not cover ``spec`` (or ``x`` is empty).
@@ -736,12 +800,20 @@ def run_fast(spec: S.Model, weights: Weights, x: np.ndarray, chunk: int | None =
     if plan is None or len(x) == 0:
         raise Unsupported(spec.name)
     prepared = plan.prepare(weights)
-    solo = threads() == 1
-    chunk = chunk or (plan.solo_chunk if solo else plan.chunk)
-    parts = [x[start : start + chunk] for start in range(0, len(x), chunk)]
-    workers = min(threads(), len(parts)) if plan.parallel and not solo else 1
-    if workers > 1:
-        outs = list(_executor(workers).map(lambda part: plan(part, weights, prepared), parts))
-    else:
-        outs = [plan(part, weights, prepared) for part in parts]
+    count = threads()
+    with ONE_BLAS_THREAD as limited:
+        if chunk is None:
+            if count == 1:
+                chunk = plan.solo_chunk
+            elif limited:  # split over the threads, in parts big enough to be worth a thread
+                parts = max(1, min(count, len(x) * plan.macs // _PART_MACS))
+                chunk = max(8, min(plan.solo_chunk, -(-len(x) // parts)))
+            else:
+                chunk = plan.chunk
+        parts = [x[start : start + chunk] for start in range(0, len(x), chunk)]
+        workers = min(count, len(parts)) if (plan.parallel or limited) and count > 1 else 1
+        if workers > 1:
+            outs = list(_executor(workers).map(lambda part: plan(part, weights, prepared), parts))
+        else:
+            outs = [plan(part, weights, prepared) for part in parts]
     return outs[0] if len(outs) == 1 else np.concatenate(outs)

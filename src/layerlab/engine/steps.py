@@ -43,8 +43,8 @@ from layerlab import geometry
 from layerlab import spec as S
 from layerlab.engine import activations as A
 
-_IM2COL_ROWS = 12  # kh * C at or below this: im2col (C=3, 3x3: 174 us against 222 for views)
-_DEPTHWISE_ROWS = 16  # depthwise via diagonal matrices while H <= this * kh (H=34, 3x3: 668 / 930 us)
+_IM2COL_ROWS = 12  # kh * C at or below this: im2col (C=3, 3x3, 31 images: 383 us against 455 for views)
+_DEPTHWISE_ROWS = 16  # depthwise via diagonal matrices while H <= this * kh (H=34, 3x3: 687 / 960 us)
 _ITEM = 4  # bytes per float32
 _IN_PLACE: dict[str, Callable[..., np.ndarray]] = {
     "tanh": np.tanh,

@@ -1,0 +1,135 @@
+"""Where the engine's time goes on the MLPerf Tiny models: each plan step, and its matmuls alone.
+
+    .venv/bin/python benchmarks/engine_profile.py [--repeats 15] [--batch 64] [--models DIR]
+
+For each .h5 in ../shared/models/mlperf_tiny, one chunk of ``--batch`` seeded inputs (at most
+the plan's own chunk), NumPy's BLAS on one thread (threadpoolctl): every step of the engine's
+plan timed on its own, in plan order (best of ``--repeats`` passes), with the multiply-
+accumulates of the layers it runs, and the same step's matrix products timed alone on copies of
+the very operands it multiplies (``np.matmul`` recorded while it runs). GMAC/s = MACs / time. The
+rows say how much of each step is BLAS and how fast BLAS runs on the step's shapes; read them
+beside onnxruntime's whole-network rate from ``benchmarks/engine_mlperf.py``. No assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RANGES = {"pretrainedResnet.h5": (0.0, 255.0), "str_ww_ref_model.h5": (0.0, 0.94), "ad01.h5": (-85.0, 15.0)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--models", default=str(REPO.parent / "shared" / "models" / "mlperf_tiny"))
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(1)  # after numpy is imported: before it, there is no BLAS to limit
+    import layerlab
+    from layerlab.engine import fast, steps
+
+    blas = next((i for i in threadpool_info() if i["user_api"] == "blas"), {})
+    print(f"numpy {np.__version__}, {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')} kernels), "
+          f"1 thread; {platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}")
+    for name, (low, high) in RANGES.items():
+        net = layerlab.load(Path(args.models) / name)
+        plan = fast.plan_for(net.spec)
+        n = min(args.batch, plan.solo_chunk)
+        x = np.random.default_rng(0).uniform(low, high, (n, *net.spec.input_shape)).astype(np.float32)
+        macs = _node_macs(net.spec, plan)
+        prepared = plan.prepare(net.weights)
+        space = fast._Space()
+        best: dict[int, float] = {}
+        products: dict[int, list] = {}
+        for repeat in range(args.repeats + 1):
+            values = {"input": x}
+            for index, node in enumerate(plan.nodes):
+                space.slot = node.slot
+                inputs = [values[v] for v in node.inputs]
+                if repeat == 0:  # record the matmuls this step makes (operands copied)
+                    calls: list = []
+                    recorded = _recording(calls)
+                    steps.np.matmul, fast.np.matmul = recorded, recorded
+                    try:
+                        values[node.output] = node.run(inputs, prepared, node.overwrite, space)
+                    finally:
+                        steps.np.matmul = fast.np.matmul = np.matmul = _MATMUL
+                    products[index] = calls
+                else:
+                    start = time.perf_counter()
+                    values[node.output] = node.run(inputs, prepared, node.overwrite, space)
+                    best[index] = min(best.get(index, float("inf")), time.perf_counter() - start)
+                for v in node.last_reads:
+                    values.pop(v, None)
+        print(f"\n{name}: {n} images; plan steps in order")
+        print("| step (its layer) | MACs per image | us per image | GMAC/s | matmuls alone, us per image | matmul GMAC/s |")
+        print("|---|---|---|---|---|---|")
+        total = matmul_total = 0.0
+        for index, node in enumerate(plan.nodes):
+            step = best[index] / n
+            alone = _time_products(products[index], args.repeats) / n
+            total += step
+            matmul_total += alone
+            m = macs.get(index, 0)
+            rate = f"{m / step / 1e9:.1f}" if m else "-"
+            mrate = f"{m / alone / 1e9:.1f}" if m and alone else "-"
+            print(f"| {node.layer or node.output} | {m:,} | {step * 1e6:.2f} | {rate} | {alone * 1e6:.2f} | {mrate} |")
+        print(f"| all steps | {net.spec.macs:,} | {total * 1e6:.2f} | {net.spec.macs / total / 1e9:.1f} | "
+              f"{matmul_total * 1e6:.2f} | {net.spec.macs / matmul_total / 1e9:.1f} |")
+    return 0
+
+
+_MATMUL = np.matmul
+
+
+def _recording(calls: list):
+    def matmul(a, b, out=None, **kwargs):
+        calls.append((_same_layout(a), _same_layout(b), None if out is None else _same_layout(out)))
+        return _MATMUL(a, b, out=out, **kwargs)
+    return matmul
+
+
+def _same_layout(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` laid out as ``a`` is: the same strides into a copy of the buffer it views
+    (a strided view of a padded input reads overlapping rows; a contiguous copy would not)."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root is a or not isinstance(root, np.ndarray):
+        return np.array(a)
+    offset = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    copy = np.array(root, order="K")
+    return np.ndarray(a.shape, a.dtype, buffer=copy, offset=offset, strides=a.strides)
+
+
+def _time_products(calls: list, repeats: int) -> float:
+    if not calls:
+        return 0.0
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for a, b, out in calls:
+            _MATMUL(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _node_macs(spec, plan) -> dict[int, int]:
+    """Plan step -> MACs per image of the spec layer it runs (a BN folded in or an activation
+    fused in adds none)."""
+    by_name = {info.layer.name: info.macs for info in spec.infos}
+    return {index: by_name.get(node.layer, 0) for index, node in enumerate(plan.nodes)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
