@@ -391,6 +391,36 @@ def test_graph_plan_equals_plain_path_and_follows_weight_edits(df):
     assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-6)
 
 
+def test_dense_kernels_are_used_as_stored_and_every_edit_is_seen():
+    """A Dense multiplies by the kernel array itself (no copy to check before each call), a BN
+    after it scales its output; an edit in place, a new array, and a float64 kernel (which the
+    plan converts, so compares by bytes) all reach the next call."""
+    spec = S.Model(name="mlp", input_shape=(6,), layers=(
+        S.Dense(name="a", units=5), S.BatchNormalization(name="a_bn"), S.Activation(name="a_relu", activation="relu"),
+        S.Dense(name="b", units=3, activation="softmax"),
+    ))
+    weights = random_weights(spec, 7)
+    x = random_input(spec, 3, batch=4)
+    plan = fast.plan_for(spec)
+
+    def check():
+        assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=1e-6)
+
+    check()
+    prepared = plan.prepare(weights)
+    assert any(value[0] is weights["a"]["kernel"] for value in prepared.values())  # the array itself
+    weights["a"]["kernel"][2, 1] += 1.5  # in place
+    check()
+    weights["b"]["kernel"] = weights["b"]["kernel"] * 2  # a new array
+    check()
+    weights["a"]["kernel"] = weights["a"]["kernel"].astype(np.float64)
+    check()
+    weights["a"]["kernel"][0, 0] -= 2.0  # in place in the float64 array: its bytes are compared
+    check()
+    weights["a_bn"]["gamma"][:] *= 0.5
+    check()
+
+
 @pytest.mark.keras
 def test_graph_plan_matches_keras(keras):
     check_against_keras(_graph_spec(CL))

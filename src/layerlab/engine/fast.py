@@ -16,18 +16,19 @@ plain functions and against Keras.
 * Every value the plan makes lives in a buffer of the plan's own (one set per worker thread,
   kept between calls): a value's buffer is handed to a later value once nothing reads it any
   more. Fresh arrays for every step cost page faults that took up to two thirds of a small
-  model's call (ad01, batch 64: 1.5 ms against 0.44 ms with buffers kept by the allocator).
+  model's call (ad01, batch 64: 1.5 ms a call against 0.44 ms with glibc's malloc told to keep
+  the memory it frees).
   What a call returns is always a new array.
 * Weights are prepared (kernel matrices, folded BNs) once per set of weights: ``Plan.prepare``
   keeps a copy of the bytes it prepared from and compares (an array edited in place is caught).
   A Dense uses its float32 kernel as it is (a BN after it is a scale and shift of its output),
   so the largest arrays of a dense network need no copy and no comparison: a 640-128-...-640
   autoencoder spent a fifth of its batch-64 call comparing 1 MB of kernels.
-* A batch runs in chunks on ``threads()`` worker threads (NumPy and BLAS release the GIL). BLAS calls stay on one thread: held there
-  with threadpoolctl while a plan runs when it is installed (``layerlab[fast]``), else kept
-  under OpenBLAS' threading threshold (m * n * k <= 65536 * 4) by the chunk size where the
-  plan allows it. On a busy machine OpenBLAS threads wait for each other and a call can run
-  ten times slower.
+* A batch runs in chunks on ``threads()`` worker threads (NumPy and BLAS release the GIL).
+  BLAS calls stay on one thread: held there with threadpoolctl while a plan runs when it is
+  installed (``layerlab[fast]``), else kept under OpenBLAS' threading threshold
+  (m * n * k <= 65536 * 4) by the chunk size where the plan allows it. On a busy machine
+  OpenBLAS threads wait for each other and a call can run five times slower.
 
 Specs a plan does not cover (Reshape, 1-D layers, mixed data formats, a BatchNormalization over
 a non-channel axis, ...) make ``plan_for`` return None; ``engine.run`` then uses the plain path.
