@@ -505,3 +505,6 @@ def test_unknown_activation_and_missing_weight_are_clear_errors():
     dense = S.Dense(name="d", units=2)
     with pytest.raises(Exception, match=r"layer 'd' \(Dense\): weight 'bias' is missing, received \['kernel'\]"):
         engine.run_layer(dense, [np.zeros((1, 3), np.float32)], {"kernel": np.zeros((3, 2), np.float32)})
+    model = S.Model(name="m", input_shape=(3,), layers=(dense,))  # the fast path too: not a bare KeyError
+    with pytest.raises(Exception, match=r"layer 'd' \(Dense\): weight 'bias' is missing, received \['kernel'\]"):
+        engine.run(model, {"d": {"kernel": np.zeros((3, 2), np.float32)}}, np.zeros((2, 3), np.float32))

@@ -74,6 +74,8 @@ def run(
         out = run_fast(spec, weights, x)
     except Unsupported:
         return run_reference(spec, weights, x)
+    except KeyError:  # a weight the plan needs is missing: the plain path says which, and where
+        return run_reference(spec, weights, x)
     if out.shape != (len(x), *spec.output_shape):  # the plan and the spec disagree: a bug
         raise AssertionError(f"engine fast path: output {out.shape} for model '{spec.name}', spec says {spec.output_shape}")
     return out.copy() if np.may_share_memory(out, x) else out
