@@ -13,9 +13,10 @@ row ``C * W * N`` floats later, so rows ``(fy, c)`` of a kernel column are evenl
   column (the batch is the output rows); the columns after the first add up in a scratch buffer.
   A width stride s first copies the input once into s blocks of every s-th column, so each
   tap column is again a contiguous range (in its block). Needs dilation_h 1.
-* Conv2D ('im2col'), for a height dilation or few input values per kernel column
-  (``kh * C <= _IM2COL_ROWS``, where BLAS runs a thin matrix slowly): one strided copy gathers
-  ``(out_h, kw * kh * C, out_w * N)`` and one batched matmul computes the rows.
+* Conv2D ('im2col'), for a height dilation, few input values per kernel column
+  (``kh * C <= _IM2COL_ROWS``, where BLAS runs a thin matrix slowly) or a strided 1-wide kernel
+  (ResNet's shortcuts): one strided copy gathers ``(out_h, kw * kh * C, out_w * N)`` and one
+  batched matmul computes the rows.
 * DepthwiseConv2D: per channel, an ``(out_h, H)`` matrix holding one kernel column's taps on
   its diagonals (zeros elsewhere: 'same' height padding and the height stride are in it) times
   the channel's rows ``(H, out_w * N)``, batched over the channels through strided views. Width
@@ -167,7 +168,9 @@ def plan_conv(layer: S.Conv2D, shape_hwc: tuple[int, int, int], softmax_axis: in
     """
     h, w, c = shape_hwc
     win = geometry.window_2d((h, w), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
-    im2col = win.dilation_h > 1 or win.kernel_h * c <= _IM2COL_ROWS
+    # A single kernel column with a width stride reads 1 / stride of the columns: gathering
+    # them is cheaper than splitting the whole input into phases.
+    im2col = win.dilation_h > 1 or win.kernel_h * c <= _IM2COL_ROWS or (win.stride_w > 1 and win.kernel_w == 1)
     return Conv(layer, win, c, im2col, softmax_axis, add_bias)
 
 
