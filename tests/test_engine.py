@@ -421,6 +421,52 @@ def test_dense_kernels_are_used_as_stored_and_every_edit_is_seen():
     check()
 
 
+def _random_graph(rng: np.random.Generator, df: str) -> S.Model:
+    """A seeded random graph: convs, depthwise convs, BNs, activations, ReLU6 and merges of two
+    or three earlier values, so values are read twice, overwritten in place and handed on."""
+    channels, axis = 4, (-1 if df == CL else 1)
+    names, layers = ["input"], []
+    merges = (S.Add, S.Multiply, S.Maximum, S.Minimum, S.Average, S.Subtract)
+    for i in range(int(rng.integers(3, 9))):
+        source, name, kind = names[int(rng.integers(max(0, len(names) - 3), len(names)))], f"l{i}", int(rng.integers(0, 7))
+        if kind == 0:
+            layers.append(S.Conv2D(name=name, filters=channels, kernel_size=int(rng.integers(1, 4)), padding="same",
+                                   data_format=df, activation=str(rng.choice(["linear", "relu"])), inputs=(source,)))
+        elif kind == 1:
+            layers.append(S.DepthwiseConv2D(name=name, kernel_size=3, padding="same", data_format=df, inputs=(source,)))
+        elif kind == 2 and len(names) > 1:
+            layers.append(merges[int(rng.integers(0, 6))](name=name, inputs=(source, names[int(rng.integers(0, len(names)))])))
+        elif kind == 3:
+            layers.append(S.Activation(name=name, activation=str(rng.choice(["relu", "tanh", "sigmoid"])), inputs=(source,)))
+        elif kind == 4:
+            layers.append(S.BatchNormalization(name=name, axis=axis, inputs=(source,)))
+        elif kind == 5 and len(names) > 2:
+            layers.append(S.Add(name=name, inputs=(source, *(names[int(rng.integers(0, len(names)))] for _ in range(2)))))
+        else:
+            layers.append(S.ReLU(name=name, max_value=6.0, inputs=(source,)))
+        names.append(name)
+    return S.Model(name="random_graph", input_shape=image_shape((9, 8), channels, df), layers=tuple(layers))
+
+
+def test_random_graphs_run_on_the_plan_as_on_the_plain_path():
+    """40 seeded random graphs: the plan (buffers handed on, merges in place) computes what the
+    plain path computes, gives the same bits twice, and leaves its input alone."""
+    rng = np.random.default_rng(7)
+    planned = 0
+    for trial in range(40):
+        spec = _random_graph(rng, CL if trial % 2 else CF)
+        planned += fast.plan_for(spec) is not None  # None: no conv says the data format of a BN on axis 1
+        weights = random_weights(spec, trial)
+        x = rng.standard_normal((int(rng.integers(1, 20)), *spec.input_shape)).astype(np.float32)
+        before = x.copy()
+        out = engine.run(spec, weights, x)
+        np.testing.assert_array_equal(engine.run(spec, weights, x), out)
+        np.testing.assert_array_equal(x, before)
+        ref = engine.run(spec, weights, x, reference=True)
+        assert_close(out, ref, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
+    assert planned >= 35
+
+
 @pytest.mark.keras
 def test_graph_plan_matches_keras(keras):
     check_against_keras(_graph_spec(CL))
