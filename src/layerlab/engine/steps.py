@@ -70,8 +70,11 @@ def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int, out: np.
     shape = (top + h + bottom, c, left + w + right, n)
     if out is None:
         out = np.empty(shape, np.float32)
-    if top or bottom or left or right:
-        out.fill(0)
+    # Zeros on the border only: filling the whole buffer first doubled what a pad writes.
+    out[:top] = 0
+    out[top + h :] = 0
+    out[top : top + h, :, :left] = 0
+    out[top : top + h, :, left + w :] = 0
     out[top : top + h, :, left : left + w] = x
     return out
 
