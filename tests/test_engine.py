@@ -419,6 +419,8 @@ def test_dense_kernels_are_used_as_stored_and_every_edit_is_seen():
     check()
     weights["a_bn"]["gamma"][:] *= 0.5
     check()
+    weights["b"]["bias"][1] += 3.0  # a bias in place, with no BN after it: the rows kept of it follow
+    check()
 
 
 def _random_graph(rng: np.random.Generator, df: str) -> S.Model:

@@ -35,6 +35,8 @@ thread): any choice gives the same outputs up to float32 rounding.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,10 +49,35 @@ from layerlab.engine import activations as A
 _IM2COL_ROWS = 12  # kh * C at or below this: im2col (C=3, 3x3, 31 images: 383 us against 455 for views)
 _DEPTHWISE_ROWS = 16  # depthwise via diagonal matrices while H <= this * kh (H=34, 3x3: 687 / 960 us)
 _ITEM = 4  # bytes per float32
-_IN_PLACE: dict[str, Callable[..., np.ndarray]] = {
-    "tanh": np.tanh,
-    "relu": lambda x, out: np.maximum(x, np.float32(0), out=out),
-}
+_BLOCK = 1 << 16  # floats: the largest zeros block kept for ReLU
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros(shape: tuple[int, ...]) -> np.ndarray:
+    block = np.zeros(shape, np.float32)
+    block.flags.writeable = False
+    return block
+
+
+def _relu(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``max(x, 0)`` against a block of zeros as wide as x's trailing axes: NumPy's maximum with a
+    scalar runs 3x slower than with an array (97 us against 29 us on 229k floats)."""
+    trailing = x.shape[1:]
+    if x.ndim >= 2 and math.prod(trailing) <= _BLOCK:
+        return np.maximum(x, _zeros(trailing), out=out)
+    return np.maximum(x, np.float32(0), out=out)
+
+
+_IN_PLACE: dict[str, Callable[..., np.ndarray]] = {"tanh": np.tanh, "relu": _relu}
+
+
+def add_channel_bias(out: np.ndarray, bias: np.ndarray, space) -> None:
+    """``out (rows, C, cols) += bias (C,)``, through a ``(C, cols)`` block of the bias in scratch
+    buffer 3: one broadcast row per channel runs NumPy's inner loop ``cols`` floats at a time,
+    twice as slow (DS-CNN's 28 x 128 x 64: 75 us against 28 + 3 us)."""
+    block = space.tmp(3, out.shape[1:])
+    np.copyto(block, bias[:, None])
+    out += block
 
 
 def activate(x: np.ndarray, name: str, owned: bool, axis: int) -> np.ndarray:
@@ -155,7 +182,7 @@ class Conv:
                 if fx:
                     out += part
         if self.add_bias and bias is not None:
-            out += bias[:, None]
+            add_channel_bias(out, bias, space)
         out = out.reshape(w.out_h, filters, w.out_w, n)
         return activate(out, self.layer.activation, True, self.softmax_axis)
 
@@ -265,7 +292,7 @@ class Depthwise:
                         target = view[tap[0], :, :, tap[1]]
                         target += x[tap[2], :, tap[3]][:, :, None] * matrices[fy, fx][:, :, None, None]
         if bias is not None:
-            out += bias[:, None, None]
+            add_channel_bias(out.reshape(w.out_h, c * m, w.out_w * n), bias, space)
         return activate(out, self.layer.activation, True, self.softmax_axis)
 
 
@@ -308,5 +335,5 @@ class Pool:
         if self.average:
             out /= self.count
         if bias is not None:
-            out += bias[:, None, None]
+            add_channel_bias(out.reshape(w.out_h, out.shape[1], -1), bias, space)
         return out
