@@ -49,7 +49,7 @@ import numpy as np
 from layerlab import geometry
 from layerlab import spec as S
 from layerlab.engine import elementwise as E
-from layerlab.engine.steps import Depthwise, Pool, activate, pad_hw, plan_conv
+from layerlab.engine.steps import Depthwise, Pool, activate, pad_hw, plan_conv, relu_into
 from layerlab.layers import LAYER_TYPES
 from layerlab.layers.merge import ELEMENTWISE as ELEMENTWISE_MERGES
 from layerlab.layers.normalization import layer_scale_shift
@@ -416,6 +416,18 @@ def _merge_node(layer, sources: tuple[str, ...]) -> _Node:
     return _Node(run, sources, layer.name, in_place=(0, 1) if two_way else (0,))
 
 
+def _relu_node(layer: S.ReLU, source: str) -> _Node:
+    """ReLU with max_value (ReLU6) or without, in place when the plan may overwrite its input:
+    ``min(max(x, 0), max_value)``, what Keras' ``clip(relu(x), 0, max_value)`` is."""
+    def run(inputs, prepared, overwrite, space):
+        x = inputs[0]
+        out = x if overwrite[0] else space.out(x.shape)
+        relu_into(x, out, layer.max_value)
+        return out
+
+    return _Node(run, (source,), layer.name, in_place=(0,))
+
+
 def _simple(fn: Callable[[np.ndarray], np.ndarray], source: str, output: str, alias: bool = False) -> _Node:
     return _Node(lambda inputs, prepared, overwrite, space: fn(inputs[0]), (source,), output, alias=alias)
 
@@ -553,6 +565,9 @@ def _plan_for(spec: S.Model) -> Plan:
             out_shape = (h + top + bottom, w + left + right, c)
         elif isinstance(layer, S.Activation):
             node = _activation_node(layer.activation, inputs[0], layer.name, softmax_axis)
+            out_shape = shape
+        elif isinstance(layer, S.ReLU) and layer.threshold == 0 and layer.negative_slope == 0:
+            node = _relu_node(layer, inputs[0])  # ReLU and ReLU6: in place
             out_shape = shape
         elif isinstance(layer, S.ReLU):
             node = _simple(lambda x, l=layer: E.relu(x, max_value=l.max_value, negative_slope=l.negative_slope, threshold=l.threshold),
