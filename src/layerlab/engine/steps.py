@@ -50,6 +50,7 @@ _IM2COL_ROWS = 12  # kh * C at or below this: im2col (C=3, 3x3, 31 images: 383 u
 _DEPTHWISE_ROWS = 16  # depthwise via diagonal matrices while H <= this * kh (H=34, 3x3: 687 / 960 us)
 _ITEM = 4  # bytes per float32
 _BLOCK = 1 << 16  # floats: the largest constant block kept for ReLU and ReLU6
+_BATCH_BLOCK = 8  # images per copy when the batch axis is strided (4: 102 us, 8: 61, 16: 90)
 
 
 @functools.lru_cache(maxsize=64)
@@ -114,7 +115,14 @@ def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int, out: np.
     out[top + h :] = 0
     out[top : top + h, :, :left] = 0
     out[top : top + h, :, left + w :] = 0
-    out[top : top + h, :, left : left + w] = x
+    interior = out[top : top + h, :, left : left + w]
+    if x.strides[-1] != x.itemsize and n > _BATCH_BLOCK:
+        # The model input seen batch-last: each image is far from the next, so copy a few images
+        # at a time (ResNet-8's 31 x 32 x 32 x 3: 61 us against 219 us in one copy).
+        for start in range(0, n, _BATCH_BLOCK):
+            interior[..., start : start + _BATCH_BLOCK] = x[..., start : start + _BATCH_BLOCK]
+    else:
+        interior[...] = x
     return out
 
 
