@@ -167,16 +167,29 @@ class _Snapshot:
     def same(self, arrays: list[np.ndarray], live: list[np.ndarray]) -> bool:
         """Whether ``arrays`` hold exactly the bytes (and dtypes and shapes) of the snapshot and
         ``live`` are the very arrays it was taken with."""
-        if len(live) != len(self.live) or not all(map(operator.is_, live, self.live)):
+        if not _all_is(live, self.live):
             return False
-        if len(arrays) == len(self.arrays) and all(map(operator.is_, arrays, self.arrays)):
-            if [a.shape for a in arrays] != self.shapes:  # the same arrays, reshaped in place
-                return False
-            arrays = self.arrays
-        elif [(a.dtype.str, a.shape) for a in arrays] != self.layout:
+        if _all_is(arrays, self.arrays):
+            return self.unchanged()
+        if [(a.dtype.str, a.shape) for a in arrays] != self.layout:
             return False
         self._gather(arrays, self.scratch)
         return bool(np.array_equal(self.scratch, self.copy))
+
+    def unchanged(self) -> bool:
+        """Whether the snapshot's own arrays still hold its bytes (and shapes)."""
+        if list(map(_SHAPE, self.arrays)) != self.shapes:  # reshaped in place
+            return False
+        self._gather(self.arrays, self.scratch)
+        return bool(np.array_equal(self.scratch, self.copy))
+
+
+_SHAPE = operator.attrgetter("shape")
+
+
+def _all_is(these: list, those: list) -> bool:
+    """Whether two lists hold the very same objects, in order."""
+    return len(these) == len(those) and all(map(operator.is_, these, those))
 
 
 @dataclass
@@ -205,6 +218,11 @@ class Plan:
             arrays = [weights[layer][name] for layer, name in self.fixed]
         except KeyError:  # prepare() below says what is missing, and where
             held, arrays = [], []
+        with self._lock:  # the very objects of last time: only their bytes may have changed
+            if self._cache and _all_is(held, self._cache[2]) and _all_is(arrays, self._cache[3]):
+                if self._cache[0].unchanged():
+                    return self._cache[1]
+        fetched = (held, list(arrays))
         live = [a for a in held if type(a) is np.ndarray and a.dtype == np.float32]
         if len(live) != len(held):  # converted to float32 by prepare(): a copy, compared by bytes
             arrays += [a for a in held if not (type(a) is np.ndarray and a.dtype == np.float32)]
@@ -215,7 +233,7 @@ class Plan:
         prepared = {node.key or node.output: node.prepare(weights) for node in self.nodes if node.prepare}
         snapshot = _Snapshot(arrays, live)
         with self._lock:
-            self._cache[:] = [snapshot, prepared]
+            self._cache[:] = [snapshot, prepared, *fetched]
         return prepared
 
     def __call__(self, x: np.ndarray, weights: Weights, prepared: Prepared | None = None) -> np.ndarray:
