@@ -421,6 +421,10 @@ def test_dense_kernels_are_used_as_stored_and_every_edit_is_seen():
     check()
     weights["b"]["bias"][1] += 3.0  # a bias in place, with no BN after it: the rows kept of it follow
     check()
+    weights["b"]["bias"] = [float(v) for v in weights["b"]["bias"]]  # a list, converted on each call
+    check()
+    weights["b"]["bias"][0] -= 1.0  # edited in place: the same list object, other values
+    check()
 
 
 def _random_graph(rng: np.random.Generator, df: str) -> S.Model:

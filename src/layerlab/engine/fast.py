@@ -36,6 +36,7 @@ a non-channel axis, ...) make ``plan_for`` return None; ``engine.run`` then uses
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import threading
@@ -64,7 +65,6 @@ Prepared = Mapping[str, Any]
 # OpenBLAS runs a gemm on one thread when m * n * k is at most this (interface/gemm.c).
 _BLAS_SINGLE_THREAD = 65536 * 4
 CHUNK = 128  # images per plan call at most; fewer where a BLAS call would pass the threshold
-_COMMUTATIVE = ("add", "multiply", "maximum", "minimum", "average")
 
 
 class Unsupported(Exception):
@@ -122,9 +122,7 @@ class _Space:
         self.slot: int | None = None
 
     def _take(self, key: Any, shape: tuple[int, ...]) -> np.ndarray:
-        size = 1
-        for d in shape:
-            size *= d
+        size = math.prod(shape)
         buffer = self.store.get(key)
         if buffer is None or buffer.size < size:
             buffer = self.store[key] = np.empty(size, np.float32)
@@ -141,10 +139,13 @@ class _Space:
 
 class _Snapshot:
     """What a set of weights was prepared from: the ``arrays`` (a copy of their bytes, compared in
-    one pass: no hash) and the ``live`` arrays (kept by identity: they are used as they are)."""
+    one pass: no hash) and the ``live`` arrays (kept by identity: they are used as they are), and
+    the objects ``Plan.prepare`` fetched to find them (``fetched``)."""
 
-    def __init__(self, arrays: list[np.ndarray], live: list[np.ndarray]):
-        self.arrays, self.live = arrays, live
+    def __init__(self, arrays: list[np.ndarray], live: list[np.ndarray], fetched: list):
+        self.arrays, self.live, self.fetched = arrays, live, fetched
+        # Only arrays are themselves what prepare() read: a list, say, is converted anew each call.
+        self.by_identity = all(type(a) is np.ndarray for a in fetched)
         self.shapes = [a.shape for a in arrays]
         self.layout = [(a.dtype.str, a.shape) for a in arrays]
         size = sum(a.nbytes for a in arrays)
@@ -164,23 +165,17 @@ class _Snapshot:
             flat[start : start + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
             start += a.nbytes
 
-    def same(self, arrays: list[np.ndarray], live: list[np.ndarray]) -> bool:
-        """Whether ``arrays`` hold exactly the bytes (and dtypes and shapes) of the snapshot and
-        ``live`` are the very arrays it was taken with."""
-        if not _all_is(live, self.live):
-            return False
-        if _all_is(arrays, self.arrays):
-            return self.unchanged()
-        if [(a.dtype.str, a.shape) for a in arrays] != self.layout:
+    def same(self, fetched: list, arrays: list[np.ndarray], live: list[np.ndarray]) -> bool:
+        """Whether weights that ``fetched`` these objects, ``arrays`` to compare and ``live`` to
+        keep, are the ones of the snapshot: the very objects with their bytes unchanged (the usual
+        case, checked first), or other arrays of the same dtypes, shapes and bytes."""
+        if self.by_identity and _all_is(fetched, self.fetched):
+            if list(map(_SHAPE, self.arrays)) != self.shapes:  # reshaped in place
+                return False
+            arrays = self.arrays
+        elif not _all_is(live, self.live) or [(a.dtype.str, a.shape) for a in arrays] != self.layout:
             return False
         self._gather(arrays, self.scratch)
-        return bool(np.array_equal(self.scratch, self.copy))
-
-    def unchanged(self) -> bool:
-        """Whether the snapshot's own arrays still hold its bytes (and shapes)."""
-        if list(map(_SHAPE, self.arrays)) != self.shapes:  # reshaped in place
-            return False
-        self._gather(self.arrays, self.scratch)
         return bool(np.array_equal(self.scratch, self.copy))
 
 
@@ -218,22 +213,18 @@ class Plan:
             arrays = [weights[layer][name] for layer, name in self.fixed]
         except KeyError:  # prepare() below says what is missing, and where
             held, arrays = [], []
-        with self._lock:  # the very objects of last time: only their bytes may have changed
-            if self._cache and _all_is(held, self._cache[2]) and _all_is(arrays, self._cache[3]):
-                if self._cache[0].unchanged():
-                    return self._cache[1]
-        fetched = (held, list(arrays))
+        fetched = held + arrays
         live = [a for a in held if type(a) is np.ndarray and a.dtype == np.float32]
         if len(live) != len(held):  # converted to float32 by prepare(): a copy, compared by bytes
             arrays += [a for a in held if not (type(a) is np.ndarray and a.dtype == np.float32)]
         arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
         with self._lock:
-            if self._cache and self._cache[0].same(arrays, live):
+            if self._cache and self._cache[0].same(fetched, arrays, live):
                 return self._cache[1]
         prepared = {node.key or node.output: node.prepare(weights) for node in self.nodes if node.prepare}
-        snapshot = _Snapshot(arrays, live)
+        snapshot = _Snapshot(arrays, live, fetched)
         with self._lock:
-            self._cache[:] = [snapshot, prepared, *fetched]
+            self._cache[:] = [snapshot, prepared]
         return prepared
 
     def __call__(self, x: np.ndarray, weights: Weights, prepared: Prepared | None = None) -> np.ndarray:

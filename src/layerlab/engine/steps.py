@@ -69,10 +69,6 @@ def _bound(x: np.ndarray, value: float) -> np.ndarray | np.float32:
     return np.float32(value)
 
 
-def _relu(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    return np.maximum(x, _bound(x, 0.0), out=out)
-
-
 def relu_into(x: np.ndarray, out: np.ndarray, max_value: float | None = None) -> np.ndarray:
     """``min(max(x, 0), max_value)`` into ``out`` (which may be ``x``): Keras' ReLU and ReLU6."""
     np.maximum(x, _bound(x, 0.0), out=out)
@@ -81,7 +77,7 @@ def relu_into(x: np.ndarray, out: np.ndarray, max_value: float | None = None) ->
     return out
 
 
-_IN_PLACE: dict[str, Callable[..., np.ndarray]] = {"tanh": np.tanh, "relu": _relu}
+_IN_PLACE: dict[str, Callable[..., np.ndarray]] = {"tanh": np.tanh, "relu": relu_into}
 
 
 def add_channel_bias(out: np.ndarray, bias: np.ndarray, space) -> None:
