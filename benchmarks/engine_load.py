@@ -55,7 +55,7 @@ def main() -> int:
     from layerlab.engine import fast
 
     limiter = fast.ONE_BLAS_THREAD
-    if not limiter._find():
+    if not limiter.found():
         print("threadpoolctl is missing (pip install 'layerlab[fast]'): nothing to compare")
         return 1
     from threadpoolctl import threadpool_info

@@ -279,7 +279,7 @@ def test_blas_is_held_to_one_thread_while_plans_run_and_given_back(monkeypatch):
     require_module("threadpoolctl")
     import threadpoolctl
     limiter = fast.ONE_BLAS_THREAD
-    assert limiter._find()
+    assert limiter.found()
 
     def blas_threads():
         return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]

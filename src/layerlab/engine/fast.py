@@ -773,7 +773,8 @@ class _OneBlasThread:
         self._controller: Any = None
         self.available: bool | None = None  # None: not looked for yet
 
-    def _find(self) -> bool:
+    def found(self) -> bool:
+        """Whether threadpoolctl is installed and sees a BLAS (looked up once)."""
         if self.available is None:
             try:
                 from threadpoolctl import ThreadpoolController  # optional: layerlab[fast]
@@ -786,7 +787,7 @@ class _OneBlasThread:
 
     def __enter__(self) -> bool:
         with self._lock:
-            if not self._find():
+            if not self.found():
                 return False
             if self._users == 0:
                 self._limiter = self._controller.limit(limits=1, user_api="blas")
