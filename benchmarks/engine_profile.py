@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/engine_profile.py [--repeats 15] [--batch 64] [--models DIR]
 
-For each .h5 in ../shared/models/mlperf_tiny, one chunk of ``--batch`` seeded inputs (at most
-the plan's own chunk), NumPy's BLAS on one thread (threadpoolctl): every step of the engine's
-plan timed on its own, in plan order (best of ``--repeats`` passes), with the multiply-
-accumulates of the layers it runs, and the same step's matrix products timed alone on copies of
-the very operands it multiplies (``np.matmul`` recorded while it runs). GMAC/s = MACs / time. The
+For each .h5 in ../shared/models/mlperf_tiny, one chunk of seeded inputs (the chunk
+``run_fast`` splits ``--batch`` into on one thread), NumPy's BLAS on one thread (threadpoolctl):
+every step of the engine's plan timed on its own, in plan order (best of ``--repeats`` passes),
+with the multiply-accumulates of the layers it runs, and the same step's matrix products timed
+alone on copies of the very operands it multiplies (``np.matmul`` recorded while it runs). GMAC/s = MACs / time. The
 rows say how much of each step is BLAS and how fast BLAS runs on the step's shapes; read them
 beside onnxruntime's whole-network rate from ``benchmarks/engine_mlperf.py``. No assertions.
 """
@@ -44,7 +44,7 @@ def main() -> int:
     for name, (low, high) in RANGES.items():
         net = layerlab.load(Path(args.models) / name)
         plan = fast.plan_for(net.spec)
-        n = min(args.batch, plan.solo_chunk)
+        n = fast.even_chunk(args.batch, plan.solo_chunk)  # what run_fast gives one thread
         x = np.random.default_rng(0).uniform(low, high, (n, *net.spec.input_shape)).astype(np.float32)
         macs = _node_macs(net.spec, plan)
         prepared = plan.prepare(net.weights)

@@ -317,6 +317,27 @@ def test_chunks_keep_blas_calls_single_threaded():
     assert fast.chunk_size([32 * 576]) == (14, True)  # 14 * 18432 <= 65536 * 4 < 15 * 18432
     # A call too big even for 8 images: OpenBLAS threads it, so the chunks run one at a time.
     assert fast.chunk_size([128 * 7200]) == (128, False)
+    # ResNet-8's 32x32x16 convs read 34 * 16 * 34 floats of padded input an image: 17 images a chunk.
+    assert fast.cache_chunk(1000, 34 * 16 * 34) == 17
+    assert fast.cache_chunk(1000) == 128
+
+
+def test_batches_split_into_equal_chunks(monkeypatch):
+    """64 images at most 17 a chunk run as 4 x 16 (not 17 + 17 + 17 + 13), and the results are
+    those of the plain path."""
+    assert [fast.even_chunk(n, most) for n, most in ((64, 17), (64, 128), (100, 31), (5, 8), (1, 17))] == [16, 64, 25, 5, 1]
+    monkeypatch.setenv("LAYERLAB_THREADS", "1")
+    spec = _graph_spec(CL)
+    plan = fast.plan_for(spec)
+    monkeypatch.setattr(plan, "solo_chunk", 7)
+    sizes = []
+    call = fast.Plan.__call__
+    monkeypatch.setattr(fast.Plan, "__call__", lambda self, x, *rest: sizes.append(len(x)) or call(self, x, *rest))
+    weights = random_weights(spec, 2)
+    x = random_input(spec, 2, batch=15)
+    out = fast.run_fast(spec, weights, x)
+    assert sizes == [5, 5, 5]
+    assert_close(out, engine.run(spec, weights, x, reference=True), atol=1e-5)
 
 
 def test_fast_path_covers_conv_layouts_and_never_writes_its_input():
@@ -482,6 +503,7 @@ _CONV_CASES = {
     "3x3": ((3, 3), (1, 1), (1, 1), "same"), "stride2-odd": ((3, 2), (2, 2), (1, 1), "same"),
     "wstride3": ((2, 3), (1, 3), (1, 1), "valid"), "wdilated": ((3, 3), (1, 1), (1, 2), "same"),
     "hdilated": ((3, 3), (1, 1), (2, 1), "same"), "1x1-stride2": ((1, 1), (2, 2), (1, 1), "valid"),
+    "stride2-padded": ((3, 3), (2, 2), (1, 1), "same"),  # one padded row and column on each side
 }
 
 
@@ -489,7 +511,9 @@ _CONV_CASES = {
                                          if form or c != "hdilated"])  # a height dilation is always im2col
 def test_conv_step_forms_equal_the_plain_conv(case, im2col):
     """Both ways the plan runs a Conv2D (tap-column views of the padded input, with column
-    phases for a width stride; or one im2col copy) compute what the plain conv2d computes."""
+    phases for a width stride made from the unpadded input; or one im2col copy) compute what the
+    plain conv2d computes, from a contiguous input and from the model input seen batch-last
+    (11 images: copied a few at a time)."""
     kernel, strides, dilation, padding = _CONV_CASES[case]
     layer = S.Conv2D(name="c", filters=4, kernel_size=kernel, strides=strides, dilation_rate=dilation, padding=padding)
     conv = steps.plan_conv(layer, (9, 11, 5), 1)
@@ -497,11 +521,34 @@ def test_conv_step_forms_equal_the_plain_conv(case, im2col):
     rng = np.random.default_rng(0)
     kernel_hwio = rng.standard_normal((*kernel, 5, 4)).astype(np.float32)
     bias = rng.standard_normal(4).astype(np.float32)
-    x = rng.standard_normal((3, 9, 11, 5)).astype(np.float32)  # (N, H, W, C)
-    space = fast._Space()
-    out = conv(np.ascontiguousarray(x.transpose(1, 3, 2, 0)), conv.matrices(kernel_hwio), bias, space)  # (H, C, W, N)
+    x = rng.standard_normal((11, 9, 11, 5)).astype(np.float32)  # (N, H, W, C)
     ref = engine.layers.conv2d(x, kernel_hwio, bias, strides=strides, padding=padding, dilation_rate=dilation)
-    assert_close(out.transpose(3, 0, 2, 1), ref, atol=2e-5)
+    for inside in (np.ascontiguousarray(x.transpose(1, 3, 2, 0)), x.transpose(1, 3, 2, 0)):  # (H, C, W, N)
+        space = fast._Space()
+        for index in range(3):  # scratch left dirty by another step: every border is written
+            space.tmp(index, (100_000,)).fill(np.nan)
+        out = conv(inside, conv.matrices(kernel_hwio), bias, space)
+        assert_close(out.transpose(3, 0, 2, 1), ref, atol=2e-5)
+
+
+@pytest.mark.parametrize("average", [True, False])
+@pytest.mark.parametrize("size,pool", [(8, 8), (17, 4), (4, 4), (9, 3)])
+def test_pool_step_matches_the_plain_pooling(size, pool, average):
+    """The plan's pooling, by one reduction per window axis (few outputs, many taps: 8 of an 8x8
+    map, 4 of a 17x17 one, whose last row and column no window reads) or one ufunc call per tap
+    (9 of 3x3), gives what the plain pooling gives; so does a view of the model input, which the
+    reductions leave to the taps."""
+    from layerlab import geometry
+
+    win = geometry.window_2d((size, size), (pool, pool), (pool, pool), "valid")
+    step = steps.Pool(win, average)
+    assert step.reduce == (pool * pool >= 16)
+    x = np.random.default_rng(size).standard_normal((5, size, size, 3)).astype(np.float32)  # (N, H, W, C)
+    plain = engine.layers.average_pooling2d if average else engine.layers.max_pooling2d
+    ref = plain(x, pool_size=(pool, pool), strides=(pool, pool), padding="valid")
+    for inside in (np.ascontiguousarray(x.transpose(1, 3, 2, 0)), x.transpose(1, 3, 2, 0)):
+        out = step(inside, fast._Space())
+        assert_close(out.transpose(3, 0, 2, 1), ref, atol=1e-6)
 
 
 def test_plan_keeps_its_buffers_and_never_returns_one():

@@ -101,6 +101,7 @@ class _Node:
     live: tuple[tuple[str, str], ...] = ()  # of those, the ones it keeps as they are when float32
     blas_mk: int = 0  # m * k of the node's largest matmul per image column (see chunk_size)
     floats: int = 0  # floats the node touches per image (inputs, output, scratch): see chunk_size
+    view_floats: int = 0  # a views-form conv: floats of padded input its products read per image
     fresh: bool = False  # the output is a buffer the plan made (never a view of the model input)
     activation: tuple[str, int] | None = None  # an Activation node: (name, softmax axis), for fusing
     key: str = ""  # where prepare() keeps this node's weights (its layer's output name)
@@ -537,6 +538,8 @@ def _plan_for(spec: S.Model) -> Plan:
             rows = win.kernel_h * c * (win.kernel_w if conv.im2col else 1)
             node.blas_mk = layer.filters * rows * win.out_w  # (F, rows) @ (rows, out_w * n) per output row
             scratch = conv.scratch_floats()
+            if not conv.im2col and win.kernel_w > 1:  # read again for each kernel column
+                node.view_floats = (win.pad_top + h + win.pad_bottom) * c * (win.pad_left + w + win.pad_right)
             out_shape = (win.out_h, win.out_w, layer.filters)
         elif isinstance(layer, S.DepthwiseConv2D):
             h, w, c = shape
@@ -638,8 +641,9 @@ def _plan_for(spec: S.Model) -> Plan:
     nodes = _fuse_activations(nodes)
     _liveness(nodes)
     largest = max(node.floats for node in nodes)
-    return Plan(tuple(nodes), "<out>", *chunk_size([node.blas_mk for node in nodes if node.blas_mk], largest),
-                solo_chunk=cache_chunk(largest), macs=spec.macs)
+    viewed = max(node.view_floats for node in nodes)
+    return Plan(tuple(nodes), "<out>", *chunk_size([node.blas_mk for node in nodes if node.blas_mk], largest, viewed),
+                solo_chunk=cache_chunk(largest, viewed), macs=spec.macs)
 
 
 def _concat_shape(arrays: list[np.ndarray], axis: int) -> tuple[int, ...]:
@@ -682,13 +686,29 @@ _PART_MACS = 16_000_000
 # 32x32 ResNet conv ran 1.4x slower (64 images against 16, one thread; BENCHMARKS.md).
 _CHUNK_BYTES = 8 << 20
 
+# Bytes of padded input a convolution's products read through views (the whole of it, once per
+# kernel column) in one chunk, at most, for kernels wider than 1: ResNet-8 at batch 64 ran 5% faster in chunks of 16
+# images (1.2 MB for its 32x32x16 convs) than of 31 (2.3 MB), and 4% faster than of 20; seed650,
+# whose convs read 4 KB an image, runs fastest in chunks of 128 (13% faster than 86). One
+# thread, OpenBLAS 0.3.31, the machine of BENCHMARKS.md.
+_VIEW_BYTES = 5 << 18
 
-def cache_chunk(floats_per_image: int) -> int:
-    """The most images (8 to ``CHUNK``) whose largest step stays within ``_CHUNK_BYTES``."""
-    return max(8, min(CHUNK, _CHUNK_BYTES // max(4 * floats_per_image, 1)))
+
+def cache_chunk(floats_per_image: int, view_floats: int = 0) -> int:
+    """The most images (8 to ``CHUNK``) whose largest step stays within ``_CHUNK_BYTES`` and whose
+    largest padded conv input (``view_floats`` an image) within ``_VIEW_BYTES``."""
+    most = min(_CHUNK_BYTES // max(4 * floats_per_image, 1), _VIEW_BYTES // max(4 * view_floats, 1))
+    return max(8, min(CHUNK, most))
 
 
-def chunk_size(blas_mk: list[int], floats_per_image: int = 0) -> tuple[int, bool]:
+def even_chunk(count: int, most: int) -> int:
+    """Images per chunk for ``count`` images in chunks of at most ``most``: as many chunks as
+    that needs, of equal size. 64 images at most 19 a chunk run as 4 x 16, not 19 + 19 + 19 + 7:
+    a short last chunk spends more of its time in Python and in BLAS' start-up."""
+    return -(-count // -(-count // max(most, 1))) if count > 0 else max(most, 1)
+
+
+def chunk_size(blas_mk: list[int], floats_per_image: int = 0, view_floats: int = 0) -> tuple[int, bool]:
     """Images per plan call, and whether chunks may run on several worker threads.
 
     ``blas_mk`` holds ``m * k`` of every matmul the plan makes per image (a conv's
@@ -696,13 +716,13 @@ def chunk_size(blas_mk: list[int], floats_per_image: int = 0) -> tuple[int, bool
     When every call stays under OpenBLAS' single-thread threshold with ``n >= 8``, the chunk is
     the largest such ``n`` (at most ``CHUNK``) and chunks run in parallel. Otherwise some call is
     large enough for OpenBLAS to split it over threads itself: chunks run one after another, so
-    the two kinds of threads do not compete for the same cores. Either way a chunk's largest step
-    stays within ``_CHUNK_BYTES`` (``floats_per_image`` floats each image); on one worker thread,
-    or with BLAS held to one thread (``run_fast``), only that rule sets the chunk
-    (``Plan.solo_chunk``).
+    the two kinds of threads do not compete for the same cores. Either way a chunk keeps to the
+    cache rules of ``cache_chunk`` (``floats_per_image`` floats in the largest step, ``view_floats``
+    in the largest padded conv input, each image); on one worker thread, or with BLAS held to one
+    thread (``run_fast``), only those rules set the chunk (``Plan.solo_chunk``).
     """
     largest = max(blas_mk, default=1)
-    cap = cache_chunk(floats_per_image)
+    cap = cache_chunk(floats_per_image, view_floats)
     if largest * 8 <= _BLAS_SINGLE_THREAD:
         return min(cap, _BLAS_SINGLE_THREAD // largest), True
     return cap, False
@@ -815,9 +835,10 @@ def run_fast(spec: S.Model, weights: Weights, x: np.ndarray, chunk: int | None =
     ``_PART_MACS`` multiply-accumulates (a smaller part spends more of its time in Python,
     where threads wait for each other: ad01 at batch 64 ran at 68k images/s in two parts
     against 100k+ in one); otherwise
-    only plans whose calls stay single-threaded do (see ``chunk_size``). A thread count that
-    changes the chunk size may change an output in its last bits (BLAS may sum a product of
-    another width in another order); the same thread count gives the same bits.
+    only plans whose calls stay single-threaded do (see ``chunk_size``). Chunks are of equal
+    size (``even_chunk``). A thread count or batch size that changes the chunk size may change an
+    output in its last bits (BLAS may sum a product of another width in another order); the same
+    thread count and batch size give the same bits.
 
     Raises:
         Unsupported: the plan does not cover ``spec`` (or ``x`` is empty).
@@ -830,12 +851,12 @@ def run_fast(spec: S.Model, weights: Weights, x: np.ndarray, chunk: int | None =
     with ONE_BLAS_THREAD as limited:
         if chunk is None:
             if count == 1:
-                chunk = plan.solo_chunk
+                chunk = even_chunk(len(x), plan.solo_chunk)
             elif limited:  # split over the threads, in parts big enough to be worth a thread
                 parts = max(1, min(count, len(x) * plan.macs // _PART_MACS))
-                chunk = max(8, min(plan.solo_chunk, -(-len(x) // parts)))
+                chunk = even_chunk(len(x), max(8, min(plan.solo_chunk, -(-len(x) // parts))))
             else:
-                chunk = plan.chunk
+                chunk = even_chunk(len(x), plan.chunk)
         parts = [x[start : start + chunk] for start in range(0, len(x), chunk)]
         workers = min(count, len(parts)) if (plan.parallel or limited) and count > 1 else 1
         if workers > 1:
