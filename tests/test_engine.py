@@ -475,6 +475,59 @@ def _random_graph(rng: np.random.Generator, df: str) -> S.Model:
     return S.Model(name="random_graph", input_shape=image_shape((9, 8), channels, df), layers=tuple(layers))
 
 
+@pytest.mark.parametrize("df", [CL, CF])
+def test_convs_hand_over_through_an_extended_input(df):
+    """A conv read only by an unpadded conv writes into that conv's input with a channel of ones
+    after its own, and the reader multiplies that channel by its bias (and by the writer's, when
+    the writer is linear): the plan still computes what the plain path computes, also after the
+    writer's bias is edited in place (the reader's bias column is made again). Readers with more
+    than 12 input values a kernel column (fewer: im2col, which takes no extended input)."""
+    axis = -1 if df == CL else 1
+    spec = S.Model(name="chain", input_shape=image_shape((9, 8), 4, df), layers=(
+        S.DepthwiseConv2D(name="d1", kernel_size=3, depth_multiplier=4, padding="valid", data_format=df),
+        S.Conv2D(name="p1", filters=14, kernel_size=1, data_format=df),  # d1's bias goes in here
+        S.BatchNormalization(name="bn", axis=axis),
+        S.Activation(name="act", activation="relu"),
+        S.Conv2D(name="c2", filters=13, kernel_size=(3, 2), padding="valid", activation="relu", data_format=df),
+        S.Conv2D(name="c3", filters=16, kernel_size=1, use_bias=False, data_format=df),
+        S.Conv2D(name="c4", filters=4, kernel_size=1, activation="sigmoid", data_format=df),
+        S.Flatten(name="flat"),
+    ))
+    plan = fast.plan_for(spec)
+    works = {node.layer: node.work for node in plan.nodes if node.work is not None}
+    assert [layer for layer, work in works.items() if work.ones] == ["d1", "p1", "c2", "c3"]
+    assert [layer for layer, work in works.items() if work.deferred] == ["d1", "c3"]
+    weights = random_weights(spec, 5)
+    x = random_input(spec, 6, batch=11)
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
+    weights["d1"]["bias"] += 0.5  # in place: the snapshot sees it, p1's bias column follows
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
+
+
+def test_activations_in_a_row_all_run_inside_the_conv():
+    """Two Activations after a conv both fuse into it and both run, in order (the second is not
+    dropped for the first), on a conv that writes an extended input and on one that does not;
+    a conv bias edited in place reaches the next call."""
+    spec = S.Model(name="acts", input_shape=(6, 5, 14), layers=(
+        S.Conv2D(name="c", filters=13, kernel_size=3, padding="same", activation="elu"),
+        S.Activation(name="s", activation="sigmoid"),
+        S.Activation(name="t", activation="tanh"),
+        S.Conv2D(name="w", filters=14, kernel_size=1),
+        S.Activation(name="r", activation="relu"),
+        S.Activation(name="t2", activation="tanh"),
+        S.Conv2D(name="p", filters=3, kernel_size=1),
+    ))
+    plan = fast.plan_for(spec)
+    works = {node.layer: node.work for node in plan.nodes if node.work is not None}
+    assert [name for name, _ in works["c"].fused] == ["sigmoid", "tanh"] and not works["c"].ones  # elu: a new array
+    assert [name for name, _ in works["w"].fused] == ["relu", "tanh"] and works["w"].ones
+    weights = random_weights(spec, 8)
+    x = random_input(spec, 9, batch=4)
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
+    weights["c"]["bias"] += 0.25  # in place: the bias block kept from the last call is not reused
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
+
+
 def test_random_graphs_run_on_the_plan_as_on_the_plain_path():
     """40 seeded random graphs: the plan (buffers handed on, merges in place) computes what the
     plain path computes, gives the same bits twice, and leaves its input alone."""

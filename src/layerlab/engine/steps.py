@@ -78,15 +78,14 @@ def relu_into(x: np.ndarray, out: np.ndarray, max_value: float | None = None) ->
 
 
 _IN_PLACE: dict[str, Callable[..., np.ndarray]] = {"tanh": np.tanh, "relu": relu_into}
+IN_PLACE_ACTIVATIONS = frozenset(_IN_PLACE)  # activate() runs these in place on a buffer the plan made
 
 
 def add_channel_bias(out: np.ndarray, bias: np.ndarray, space) -> None:
-    """``out (rows, C, cols) += bias (C,)``, through a ``(C, cols)`` block of the bias in scratch
-    buffer 3: one broadcast row per channel runs NumPy's inner loop ``cols`` floats at a time,
+    """``out (rows, C, cols) += bias (C,)``, through a ``(C, cols)`` block of the bias kept by
+    ``space``: one broadcast row per channel runs NumPy's inner loop ``cols`` floats at a time,
     twice as slow (DS-CNN's 28 x 128 x 64: 75 us against 28 + 3 us)."""
-    block = space.tmp(3, out.shape[1:])
-    np.copyto(block, bias[:, None])
-    out += block
+    out += space.block(bias, out.shape[1:], column=True)
 
 
 def activate(x: np.ndarray, name: str, owned: bool, axis: int) -> np.ndarray:
@@ -148,6 +147,14 @@ def _phases(x: np.ndarray, win: geometry.Window2D, out: np.ndarray) -> None:
             _copy(rows[:, :, first : last + 1], x[:, :, start : start + (last - first) * step + 1 : step])
 
 
+def _reshaped(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` reshaped as a view, never a copy (a step writing through it must reach ``x``):
+    raises AttributeError where NumPy would have to copy."""
+    view = x.view()
+    view.shape = shape
+    return view
+
+
 def _view(x: np.ndarray, offset: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
     """A read-only view of C-contiguous float32 ``x``; ``offset`` and ``strides`` in floats."""
     view = np.ndarray(shape, np.float32, buffer=x, offset=offset * _ITEM, strides=tuple(s * _ITEM for s in strides))
@@ -174,10 +181,20 @@ class Conv:
     im2col: bool
     softmax_axis: int
     add_bias: bool  # False when the following max pool adds it (see Pool)
+    extended: bool = False  # the input has a channel of ones after its last (see fast._ConvWork); no padding
 
-    def matrices(self, kernel_hwio: np.ndarray) -> np.ndarray:
+    def matrices(self, kernel_hwio: np.ndarray, ones_column: np.ndarray | None = None) -> np.ndarray:
         """The kernel as this step multiplies it: ``(kw, F, kh * C)`` (views) or ``(F, kw * kh * C)``
-        (im2col), rows ``(fy, c)`` as the input views hold them."""
+        (im2col), rows ``(fy, c)`` as the input views hold them. For an extended input, a channel
+        C whose weights are zero but for tap (0, 0), which holds ``ones_column`` (the bias: that
+        channel is all ones)."""
+        if self.extended:
+            kh, kw, c, f = kernel_hwio.shape
+            wider = np.zeros((kh, kw, c + 1, f), np.float32)
+            wider[:, :, :c] = kernel_hwio
+            if ones_column is not None:
+                wider[0, 0, c] = ones_column
+            kernel_hwio = wider
         kh, kw, c, f = kernel_hwio.shape
         if self.im2col:
             return np.ascontiguousarray(kernel_hwio.transpose(3, 1, 0, 2).reshape(f, kw * kh * c))
@@ -193,10 +210,15 @@ class Conv:
             return hp * c * wp + w.out_h * w.kernel_h * w.kernel_w * c * w.out_w
         return padded + w.out_h * self.layer.filters * w.out_w
 
-    def __call__(self, x: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, space) -> np.ndarray:
+    def __call__(self, x: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, space,
+                 into: np.ndarray | None = None) -> np.ndarray:
+        """The conv of ``x``, written into ``into`` (a ``(out_h, F, out_w, N)`` view) when given."""
         w, filters = self.win, self.layer.filters
         strided = not self.im2col and w.stride_w > 1
-        if strided:  # the phase blocks are made from x itself (no padded copy first)
+        if self.extended:  # unpadded, ones channel included
+            xp = x
+            hp, c, width, n = xp.shape
+        elif strided:  # the phase blocks are made from x itself (no padded copy first)
             _, c, _, n = x.shape
             hp, width = w.pad_top + w.in_h + w.pad_bottom, w.pad_left + w.in_w + w.pad_right
         else:
@@ -204,7 +226,7 @@ class Conv:
             hp, c, width, n = xp.shape
         row = c * width * n  # floats from one padded input row to the next
         cols = w.out_w * n
-        out = space.out((w.out_h, filters, cols))
+        out = space.out((w.out_h, filters, cols)) if into is None else _reshaped(into, (w.out_h, filters, cols))
         if self.im2col:
             kh, kw = w.kernel_h, w.kernel_w
             gathered = space.tmp(1, (w.out_h, kw * kh * c, cols))
@@ -231,7 +253,7 @@ class Conv:
                     out += part
         if self.add_bias and bias is not None:
             add_channel_bias(out, bias, space)
-        out = out.reshape(w.out_h, filters, w.out_w, n)
+        out = _reshaped(out, (w.out_h, filters, w.out_w, n))
         return activate(out, self.layer.activation, True, self.softmax_axis)
 
 
@@ -307,15 +329,18 @@ class Depthwise:
         w, c = self.win, self.channels
         return w.in_h * c * (w.pad_left + w.in_w + w.pad_right) + w.out_h * c * self.layer.depth_multiplier * w.out_w
 
-    def __call__(self, x: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, space) -> np.ndarray:
+    def __call__(self, x: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, space,
+                 into: np.ndarray | None = None) -> np.ndarray:
+        """The depthwise conv of ``x``, written into ``into`` (a ``(out_h, C * M, out_w, N)`` view)
+        when given."""
         w, c, m = self.win, self.channels, self.layer.depth_multiplier
         n = x.shape[-1]
-        out = space.out((w.out_h, c * m, w.out_w, n))
+        out = space.out((w.out_h, c * m, w.out_w, n)) if into is None else into
         if self.diagonal:
             xp = _padded(x, 0, 0, w.pad_left, w.pad_right, space)  # the height padding is in the matrices
             width = xp.shape[2]
             cols = w.out_w * n
-            target = out.reshape(w.out_h, c, m, cols).transpose(1, 2, 0, 3)  # (C, M, out_h, out_w * N)
+            target = _reshaped(out, (w.out_h, c, m, cols)).transpose(1, 2, 0, 3)  # (C, M, out_h, out_w * N)
             part = space.tmp(1, (c, m, w.out_h, cols)) if w.kernel_w > 1 else None
             for fx in range(w.kernel_w):
                 if w.stride_w == 1:
@@ -332,7 +357,7 @@ class Depthwise:
                     target += part
         else:
             out.fill(0)
-            view = out.reshape(w.out_h, c, m, w.out_w, n)
+            view = _reshaped(out, (w.out_h, c, m, w.out_w, n))
             for fy in range(w.kernel_h):
                 for fx in range(w.kernel_w):
                     tap = _tap_ranges(w, fy * w.dilation_h, fx * w.dilation_w)
@@ -340,7 +365,7 @@ class Depthwise:
                         target = view[tap[0], :, :, tap[1]]
                         target += x[tap[2], :, tap[3]][:, :, None] * matrices[fy, fx][:, :, None, None]
         if bias is not None:
-            add_channel_bias(out.reshape(w.out_h, c * m, w.out_w * n), bias, space)
+            add_channel_bias(_reshaped(out, (w.out_h, c * m, w.out_w * n)), bias, space)
         return activate(out, self.layer.activation, True, self.softmax_axis)
 
 
