@@ -604,6 +604,36 @@ def test_pool_step_matches_the_plain_pooling(size, pool, average):
         assert_close(out.transpose(3, 0, 2, 1), ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("case", [
+    ((5, 1), (1, 1), (1, 1), "valid", 1, (28, 1)),  # the DS-CNN's 5x1 on 28 rows: 3 blocks
+    ((3, 3), (2, 1), (1, 1), "valid", 2, (33, 6)),  # a height stride, multiplier 2
+    ((3, 2), (1, 1), (2, 1), "valid", 1, (22, 7)),  # a height dilation
+    ((3, 3), (1, 2), (1, 1), "valid", 1, (26, 9)),  # a width stride
+    ((3, 3), (1, 1), (1, 1), "same", 1, (12, 5)),  # height padding: one block
+])
+def test_depthwise_step_in_row_blocks_matches_the_plain_conv(case):
+    """The depthwise step's diagonal matrices, split into row blocks where there is no height
+    padding (each block only as wide as the rows it reads), compute what the plain depthwise
+    conv computes, from a contiguous input and from the model input seen batch-last."""
+    from layerlab import geometry
+    from layerlab.engine import windows
+
+    kernel, strides, dilation, padding, multiplier, (h, w) = case
+    layer = S.DepthwiseConv2D(name="d", kernel_size=kernel, strides=strides, dilation_rate=dilation, padding=padding,
+                              depth_multiplier=multiplier)
+    win = geometry.window_2d((h, w), kernel, strides, padding, dilation)
+    step = steps.Depthwise(layer, win, 3, 1)
+    assert step.diagonal and (step.blocks > 1) == (padding == "valid")
+    rng = np.random.default_rng(h)
+    kernel_hwcm = rng.standard_normal((*kernel, 3, multiplier)).astype(np.float32)
+    bias = rng.standard_normal(3 * multiplier).astype(np.float32)
+    x = rng.standard_normal((10, h, w, 3)).astype(np.float32)
+    ref = windows.depthwise_conv2d(x, kernel_hwcm, bias, strides=strides, padding=padding, dilation_rate=dilation)
+    for inside in (np.ascontiguousarray(x.transpose(1, 3, 2, 0)), x.transpose(1, 3, 2, 0)):
+        out = step(inside, step.matrices(kernel_hwcm), bias, fast._Space())
+        assert_close(out.transpose(3, 0, 2, 1), ref, atol=2e-5)
+
+
 def test_plan_keeps_its_buffers_and_never_returns_one():
     """A second call allocates no new buffers, values share buffers only when one is dead, and
     what the plan returns is a new array each call (the next call does not overwrite it)."""

@@ -310,19 +310,43 @@ class Depthwise:
         """Per-channel diagonal matrices (True) or a loop over the taps (False)."""
         return self.win.in_h <= _DEPTHWISE_ROWS * self.win.kernel_h
 
+    @functools.cached_property
+    def blocks(self) -> int:
+        """Row blocks of the diagonal matrices: output rows in ``blocks`` equal runs, each run's
+        matrix only as wide as the input rows it reads, so fewer zeros are multiplied; each block
+        is a product of its own. Without height padding only (then every run's rows start
+        ``rows * stride_h`` apart). The count minimises zeros + 64 per block: a product costs
+        about as much as 64 multiply-adds a column (DS-CNN's 5x1 layer on 28 rows, 64 images:
+        1.06 us an image in 3 blocks against 1.76 in one; its 3x1 on 30 rows: 0.32 in 4 against
+        0.66)."""
+        w = self.win
+        if w.pad_top or w.pad_bottom:
+            return 1
+        return min((n for n in range(1, w.out_h + 1) if w.out_h % n == 0),
+                   key=lambda n: n * (w.out_h // n) * self._block_rows(n) + 64 * n)
+
+    def _block_rows(self, blocks: int) -> int:
+        """Input rows one block of ``out_h / blocks`` output rows reads."""
+        w = self.win
+        return (w.out_h // blocks - 1) * w.stride_h + (w.kernel_h - 1) * w.dilation_h + 1
+
     def matrices(self, kernel: np.ndarray) -> np.ndarray:
-        """``(kw, C, M, out_h, H)`` diagonal matrices from ``kernel (kh, kw, C, M)`` (taps on padded
-        rows left out), or the kernel itself for the tap loop."""
+        """``(kw, C, M, blocks, rows, reads)`` diagonal matrices from ``kernel (kh, kw, C, M)``:
+        block b maps input rows ``b * rows * stride_h ...`` to its ``rows`` output rows (taps on
+        padded rows left out); or the kernel itself for the tap loop."""
         if not self.diagonal:
             return kernel
-        w = self.win
+        w, blocks = self.win, self.blocks
         kh, kw, c, m = kernel.shape
-        matrix = np.zeros((kw, c, m, w.out_h, w.in_h), np.float32)
+        rows = w.out_h // blocks
+        reads = self._block_rows(blocks) if blocks > 1 else w.in_h
+        matrix = np.zeros((kw, c, m, blocks, rows, reads), np.float32)
         for fy in range(kh):
             for y in range(w.out_h):
+                block, first = divmod(y, rows)
                 iy = y * w.stride_h - w.pad_top + fy * w.dilation_h
                 if 0 <= iy < w.in_h:
-                    matrix[:, :, :, y, iy] = kernel[fy]
+                    matrix[:, :, :, block, first, iy - (block * rows * w.stride_h if blocks > 1 else 0)] = kernel[fy]
         return matrix
 
     def scratch_floats(self) -> int:
@@ -340,20 +364,25 @@ class Depthwise:
             xp = _padded(x, 0, 0, w.pad_left, w.pad_right, space)  # the height padding is in the matrices
             width = xp.shape[2]
             cols = w.out_w * n
-            target = _reshaped(out, (w.out_h, c, m, cols)).transpose(1, 2, 0, 3)  # (C, M, out_h, out_w * N)
-            part = space.tmp(1, (c, m, w.out_h, cols)) if w.kernel_w > 1 else None
+            blocks, reads = matrices.shape[3], matrices.shape[5]
+            rows = w.out_h // blocks
+            # (C, M, blocks, rows, out_w * N)
+            target = _reshaped(out, (blocks, rows, c, m, cols)).transpose(2, 3, 0, 1, 4)
+            part = space.tmp(1, (c, m, blocks, rows, cols)) if w.kernel_w > 1 else None
             for fx in range(w.kernel_w):
                 if w.stride_w == 1:
-                    rows = _view(xp, fx * w.dilation_w * n, (c, 1, w.in_h, cols), (width * n, 0, c * width * n, 1))
+                    source, offset, row = xp, fx * w.dilation_w * n, c * width * n
+                    channel = width * n
                 else:  # every stride_w-th column from this tap's first: one copy
-                    picked = space.tmp(2, (w.in_h, c, w.out_w, n))
+                    source = space.tmp(2, (w.in_h, c, w.out_w, n))
                     start = fx * w.dilation_w
-                    np.copyto(picked, xp[:, :, start : start + (w.out_w - 1) * w.stride_w + 1 : w.stride_w])
-                    rows = _view(picked, 0, (c, 1, w.in_h, cols), (cols, 0, c * cols, 1))
+                    np.copyto(source, xp[:, :, start : start + (w.out_w - 1) * w.stride_w + 1 : w.stride_w])
+                    offset, row, channel = 0, c * cols, cols
+                inputs = _view(source, offset, (c, 1, blocks, reads, cols), (channel, 0, rows * w.stride_h * row, row, 1))
                 if fx == 0:
-                    np.matmul(matrices[0], rows, out=target)
+                    np.matmul(matrices[0], inputs, out=target)
                 else:
-                    np.matmul(matrices[fx], rows, out=part)
+                    np.matmul(matrices[fx], inputs, out=part)
                     target += part
         else:
             out.fill(0)
