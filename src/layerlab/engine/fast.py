@@ -180,26 +180,34 @@ class _Snapshot:
         # Flat float32 views of the very arrays: an edit in place shows through them.
         plain = all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
         self.views = [a.reshape(-1) for a in arrays] if plain and arrays else None
+        self.floats = sum(a.size for a in arrays)
         self._gather(arrays, self.copy)
 
     def _gather(self, arrays: list[np.ndarray], into: np.ndarray) -> None:
         if self.views is not None and arrays is self.arrays:
-            np.concatenate(self.views, out=into.view(np.float32)[: sum(v.size for v in self.views)])
+            np.concatenate(self.views, out=into.view(np.float32)[: self.floats])
             return
         flat, start = into.view(np.uint8), 0
         for a in arrays:
             flat[start : start + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
             start += a.nbytes
 
-    def same(self, fetched: list, arrays: list[np.ndarray], live: list[np.ndarray]) -> bool:
-        """Whether weights that ``fetched`` these objects, ``arrays`` to compare and ``live`` to
-        keep, are the ones of the snapshot: the very objects with their bytes unchanged (the usual
-        case, checked first), or other arrays of the same dtypes, shapes and bytes."""
-        if self.by_identity and _all_is(fetched, self.fetched):
-            if list(map(_SHAPE, self.arrays)) != self.shapes:  # reshaped in place
-                return False
-            arrays = self.arrays
-        elif not _all_is(live, self.live) or [(a.dtype.str, a.shape) for a in arrays] != self.layout:
+    def same_objects(self, fetched: list) -> bool:
+        """Whether weights that ``fetched`` these objects are the ones of the snapshot because
+        they are the very arrays, with their shapes and bytes unchanged (the usual case: checked
+        before anything else is looked at)."""
+        if not (self.by_identity and _all_is(fetched, self.fetched)):
+            return False
+        if list(map(_SHAPE, self.arrays)) != self.shapes:  # reshaped in place
+            return False
+        self._gather(self.arrays, self.scratch)
+        return bool(np.array_equal(self.scratch, self.copy))
+
+    def same_values(self, arrays: list[np.ndarray], live: list[np.ndarray]) -> bool:
+        """Whether weights with ``arrays`` to compare and ``live`` to keep (other objects than the
+        snapshot's) are the snapshot's: the same live arrays, and arrays of the same dtypes,
+        shapes and bytes."""
+        if not _all_is(live, self.live) or [(a.dtype.str, a.shape) for a in arrays] != self.layout:
             return False
         self._gather(arrays, self.scratch)
         return bool(np.array_equal(self.scratch, self.copy))
@@ -230,22 +238,25 @@ class Plan:
     def __post_init__(self) -> None:
         self.live = tuple(key for node in self.nodes for key in node.live)
         self.fixed = tuple(key for node in self.nodes for key in node.arrays if key not in node.live)
+        self.keys = self.live + self.fixed
 
     def prepare(self, weights: Weights) -> dict[str, Any]:
         """Every node's prepared weights, recomputed only when the weight bytes change (an array
         edited in place is caught too)."""
         try:
-            held = [weights[layer][name] for layer, name in self.live]
-            arrays = [weights[layer][name] for layer, name in self.fixed]
+            fetched = [weights[layer][name] for layer, name in self.keys]
         except KeyError:  # prepare() below says what is missing, and where
-            held, arrays = [], []
-        fetched = held + arrays
+            fetched = []
+        with self._lock:
+            if self._cache and self._cache[0].same_objects(fetched):
+                return self._cache[1]
+        held, arrays = fetched[: len(self.live)], fetched[len(self.live) :]
         live = [a for a in held if type(a) is np.ndarray and a.dtype == np.float32]
         if len(live) != len(held):  # converted to float32 by prepare(): a copy, compared by bytes
             arrays += [a for a in held if not (type(a) is np.ndarray and a.dtype == np.float32)]
         arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
         with self._lock:
-            if self._cache and self._cache[0].same(fetched, arrays, live):
+            if self._cache and self._cache[0].same_values(arrays, live):
                 return self._cache[1]
         prepared = {node.key or node.output: node.prepare(weights) for node in self.nodes if node.prepare}
         snapshot = _Snapshot(arrays, live, fetched)
