@@ -308,6 +308,11 @@ def test_blas_is_held_to_one_thread_while_plans_run_and_given_back(monkeypatch):
         assert seen and all(threads == before for threads in seen)
     # 20-image chunks on two threads against one chunk of 40: BLAS may sum in another order.
     assert_close(held, free, atol=1e-6)
+    monkeypatch.setattr(limiter, "available", True)
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):  # already one thread: left as it is
+        with limiter:
+            assert limiter._limiter is None and set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}
 
 
 def test_chunks_keep_blas_calls_single_threaded():
