@@ -639,6 +639,34 @@ def test_depthwise_step_in_row_blocks_matches_the_plain_conv(case):
         assert_close(out.transpose(3, 0, 2, 1), ref, atol=2e-5)
 
 
+@pytest.mark.parametrize("shapes", [((40, 9), (9, 30)), ((20, 9), (5, 9, 300)), ((3, 64, 9), (3, 9, 2)), ((3, 20, 9), (3, 9, 64)),
+                                    ((8, 9), (9, 200))])
+def test_matmul_in_parts_is_the_whole_product(monkeypatch, shapes):
+    """Products over the size OpenBLAS multiplies without packing are made in parts of the rows
+    (40 and 64 rows here) or of the columns (20 or 8 rows: too few to split), batched or not:
+    every output element is the same whole sum as one product's."""
+    monkeypatch.setattr(steps, "small_product", lambda: 1000)
+    rng = np.random.default_rng(len(shapes[1]))
+    a, b = (rng.standard_normal(shape).astype(np.float32) for shape in shapes)
+    whole = np.matmul(a, b)
+    calls = []
+    real = np.matmul
+    monkeypatch.setattr(steps.np, "matmul", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    out = steps.matmul(a, b, np.full(whole.shape, np.nan, np.float32))
+    monkeypatch.setattr(steps.np, "matmul", real)
+    assert len(calls) > 1
+    np.testing.assert_allclose(out, whole, rtol=1e-6, atol=1e-5)
+
+
+def test_plan_with_products_in_parts_matches_the_plain_path(monkeypatch):
+    """The whole plan with every product split (a tiny limit) computes what the plain path does."""
+    monkeypatch.setattr(steps, "small_product", lambda: 500)
+    spec = _graph_spec(CL)
+    weights = random_weights(spec, 4)
+    x = random_input(spec, 5, batch=9)
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
+
+
 def test_plan_keeps_its_buffers_and_never_returns_one():
     """A second call allocates no new buffers, values share buffers only when one is dead, and
     what the plan returns is a new array each call (the next call does not overwrite it)."""

@@ -54,7 +54,17 @@ import numpy as np
 from layerlab import geometry
 from layerlab import spec as S
 from layerlab.engine import elementwise as E
-from layerlab.engine.steps import IN_PLACE_ACTIVATIONS, Conv, Depthwise, Pool, activate, pad_hw, plan_conv, relu_into
+from layerlab.engine.steps import (
+    IN_PLACE_ACTIVATIONS,
+    Conv,
+    Depthwise,
+    Pool,
+    activate,
+    matmul,
+    pad_hw,
+    plan_conv,
+    relu_into,
+)
 from layerlab.layers import LAYER_TYPES
 from layerlab.layers.merge import ELEMENTWISE as ELEMENTWISE_MERGES
 from layerlab.layers.normalization import layer_scale_shift
@@ -494,7 +504,7 @@ def _dense_node(layer: S.Dense, bn, source: str, output: str) -> _Node:
     def run(inputs, prepared, overwrite, space):
         kernel, scale, shift = prepared[output]
         x = inputs[0]
-        out = np.matmul(x, kernel, out=space.out((x.shape[0], kernel.shape[1])))
+        out = matmul(x, kernel, space.out((x.shape[0], kernel.shape[1])))
         if scale is not None:
             out *= space.block(scale, out.shape)
         if shift is not None:

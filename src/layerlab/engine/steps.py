@@ -147,6 +147,49 @@ def _phases(x: np.ndarray, win: geometry.Window2D, out: np.ndarray) -> None:
             _copy(rows[:, :, first : last + 1], x[:, :, start : start + (last - first) * step + 1 : step])
 
 
+# OpenBLAS' SkylakeX kernels (chosen on CPUs with AVX-512) multiply a product of at most about a
+# million multiply-adds without packing its operands first, and larger ones 15-20% slower a
+# multiply-add at the sizes of small networks (one thread: (128, 129) @ (129, 64) ran at 47
+# GMAC/s whole and 56 in two halves of 64 rows; a (64, 640) @ (640, 128) Dense at 47.5 whole
+# and 52 in eight parts of 8 rows, but slower in two or four parts, each still over a million).
+_SMALL_KERNELS = {"SkylakeX", "Cooperlake", "SapphireRapids"}
+_SMALL_PRODUCT = 1_000_000
+
+
+@functools.cache
+def small_product() -> int | None:
+    """The most multiply-adds a product may have for ``matmul`` to leave it whole: a million with
+    OpenBLAS' SkylakeX kernels (threadpoolctl names them), None (never split) otherwise or
+    without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController  # optional: layerlab[fast]
+    except ImportError:
+        return None
+    blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    known = [getattr(library, "architecture", None) for library in blas if library.internal_api == "openblas"]
+    return _SMALL_PRODUCT if known and all(name in _SMALL_KERNELS for name in known) else None
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b, out=out)``, in parts of ``a``'s rows (at least 16 each, a multiple of 8)
+    or of ``b``'s columns (a multiple of 16) where a product is larger than ``small_product()``.
+    Each output element is still one whole sum."""
+    limit = small_product()
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if limit is None or m * k * n <= limit:
+        return np.matmul(a, b, out=out)
+    parts = -(-m * k * n // limit)
+    if m >= 16 * parts:
+        rows = m // parts // 8 * 8
+        for start in range(0, m, rows):
+            np.matmul(a[..., start : start + rows, :], b, out=out[..., start : start + rows, :])
+        return out
+    cols = max(16, n // parts // 16 * 16)
+    for start in range(0, n, cols):
+        np.matmul(a, b[..., start : start + cols], out=out[..., start : start + cols])
+    return out
+
+
 def _reshaped(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``x`` reshaped as a view, never a copy (a step writing through it must reach ``x``):
     raises AttributeError where NumPy would have to copy."""
@@ -233,7 +276,7 @@ class Conv:
             np.copyto(gathered.reshape(w.out_h, kw, kh, c, w.out_w, n), _view(
                 xp, 0, (w.out_h, kw, kh, c, w.out_w, n),
                 (w.stride_h * row, w.dilation_w * n, w.dilation_h * row, width * n, w.stride_w * n, 1)))
-            np.matmul(matrices, gathered, out=out)
+            matmul(matrices, gathered, out)
         else:
             step = w.stride_w
             if strided:  # one copy: every step-th column in a block per phase, (step, Hp, C, ceil(Wp / step), N)
@@ -248,7 +291,7 @@ class Conv:
             for fx in range(w.kernel_w):
                 column = fx * w.dilation_w  # in the padded input; in its phase block when strided
                 offset = (column % step) * hp * row + (column // step) * n
-                np.matmul(matrices[fx], _view(source, offset, shape, strides), out=out if fx == 0 else part)
+                matmul(matrices[fx], _view(source, offset, shape, strides), out if fx == 0 else part)
                 if fx:
                     out += part
         if self.add_bias and bias is not None:
