@@ -723,3 +723,14 @@ def test_unknown_activation_and_missing_weight_are_clear_errors():
     model = S.Model(name="m", input_shape=(3,), layers=(dense,))  # the fast path too: not a bare KeyError
     with pytest.raises(Exception, match=r"layer 'd' \(Dense\): weight 'bias' is missing, received \['kernel'\]"):
         engine.run(model, {"d": {"kernel": np.zeros((3, 2), np.float32)}}, np.zeros((2, 3), np.float32))
+
+
+def test_predict_never_hands_back_the_input_array():
+    """A model that passes its input through (Dropout only) still returns a new array from
+    Network.predict, in one batch or several."""
+    net = Network(S.Model(name="through", input_shape=(4,), layers=(S.Dropout(name="dr", rate=0.5),)), {})
+    x = np.ones((3, 4), np.float32)
+    for batch_size in (1024, 2):
+        out = net.predict(x, batch_size=batch_size)
+        np.testing.assert_array_equal(out, x)
+        assert not np.shares_memory(out, x)

@@ -120,6 +120,8 @@ class Network:
 
         x = self.check_input(x)
         outs = [engine.run(self.spec, self.weights, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        if len(outs) == 1:  # no copy (a Dropout-only model's output may be the input itself)
+            return outs[0].copy() if np.may_share_memory(outs[0], x) else outs[0]
         return np.concatenate(outs) if outs else np.zeros((0, *self.spec.output_shape), np.float32)
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
