@@ -19,10 +19,13 @@ row ``C * W * N`` floats later, so rows ``(fy, c)`` of a kernel column are evenl
   batched matmul computes the rows.
 * DepthwiseConv2D: per channel, an ``(out_h, H)`` matrix holding one kernel column's taps on
   its diagonals (zeros elsewhere: 'same' height padding and the height stride are in it) times
-  the channel's rows ``(H, out_w * N)``, batched over the channels through strided views. Width
-  padding is a copy; a width stride is one strided copy per kernel column. Past
+  the channel's rows ``(H, out_w * N)``, batched over the channels through strided views;
+  without height padding, in row blocks each only as wide as the rows it reads. Width padding
+  is a copy; a width stride is one strided copy per kernel column. Past
   ``H > _DEPTHWISE_ROWS * kh`` the zeros cost more than a loop over the taps, which adds clipped
   views instead.
+* Products go through ``matmul``, which makes one larger than OpenBLAS' unpacked small-product
+  kernels take in parts of its rows or columns.
 * Pooling takes the maximum (or sum) of strided views, each tap clipped to the output cells whose
   input cell is real, so 'same' padding is never materialised: padded cells never win a max and
   are not counted in a mean (Keras' ``window_counts``).
