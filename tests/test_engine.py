@@ -569,9 +569,10 @@ _CONV_CASES = {
                                          if form or c != "hdilated"])  # a height dilation is always im2col
 def test_conv_step_forms_equal_the_plain_conv(case, im2col):
     """Both ways the plan runs a Conv2D (tap-column views of the padded input, with column
-    phases for a width stride made from the unpadded input; or one im2col copy) compute what the
-    plain conv2d computes, from a contiguous input and from the model input seen batch-last
-    (11 images: copied a few at a time)."""
+    phases for a width stride made from the unpadded input; or im2col, as shifted copies of the
+    padded rows where there is no height stride or dilation) compute what the plain conv2d
+    computes, from a contiguous input and from the model input seen batch-last (11 images:
+    copied a few at a time)."""
     kernel, strides, dilation, padding = _CONV_CASES[case]
     layer = S.Conv2D(name="c", filters=4, kernel_size=kernel, strides=strides, dilation_rate=dilation, padding=padding)
     conv = steps.plan_conv(layer, (9, 11, 5), 1)
