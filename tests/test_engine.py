@@ -533,6 +533,34 @@ def test_activations_in_a_row_all_run_inside_the_conv():
     assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
 
 
+def test_an_add_of_two_convs_adds_both_biases_in_one_pass():
+    """A ResNet block's Add of two linear convs that only it reads: one conv adds both biases
+    (its own, with its BN folded in, and the other's), the other none; the plan computes what
+    the plain path computes, also after the deferred bias is edited in place. A conv read
+    elsewhere too keeps its own bias."""
+    spec = S.Model(name="block", input_shape=(6, 7, 5), layers=(
+        S.Conv2D(name="a", filters=4, kernel_size=3, padding="same"),
+        S.BatchNormalization(name="a_bn", inputs=("a",)),
+        S.Conv2D(name="b", filters=4, kernel_size=1, inputs=("input",)),
+        S.Add(name="sum", inputs=("a_bn", "b")),
+        S.Activation(name="relu", activation="relu", inputs=("sum",)),
+        S.Conv2D(name="c", filters=4, kernel_size=1, use_bias=False, inputs=("relu",)),
+        S.Conv2D(name="d", filters=4, kernel_size=1, inputs=("relu",)),
+        S.Add(name="sum2", inputs=("c", "d")),
+        S.Conv2D(name="e", filters=4, kernel_size=1, inputs=("sum2",)),
+        S.Add(name="sum3", inputs=("e", "sum2")),  # sum2 is read twice: no deferral
+    ))
+    plan = fast.plan_for(spec)
+    works = {node.layer: node.work for node in plan.nodes if node.work is not None}
+    assert [layer for layer, work in works.items() if work.deferred] == ["a", "c"]
+    assert {layer: work.addend.key for layer, work in works.items() if work.addend} == {"b": "a_bn", "d": "c"}
+    weights = random_weights(spec, 3)
+    x = random_input(spec, 4, batch=6)
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
+    weights["a"]["bias"] += 0.75  # in place: b's summed bias follows
+    assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
+
+
 def test_random_graphs_run_on_the_plan_as_on_the_plain_path():
     """40 seeded random graphs: the plan (buffers handed on, merges in place) computes what the
     plain path computes, gives the same bits twice, and leaves its input alone."""

@@ -124,6 +124,7 @@ class _Node:
     slot: int | None = None  # the buffer its output goes into (None: a new array)
     layer: str = ""  # the spec layer it runs (an activation fused in or a BN folded in aside)
     work: Any = None  # a conv's _ConvWork (see _extend_inputs)
+    merge: str = ""  # a merge node's operation ('add', ...)
 
 
 class _Space:
@@ -400,7 +401,8 @@ class _ConvWork:
     own, all ones (``_extend_inputs``); the reader multiplies that channel by its bias, so it
     makes no bias pass. When the writer is linear, its bias goes into that column too
     (``feeder``): ``K (x + b) = K x + K b``, summed once in float64, so the writer makes none
-    either (the DS-CNN's depthwise-pointwise pairs: 4% faster).
+    either (the DS-CNN's depthwise-pointwise pairs: 4% faster). Two linear convs read only by
+    one Add (a ResNet block and its shortcut) add both biases in one pass (``addend``).
     """
 
     def __init__(self, step, bn: S.BatchNormalization | None, key: str):
@@ -409,6 +411,7 @@ class _ConvWork:
         self.ones = False  # writes its output with a channel of ones after it
         self.deferred = False  # the reader adds this conv's bias
         self.feeder: _ConvWork | None = None  # the conv whose bias this one adds
+        self.addend: _ConvWork | None = None  # the conv beside it in an Add, whose bias this one adds
 
     def folded(self, weights: Weights) -> tuple[np.ndarray, np.ndarray | None]:
         layer = self.step.layer
@@ -423,7 +426,12 @@ class _ConvWork:
             if fed is not None:  # the same bias under every tap (no padding reads a zero instead)
                 column = column + np.einsum("hwcf,c->f", kernel.astype(np.float64), fed.astype(np.float64))
             return self.step.matrices(kernel, column.astype(np.float32)), None
-        return self.step.matrices(kernel), None if self.deferred else bias
+        if self.deferred:
+            return self.step.matrices(kernel), None
+        summed = self.addend.folded(weights)[1] if self.addend is not None else None
+        if summed is not None:  # the other input of an Add: both biases in one pass
+            bias = (summed.astype(np.float64) + (bias if bias is not None else 0.0)).astype(np.float32)
+        return self.step.matrices(kernel), bias
 
     def out_hwc(self) -> tuple[int, int, int]:
         win, layer = self.step.win, self.step.layer
@@ -453,6 +461,27 @@ def _conv_node(conv, bn, source: str, output: str) -> _Node:
 
 
 _WRITES_IN_PLACE = {"linear", *IN_PLACE_ACTIVATIONS}
+
+
+def _add_biases_once(nodes: list[_Node]) -> None:
+    """For an Add of two linear convs that only it reads, the second conv adds both biases (the
+    first makes no bias pass): ``(A x + a) + (B y + b) = A x + (B y + (a + b))``."""
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for name in node.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    made_by = {node.output: node for node in nodes}
+    for node in nodes:
+        if node.merge != "add" or len(node.inputs) != 2:
+            continue
+        works = [getattr(made_by.get(name), "work", None) for name in node.inputs]
+        if not all(isinstance(w, _ConvWork) and readers[name] == 1 for w, name in zip(works, node.inputs, strict=True)):
+            continue
+        first, second = works
+        if any(w.fused or w.step.layer.activation != "linear" or w.ones or w.deferred or w.feeder or w.addend
+               or getattr(w.step, "extended", False) or not getattr(w.step, "add_bias", True) for w in works):
+            continue
+        first.deferred, second.addend = True, first
 
 
 def _extend_inputs(nodes: list[_Node]) -> None:
@@ -553,7 +582,7 @@ def _merge_node(layer, sources: tuple[str, ...]) -> _Node:
         return out
 
     two_way = len(sources) == 2 and operation != "subtract"
-    return _Node(run, sources, layer.name, in_place=(0, 1) if two_way else (0,))
+    return _Node(run, sources, layer.name, in_place=(0, 1) if two_way else (0,), merge=operation)
 
 
 def _relu_node(layer: S.ReLU, source: str) -> _Node:
@@ -770,6 +799,7 @@ def _plan_for(spec: S.Model) -> Plan:
         nodes.append(_simple(lambda x: x.transpose(back).copy(), names[last], "<out>"))
     nodes = _fuse_activations(nodes)
     _extend_inputs(nodes)
+    _add_biases_once(nodes)
     _liveness(nodes)
     largest = max(node.floats for node in nodes)
     viewed = max(node.view_floats for node in nodes)
