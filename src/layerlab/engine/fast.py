@@ -289,13 +289,19 @@ class Plan:
         return values[self.output]
 
 
-def _fuse_activations(nodes: list[_Node]) -> list[_Node]:
-    """An Activation read from a node that made its own buffer, and read by nothing else, runs
-    inside that node (in place, while the output is still in the cache)."""
+def _read_counts(nodes: list[_Node]) -> dict[str, int]:
+    """How many times the nodes read each value."""
     readers: dict[str, int] = {}
     for node in nodes:
         for name in node.inputs:
             readers[name] = readers.get(name, 0) + 1
+    return readers
+
+
+def _fuse_activations(nodes: list[_Node]) -> list[_Node]:
+    """An Activation read from a node that made its own buffer, and read by nothing else, runs
+    inside that node (in place, while the output is still in the cache)."""
+    readers = _read_counts(nodes)
     out: list[_Node] = []
     for node in nodes:
         before = out[-1] if out else None
@@ -466,10 +472,7 @@ _WRITES_IN_PLACE = {"linear", *IN_PLACE_ACTIVATIONS}
 def _add_biases_once(nodes: list[_Node]) -> None:
     """For an Add of two linear convs that only it reads, the second conv adds both biases (the
     first makes no bias pass): ``(A x + a) + (B y + b) = A x + (B y + (a + b))``."""
-    readers: dict[str, int] = {}
-    for node in nodes:
-        for name in node.inputs:
-            readers[name] = readers.get(name, 0) + 1
+    readers = _read_counts(nodes)
     made_by = {node.output: node for node in nodes}
     for node in nodes:
         if node.merge != "add" or len(node.inputs) != 2:
@@ -488,10 +491,7 @@ def _extend_inputs(nodes: list[_Node]) -> None:
     """Let each conv whose output only a conv reads write it with a channel of ones for that
     conv's bias (see ``_ConvWork``). The reader: tap-column views (not im2col), no padding, no
     width stride, its own bias; the writer: activations that run in place."""
-    readers: dict[str, int] = {}
-    for node in nodes:
-        for name in node.inputs:
-            readers[name] = readers.get(name, 0) + 1
+    readers = _read_counts(nodes)
     made_by = {node.output: node for node in nodes}
     for node in nodes:
         work, step = node.work, getattr(node.work, "step", None)
