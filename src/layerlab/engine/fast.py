@@ -60,6 +60,7 @@ from layerlab.engine.steps import (
     Depthwise,
     Pool,
     activate,
+    blas_libraries,
     matmul,
     pad_hw,
     plan_conv,
@@ -424,9 +425,14 @@ class _ConvWork:
         depthwise = isinstance(layer, S.DepthwiseConv2D)  # kernel (kh, kw, C, M): output channel c * M + m
         return _folded(layer, self.bn, weights, "kernel", (2, 3) if depthwise else (3,))
 
+    @property
+    def extended(self) -> bool:
+        """Its input comes with a channel of ones, which carries its bias."""
+        return getattr(self.step, "extended", False)  # a Conv step's field; depthwise never
+
     def prepare(self, weights: Weights):
         kernel, bias = self.folded(weights)
-        if getattr(self.step, "extended", False):
+        if self.extended:
             column = bias.astype(np.float64) if bias is not None else np.zeros(kernel.shape[3])
             fed = self.feeder.folded(weights)[1] if self.feeder is not None else None
             if fed is not None:  # the same bias under every tap (no padding reads a zero instead)
@@ -480,10 +486,11 @@ def _add_biases_once(nodes: list[_Node]) -> None:
         works = [getattr(made_by.get(name), "work", None) for name in node.inputs]
         if not all(isinstance(w, _ConvWork) and readers[name] == 1 for w, name in zip(works, node.inputs, strict=True)):
             continue
-        first, second = works
-        if any(w.fused or w.step.layer.activation != "linear" or w.ones or w.deferred or w.feeder or w.addend
-               or getattr(w.step, "extended", False) or not getattr(w.step, "add_bias", True) for w in works):
+        # Read by this Add alone, neither writes ones nor has a pool add its bias; an extended
+        # conv's bias is in its matrix, where the other's could not be added.
+        if any(w.fused or w.step.layer.activation != "linear" or w.extended for w in works):
             continue
+        first, second = works
         first.deferred, second.addend = True, first
 
 
@@ -951,20 +958,12 @@ class _OneBlasThread:
         self._lock = threading.Lock()
         self._users = 0
         self._limiter = None
-        self._controller: Any = None
-        self._libraries: list | None = None
         self.available: bool | None = None  # None: not looked for yet
 
     def found(self) -> bool:
         """Whether threadpoolctl is installed and sees a BLAS (looked up once)."""
         if self.available is None:
-            try:
-                from threadpoolctl import ThreadpoolController  # optional: layerlab[fast]
-            except ImportError:
-                self.available = False
-            else:
-                self._controller = ThreadpoolController()
-                self.available = bool(self._controller.select(user_api="blas").lib_controllers)
+            self.available = bool(blas_libraries()[1])
         return self.available
 
     def __enter__(self) -> bool:
@@ -974,10 +973,9 @@ class _OneBlasThread:
             if self._users == 0:
                 # Already on one thread (OMP_NUM_THREADS=1, an outer threadpool_limits): reading
                 # that takes 0.6 us, setting and restoring it 5 us.
-                libraries = self._controller.select(user_api="blas").lib_controllers if self._libraries is None else self._libraries
-                self._libraries = libraries
+                controller, libraries = blas_libraries()
                 single = all(library.num_threads == 1 for library in libraries)
-                self._limiter = None if single else self._controller.limit(limits=1, user_api="blas")
+                self._limiter = None if single else controller.limit(limits=1, user_api="blas")
             self._users += 1
             return True
 

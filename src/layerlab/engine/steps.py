@@ -43,6 +43,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -161,15 +162,23 @@ _SMALL_PRODUCT = 1_000_000
 
 
 @functools.cache
+def blas_libraries() -> tuple[Any, list]:
+    """threadpoolctl's controller and the BLAS libraries it sees in this process (looked up
+    once), or ``(None, [])`` without threadpoolctl (optional: layerlab[fast])."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None, []
+    controller = ThreadpoolController()
+    return controller, controller.select(user_api="blas").lib_controllers
+
+
+@functools.cache
 def small_product() -> int | None:
     """The most multiply-adds a product may have for ``matmul`` to leave it whole: a million with
     OpenBLAS' SkylakeX kernels (threadpoolctl names them), None (never split) otherwise or
     without threadpoolctl."""
-    try:
-        from threadpoolctl import ThreadpoolController  # optional: layerlab[fast]
-    except ImportError:
-        return None
-    blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    blas = blas_libraries()[1]
     known = [getattr(library, "architecture", None) for library in blas if library.internal_api == "openblas"]
     return _SMALL_PRODUCT if known and all(name in _SMALL_KERNELS for name in known) else None
 
@@ -414,7 +423,7 @@ class Depthwise:
                 block, first = divmod(y, rows)
                 iy = y * w.stride_h - w.pad_top + fy * w.dilation_h
                 if 0 <= iy < w.in_h:
-                    matrix[:, :, :, block, first, iy - (block * rows * w.stride_h if blocks > 1 else 0)] = kernel[fy]
+                    matrix[:, :, :, block, first, iy - block * rows * w.stride_h] = kernel[fy]
         return matrix
 
     def scratch_floats(self) -> int:
