@@ -8,6 +8,8 @@ and the file stays well under a minute of CPU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -89,14 +91,27 @@ CONV_CASES = {
     "no-bias-even": ((6, 6), 2, 3, (2, 2), (1, 1), "same", (1, 1), False),
     "kernel-1x1": ((5, 5), 4, 3, (1, 1), (1, 1), "valid", (1, 1), True),
     "wide-filters": ((6, 6), 8, 16, (3, 3), (1, 1), "same", (1, 1), True),
+    # enough channels for the plan's Winograd form (see test_winograd_cases_take_the_winograd_form)
+    "winograd-same": ((8, 6), 48, 40, (3, 3), (1, 1), "same", (1, 1), True),
+    "winograd-valid-no-bias": ((6, 4), 40, 48, (3, 3), (1, 1), "valid", (1, 1), False),
 }
 
 
 # Every case channels_last; a representative subset channels_first too (keeps the suite short).
 CONV_GRID = [(case, CL) for case in CONV_CASES] + [
     (case, CF) for case in ("8-3-2-same", "7-3-2-same", "9-4-2-same", "nonsquare-kernel-strides", "dilation2-same",
-                            "1x1-output", "no-bias-even")
+                            "1x1-output", "no-bias-even", "winograd-same", "winograd-valid-no-bias")
 ]
+
+
+def test_winograd_cases_take_the_winograd_form():
+    """The Keras grid's Winograd cases do run in that form (and a conv with few channels does not),
+    so test_conv2d_matches_keras checks it against Keras."""
+    for case, expected in (("winograd-same", True), ("winograd-valid-no-bias", True), ("wide-filters", False)):
+        hw, channels, filters, kernel_size, strides, padding, dilation, use_bias = CONV_CASES[case]
+        layer = S.Conv2D(name="conv", filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
+                         dilation_rate=dilation, use_bias=use_bias)
+        assert steps.plan_conv(layer, (*hw, channels), 0).winograd is expected, case
 
 
 @pytest.mark.keras
@@ -616,6 +631,37 @@ def test_conv_step_forms_equal_the_plain_conv(case, im2col):
             space.tmp(index, (100_000,)).fill(np.nan)
         out = conv(inside, conv.matrices(kernel_hwio), bias, space)
         assert_close(out.transpose(3, 0, 2, 1), ref, atol=2e-5)
+
+
+@pytest.mark.parametrize("hw,padding", [((8, 6), "same"), ((6, 10), "valid"), ((2, 2), "same"), ((4, 4), "valid")])
+@pytest.mark.parametrize("add_bias", [True, False])
+def test_winograd_form_equals_the_plain_conv(hw, padding, add_bias):
+    """Conv's Winograd form (forced here with few channels; the plan takes it for many) computes
+    the plain conv2d, 'same' and 'valid', from a contiguous input and from the model input seen
+    batch-last, into a buffer of its own or into the first channels of a wider one (a writer
+    with a channel of ones after its own, which stays as it was), with dirty scratch; without
+    its bias when a following max pool adds it."""
+    layer = S.Conv2D(name="c", filters=3, kernel_size=3, padding=padding, activation="relu")
+    conv = dataclasses.replace(steps.plan_conv(layer, (*hw, 5), 1), add_bias=add_bias, winograd=True)
+    assert steps.winograd_fits(conv.win)
+    rng = np.random.default_rng(1)
+    kernel_hwio = rng.standard_normal((3, 3, 5, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    x = rng.standard_normal((11, *hw, 5)).astype(np.float32)  # (N, H, W, C)
+    ref = engine.layers.conv2d(x, kernel_hwio, bias if add_bias else None, strides=(1, 1), padding=padding,
+                               dilation_rate=(1, 1))
+    ref = np.maximum(ref, 0)
+    w = conv.win
+    for inside in (np.ascontiguousarray(x.transpose(1, 3, 2, 0)), x.transpose(1, 3, 2, 0)):  # (H, C, W, N)
+        for wider in (False, True):
+            space = fast._Space()
+            for index in range(3):
+                space.tmp(index, (100_000,)).fill(np.nan)
+            whole = np.full((w.out_h, 4, w.out_w, 11), 7.0, np.float32)
+            out = conv(inside, conv.matrices(kernel_hwio), bias, space, into=whole[:, :3] if wider else None)
+            assert_close(out.transpose(3, 0, 2, 1), ref, atol=2e-5)
+            if wider:
+                assert np.shares_memory(out, whole) and (whole[:, 3] == 7).all()
 
 
 @pytest.mark.parametrize("average", [True, False])

@@ -502,7 +502,7 @@ def _extend_inputs(nodes: list[_Node]) -> None:
     made_by = {node.output: node for node in nodes}
     for node in nodes:
         work, step = node.work, getattr(node.work, "step", None)
-        if not isinstance(step, Conv) or step.im2col or step.win.stride_w > 1 or not step.add_bias:
+        if not isinstance(step, Conv) or step.im2col or step.winograd or step.win.stride_w > 1 or not step.add_bias:
             continue
         win = step.win
         if win.pad_top or win.pad_bottom or win.pad_left or win.pad_right:
@@ -701,10 +701,12 @@ def _plan_for(spec: S.Model) -> Plan:
             conv = plan_conv(layer, (h, w, c), softmax_axis, add_bias=not bias_later)
             node = _conv_node(conv, bn, inputs[0], out_name)
             win = conv.win
-            rows = win.kernel_h * c * (win.kernel_w if conv.im2col else 1)
-            node.blas_mk = layer.filters * rows * win.out_w  # (F, rows) @ (rows, out_w * n) per output row
+            if conv.winograd:  # 16 x out_h / 2 of (F, C) @ (C, out_w / 2 * n)
+                node.blas_mk = layer.filters * c * (win.out_w // 2)
+            else:  # (F, rows) @ (rows, out_w * n) per output row
+                node.blas_mk = layer.filters * win.kernel_h * c * (win.kernel_w if conv.im2col else 1) * win.out_w
             scratch = conv.scratch_floats()
-            if not conv.im2col and win.kernel_w > 1:  # read again for each kernel column
+            if not (conv.im2col or conv.winograd) and win.kernel_w > 1:  # read again for each kernel column
                 node.view_floats = (win.pad_top + h + win.pad_bottom) * c * (win.pad_left + w + win.pad_right)
             out_shape = (win.out_h, win.out_w, layer.filters)
         elif isinstance(layer, S.DepthwiseConv2D):

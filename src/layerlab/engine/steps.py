@@ -18,6 +18,10 @@ row ``C * W * N`` floats later, so rows ``(fy, c)`` of a kernel column are evenl
   (ResNet's shortcuts): one strided copy gathers ``(out_h, kw * kh * C, out_w * N)`` and one
   batched matmul computes the rows. Without a height stride or dilation the copy is only ``kw``
   shifted copies of the padded rows, which one view reads as every output row's columns.
+* Conv2D ('winograd'), for a 3x3 kernel without stride or dilation on many channels in a small
+  image: Winograd's F(2x2, 3x3), 16 batched ``(F, C) @ (C, tiles * N)`` products for each block
+  of 2x2 outputs (16 multiply-adds where the direct conv makes 36), the input and output
+  transforms as sums and differences of whole tile rows and columns (``Conv._winograd``).
 * DepthwiseConv2D: per channel, an ``(out_h, H)`` matrix holding one kernel column's taps on
   its diagonals (zeros elsewhere: 'same' height padding and the height stride are in it) times
   the channel's rows ``(H, out_w * N)``, batched over the channels through strided views;
@@ -52,6 +56,13 @@ from layerlab import spec as S
 from layerlab.engine import activations as A
 
 _IM2COL_ROWS = 12  # kh * C at or below this: im2col (C=3, 3x3, 31 images: 383 us against 455 for views)
+# Winograd for a 3x3 conv where the saved multiply-adds (per pixel, 20 of 36 for each channel pair)
+# outweigh the transforms (per pixel, about 12 passes over C and F values), C * F / (C + F) at
+# least this, and its tiles (4 H W max(C, F) floats an image) stay in cache. 16 images, one
+# thread: 8x8x64 -> 64 34.5 us an image against 46.8; 16x16x64: 169 / 185; 8x8x32 -> 64: 23.3 /
+# 24.6; 16x16x32: 46 / 49 or 51 / 49 (16, left out); 32x32x32: 309 / 196; 16x16x16: 23 / 15.
+_WINOGRAD_CHANNELS = 20
+_WINOGRAD_FLOATS = 1 << 16
 _DEPTHWISE_ROWS = 16  # depthwise via diagonal matrices while H <= this * kh (H=34, 3x3: 687 / 960 us)
 _ITEM = 4  # bytes per float32
 _BLOCK = 1 << 16  # floats: the largest constant block kept for ReLU and ReLU6
@@ -145,12 +156,12 @@ def _short_runs(a: np.ndarray) -> bool:
     return a.ndim >= 2 and a.shape[-2] > 1 and a.strides[-2] != a.shape[-1] * a.itemsize
 
 
-def _phases(x: np.ndarray, win: geometry.Window2D, out: np.ndarray) -> None:
-    """``x (H, C, W, N)`` padded as ``win`` says, split into ``stride_w`` blocks of every
-    stride-th padded column (``out (stride, Hp, C, wide, N)``): one copy from ``x``, zeros on
-    the borders, no padded copy in between."""
+def _phases(x: np.ndarray, step: int, top: int, left: int, out: np.ndarray) -> None:
+    """``x (H, C, W, N)`` with ``top`` and ``left`` rows and columns of zeros before it (and as
+    many after as ``out`` holds), split into ``step`` blocks of every step-th padded column
+    (``out (step, Hp, C, wide, N)``): one copy from ``x``, zeros on the borders, no padded copy
+    in between."""
     h, _, width, _ = x.shape
-    step, top, left = win.stride_w, win.pad_top, win.pad_left
     wide = out.shape[3]
     out[:, :top] = 0
     out[:, top + h :] = 0
@@ -252,6 +263,7 @@ class Conv:
     softmax_axis: int
     add_bias: bool  # False when the following max pool adds it (see Pool)
     extended: bool = False  # the input has a channel of ones after its last (see fast._ConvWork); no padding
+    winograd: bool = False  # 3x3, stride 1: Winograd F(2x2, 3x3) (see ``_winograd``)
 
     def matrices(self, kernel_hwio: np.ndarray, ones_column: np.ndarray | None = None) -> np.ndarray:
         """The kernel as this step multiplies it: ``(kw, F, kh * C)`` (views) or ``(F, kw * kh * C)``
@@ -266,6 +278,9 @@ class Conv:
                 wider[0, 0, c] = ones_column
             kernel_hwio = wider
         kh, kw, c, f = kernel_hwio.shape
+        if self.winograd:  # G g G^T for each (input, output) channel pair: (16, 1, F, C)
+            g = np.einsum("ai,ijcf,bj->abfc", _WINOGRAD_G, kernel_hwio.astype(np.float64), _WINOGRAD_G)
+            return np.ascontiguousarray(g.reshape(16, 1, f, c).astype(np.float32))
         if self.unfold:
             return np.ascontiguousarray(kernel_hwio.transpose(3, 0, 1, 2).reshape(f, kh * kw * c))
         if self.im2col:
@@ -287,6 +302,10 @@ class Conv:
         w, c = self.win, self.channels
         hp, wp = w.pad_top + w.in_h + w.pad_bottom, w.pad_left + w.in_w + w.pad_right
         padded = hp * c * (-(-wp // w.stride_w) * w.stride_w)  # the padded input, or its phase blocks
+        if self.winograd:  # scratch 0: phases, then products; 1: column sums, then row sums; 2: tiles, then outputs
+            f, tiles = self.layer.filters, w.out_h * w.out_w // 4
+            return (max(hp * c * wp, 16 * tiles * f) + max(4 * hp * c * w.out_w // 2, 8 * tiles * f)
+                    + 16 * tiles * max(c, f) + w.out_h * f * w.out_w)
         if self.unfold:
             return hp * c * wp + hp * w.kernel_w * c * w.out_w
         if self.im2col:
@@ -297,6 +316,8 @@ class Conv:
                  into: np.ndarray | None = None) -> np.ndarray:
         """The conv of ``x``, written into ``into`` (a ``(out_h, F, out_w, N)`` view) when given."""
         w, filters = self.win, self.layer.filters
+        if self.winograd:
+            return self._winograd(x, matrices, bias, space, into)
         strided = not self.im2col and w.stride_w > 1
         if self.extended:  # unpadded, ones channel included
             xp = x
@@ -330,7 +351,7 @@ class Conv:
             if strided:  # one copy: every step-th column in a block per phase, (step, Hp, C, ceil(Wp / step), N)
                 width = -(-width // step)
                 source = space.tmp(2, (step, hp, c, width, n))
-                _phases(x, w, source)
+                _phases(x, step, w.pad_top, w.pad_left, source)
                 row = c * width * n
             else:
                 source = xp
@@ -348,6 +369,68 @@ class Conv:
         return activate(out, self.layer.activation, True, self.softmax_axis)
 
 
+    def _winograd(self, x: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, space,
+                  into: np.ndarray | None) -> np.ndarray:
+        """Winograd's F(2x2, 3x3): each 2x2 block of outputs from a 4x4 tile of the padded input
+        (tiles two apart), ``A^T [(G g G^T) * (B^T d B)] A`` with the 16 elementwise products
+        as 16 batched matmuls over the channels: 16 multiply-adds per 4 outputs and channel pair
+        against 36. The transforms are sums and differences of whole tile rows and columns; the
+        bias is added to the one product term every output of a tile sums once."""
+        w, f = self.win, self.layer.filters
+        _, c, _, n = x.shape
+        hp, wp = w.out_h + 2, w.out_w + 2
+        ty, tx = w.out_h // 2, w.out_w // 2
+        phases = space.tmp(0, (2, hp, c, wp // 2, n))  # padded column 2t + p in phases[p, :, :, t]
+        _phases(x, 2, w.pad_top, w.pad_left, phases)
+        d = [phases[j % 2, :, :, j // 2 : j // 2 + tx] for j in range(4)]  # column j of every tile
+        cols = space.tmp(1, (4, hp, c, tx, n))  # B^T along the columns
+        np.subtract(d[0], d[2], out=cols[0])
+        np.add(d[1], d[2], out=cols[1])
+        np.subtract(d[2], d[1], out=cols[2])
+        np.subtract(d[1], d[3], out=cols[3])
+        r = [cols[:, i : i + 2 * ty - 1 : 2] for i in range(4)]  # row i of every tile
+        tiles = space.tmp(2, (4, 4, ty, c, tx, n))  # then B^T along the rows: (row term, column term, ...)
+        np.subtract(r[0], r[2], out=tiles[0])
+        np.add(r[1], r[2], out=tiles[1])
+        np.subtract(r[2], r[1], out=tiles[2])
+        np.subtract(r[1], r[3], out=tiles[3])
+        products = space.tmp(0, (4, 4, ty, f, tx * n))
+        matmul(matrices, _reshaped(tiles, (16, ty, c, tx * n)), _reshaped(products, (16, ty, f, tx * n)))
+        if self.add_bias and bias is not None:  # term (1, 1) counts once in each of the 4 outputs
+            add_channel_bias(products[1, 1], bias, space)
+        m = _reshaped(products, (4, 4, ty, f, tx, n))
+        rows = space.tmp(1, (2, 4, ty, f, tx, n))  # A^T along the rows
+        np.add(m[0], m[1], out=rows[0])
+        rows[0] += m[2]
+        np.subtract(m[1], m[2], out=rows[1])
+        rows[1] -= m[3]
+        done = space.tmp(2, (2, 2, ty, f, tx, n))  # then along the columns: (column j, row i, ...)
+        np.add(rows[:, 0], rows[:, 1], out=done[0])
+        done[0] += rows[:, 2]
+        np.subtract(rows[:, 1], rows[:, 2], out=done[1])
+        done[1] -= rows[:, 3]
+        out = space.out((w.out_h, f, w.out_w, n)) if into is None else into
+        blocks = _reshaped(out, (ty, 2, f, tx, 2, n))
+        for i in range(2):  # output (2 * tile_y + i, 2 * tile_x + j)
+            for j in range(2):
+                _copy(blocks[:, i, :, :, j], done[j, i])
+        return activate(out, self.layer.activation, True, self.softmax_axis)
+
+
+# Winograd's F(2x2, 3x3) kernel transform (Lavin and Gray, 2016); the input and output transforms
+# are the sums and differences written out in Conv._winograd.
+_WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def winograd_fits(win: geometry.Window2D) -> bool:
+    """Whether Conv's Winograd form computes this window: 3x3, stride and dilation 1, an even
+    output (2x2 blocks) and the 'same' or 'valid' padding of a 3x3 kernel (one or none a side)."""
+    return ((win.kernel_h, win.kernel_w, win.stride_h, win.stride_w, win.dilation_h, win.dilation_w) == (3, 3, 1, 1, 1, 1)
+            and win.out_h % 2 == 0 and win.out_w % 2 == 0
+            and win.pad_top + win.in_h + win.pad_bottom == win.out_h + 2
+            and win.pad_left + win.in_w + win.pad_right == win.out_w + 2)
+
+
 def plan_conv(layer: S.Conv2D, shape_hwc: tuple[int, int, int], softmax_axis: int, add_bias: bool = True) -> Conv:
     """The conv step for ``layer`` on inputs of shape ``shape_hwc`` (no batch axis).
 
@@ -362,7 +445,10 @@ def plan_conv(layer: S.Conv2D, shape_hwc: tuple[int, int, int], softmax_axis: in
     # A single kernel column with a width stride reads 1 / stride of the columns: gathering
     # them is cheaper than splitting the whole input into phases.
     im2col = win.dilation_h > 1 or win.kernel_h * c <= _IM2COL_ROWS or (win.stride_w > 1 and win.kernel_w == 1)
-    return Conv(layer, win, c, im2col, softmax_axis, add_bias)
+    f = layer.filters
+    winograd = (not im2col and winograd_fits(win) and c * f >= _WINOGRAD_CHANNELS * (c + f)
+                and 4 * win.out_h * win.out_w * max(c, f) <= _WINOGRAD_FLOATS)
+    return Conv(layer, win, c, im2col, softmax_axis, add_bias, winograd=winograd)
 
 
 def _tap_ranges(win: geometry.Window2D, filter_y: int, filter_x: int):
