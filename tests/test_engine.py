@@ -614,8 +614,8 @@ def test_conv_step_forms_equal_the_plain_conv(case, im2col):
     """Both ways the plan runs a Conv2D (tap-column views of the padded input, with column
     phases for a width stride made from the unpadded input; or im2col, as shifted copies of the
     padded rows where there is no height stride or dilation) compute what the plain conv2d
-    computes, from a contiguous input and from the model input seen batch-last (11 images:
-    copied a few at a time)."""
+    computes, from a contiguous input and from the model input seen batch-last (11 images,
+    near each other: copied in one go; far apart: a few at a time)."""
     kernel, strides, dilation, padding = _CONV_CASES[case]
     layer = S.Conv2D(name="c", filters=4, kernel_size=kernel, strides=strides, dilation_rate=dilation, padding=padding)
     conv = steps.plan_conv(layer, (9, 11, 5), 1)
@@ -625,8 +625,11 @@ def test_conv_step_forms_equal_the_plain_conv(case, im2col):
     bias = rng.standard_normal(4).astype(np.float32)
     x = rng.standard_normal((11, 9, 11, 5)).astype(np.float32)  # (N, H, W, C)
     ref = engine.layers.conv2d(x, kernel_hwio, bias, strides=strides, padding=padding, dilation_rate=dilation)
-    for inside in (np.ascontiguousarray(x.transpose(1, 3, 2, 0)), x.transpose(1, 3, 2, 0)):  # (H, C, W, N)
-        space = fast._Space()
+    far = np.full((11, 5, 9, 11, 5), np.nan, np.float32)[:, 2]  # each image 5 x 495 floats from the next
+    far[...] = x
+    assert abs(far.strides[0]) >= steps._FAR_IMAGES > abs(x.strides[0])
+    for inside in (np.ascontiguousarray(x.transpose(1, 3, 2, 0)), x.transpose(1, 3, 2, 0), far.transpose(1, 3, 2, 0)):
+        space = fast._Space()  # inside: (H, C, W, N)
         for index in range(3):  # scratch left dirty by another step: every border is written
             space.tmp(index, (100_000,)).fill(np.nan)
         out = conv(inside, conv.matrices(kernel_hwio), bias, space)
