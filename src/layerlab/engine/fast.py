@@ -189,6 +189,7 @@ class _Snapshot:
         size = sum(a.nbytes for a in arrays)
         self.copy = np.zeros(-(-size // 8), np.uint64)  # whole words: compared 8 bytes at a time
         self.scratch = np.zeros_like(self.copy)
+        self.equal = np.empty(self.copy.shape, bool)  # array_equal without its new arrays: 5.6 against 10.7 us for 190 KB
         # Flat float32 views of the very arrays: an edit in place shows through them.
         plain = all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
         self.views = [a.reshape(-1) for a in arrays] if plain and arrays else None
@@ -213,7 +214,7 @@ class _Snapshot:
         if list(map(_SHAPE, self.arrays)) != self.shapes:  # reshaped in place
             return False
         self._gather(self.arrays, self.scratch)
-        return bool(np.array_equal(self.scratch, self.copy))
+        return self._unchanged()
 
     def same_values(self, arrays: list[np.ndarray], live: list[np.ndarray]) -> bool:
         """Whether weights with ``arrays`` to compare and ``live`` to keep (other objects than the
@@ -222,7 +223,11 @@ class _Snapshot:
         if not _all_is(live, self.live) or [(a.dtype.str, a.shape) for a in arrays] != self.layout:
             return False
         self._gather(arrays, self.scratch)
-        return bool(np.array_equal(self.scratch, self.copy))
+        return self._unchanged()
+
+    def _unchanged(self) -> bool:
+        """Whether the scratch gathered holds the snapshot's bytes."""
+        return bool(np.equal(self.scratch, self.copy, out=self.equal).all())
 
 
 _SHAPE = operator.attrgetter("shape")
