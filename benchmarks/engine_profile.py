@@ -6,7 +6,8 @@ For each .h5 in ../shared/models/mlperf_tiny, one chunk of seeded inputs (the ch
 ``run_fast`` splits ``--batch`` into on one thread), NumPy's BLAS on one thread (threadpoolctl):
 every step of the engine's plan timed on its own, in plan order (best of ``--repeats`` passes),
 with the multiply-accumulates of the layers it runs, and the same step's matrix products timed
-alone on copies of the very operands it multiplies (``np.matmul`` recorded while it runs). GMAC/s = MACs / time. The
+alone on copies of the very operands it multiplies (``np.matmul`` recorded while it runs). GMAC/s = MACs / time,
+MACs being the layer's direct count (a conv in the Winograd form multiplies 16/36 of them). The
 rows say how much of each step is BLAS and how fast BLAS runs on the step's shapes; read them
 beside onnxruntime's whole-network rate from ``benchmarks/engine_mlperf.py``. No assertions.
 """
