@@ -92,8 +92,8 @@ CONV_CASES = {
     "kernel-1x1": ((5, 5), 4, 3, (1, 1), (1, 1), "valid", (1, 1), True),
     "wide-filters": ((6, 6), 8, 16, (3, 3), (1, 1), "same", (1, 1), True),
     # enough channels for the plan's Winograd form (see test_winograd_cases_take_the_winograd_form)
-    "winograd-same": ((8, 6), 48, 40, (3, 3), (1, 1), "same", (1, 1), True),
-    "winograd-valid-no-bias": ((6, 4), 40, 48, (3, 3), (1, 1), "valid", (1, 1), False),
+    "winograd-same": ((8, 6), 48, 48, (3, 3), (1, 1), "same", (1, 1), True),
+    "winograd-valid-no-bias": ((6, 4), 48, 56, (3, 3), (1, 1), "valid", (1, 1), False),
 }
 
 
@@ -548,6 +548,38 @@ def test_activations_in_a_row_all_run_inside_the_conv():
     assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
 
 
+@pytest.mark.parametrize("df", [CL, CF])
+def test_a_max_pool_adds_the_conv_bias_and_runs_its_relus(df):
+    """A conv read only by a max pool, with ReLUs alone after its products (its own activation,
+    Activations fused into it), leaves its bias and the ReLUs to the pool, exactly; a tanh, an
+    average pool keeps them in the conv (max commutes with + b and ReLU, not with tanh; a mean
+    with neither). The plan computes what the plain path computes, also after an in-place bias
+    edit."""
+    spec = S.Model(name="pools", input_shape=image_shape((12, 10), 3, df), layers=(
+        S.Conv2D(name="c1", filters=6, kernel_size=3, padding="same", data_format=df),
+        S.Activation(name="r1", activation="relu"),
+        S.MaxPooling2D(name="p1", pool_size=2, padding="same", data_format=df),  # 6 x 5
+        S.Conv2D(name="c2", filters=5, kernel_size=2, activation="relu", data_format=df),
+        S.MaxPooling2D(name="p2", pool_size=2, strides=1, data_format=df),  # 4 x 3
+        S.Conv2D(name="c3", filters=4, kernel_size=1, activation="tanh", data_format=df),
+        S.MaxPooling2D(name="p3", pool_size=(1, 2), data_format=df),
+        S.Conv2D(name="c4", filters=4, kernel_size=1, activation="relu", data_format=df),
+        S.AveragePooling2D(name="p4", pool_size=(2, 1), data_format=df),
+        S.Flatten(name="flat", data_format=df),
+    ))
+    plan = fast.plan_for(spec)
+    works = {node.layer: node.work for node in plan.nodes if node.work is not None}
+    finished = [name for name, work in works.items() if isinstance(work, fast._ConvWork) and not work.step.add_bias]
+    assert finished == ["c1", "c2"]
+    assert [works[p].activations for p in ("p1", "p2", "p3", "p4")] == [("relu",), ("relu",), (), ()]
+    weights = random_weights(spec, 7)
+    x = random_input(spec, 8, batch=9)
+    for _ in range(2):
+        np.testing.assert_allclose(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True),
+                                   rtol=1e-6, atol=1e-6)
+        weights["c1"]["bias"] += 0.25  # in place: the pool adds the new bias
+
+
 def test_an_add_of_two_convs_adds_both_biases_in_one_pass():
     """A ResNet block's Add of two linear convs that only it reads: one conv adds both biases
     (its own, with its BN folded in, and the other's), the other none; the plan computes what
@@ -643,7 +675,7 @@ def test_winograd_form_equals_the_plain_conv(hw, padding, add_bias):
     the plain conv2d, 'same' and 'valid', from a contiguous input and from the model input seen
     batch-last, into a buffer of its own or into the first channels of a wider one (a writer
     with a channel of ones after its own, which stays as it was), with dirty scratch; without
-    its bias when a following max pool adds it."""
+    its bias and its ReLU when a following max pool runs them."""
     layer = S.Conv2D(name="c", filters=3, kernel_size=3, padding=padding, activation="relu")
     conv = dataclasses.replace(steps.plan_conv(layer, (*hw, 5), 1), add_bias=add_bias, winograd=True)
     assert steps.winograd_fits(conv.win)
@@ -653,7 +685,7 @@ def test_winograd_form_equals_the_plain_conv(hw, padding, add_bias):
     x = rng.standard_normal((11, *hw, 5)).astype(np.float32)  # (N, H, W, C)
     ref = engine.layers.conv2d(x, kernel_hwio, bias if add_bias else None, strides=(1, 1), padding=padding,
                                dilation_rate=(1, 1))
-    ref = np.maximum(ref, 0)
+    ref = np.maximum(ref, 0) if add_bias else ref
     w = conv.win
     for inside in (np.ascontiguousarray(x.transpose(1, 3, 2, 0)), x.transpose(1, 3, 2, 0)):  # (H, C, W, N)
         for wider in (False, True):
@@ -668,22 +700,29 @@ def test_winograd_form_equals_the_plain_conv(hw, padding, add_bias):
 
 
 @pytest.mark.parametrize("average", [True, False])
-@pytest.mark.parametrize("size,pool", [(8, 8), (17, 4), (4, 4), (9, 3)])
-def test_pool_step_matches_the_plain_pooling(size, pool, average):
+@pytest.mark.parametrize("size,pool,stride,padding", [(8, 8, 8, "valid"), (17, 4, 4, "valid"), (4, 4, 4, "valid"),
+                                                      (9, 3, 3, "valid"), (9, 3, 2, "same"), (10, 2, 2, "same"),
+                                                      (7, 3, 1, "same")])
+@pytest.mark.parametrize("batch", [5, 70])
+def test_pool_step_matches_the_plain_pooling(size, pool, stride, padding, average, batch):
     """The plan's pooling, by one reduction per window axis (few outputs, many taps: 8 of an 8x8
     map, 4 of a 17x17 one, whose last row and column no window reads) or one ufunc call per tap
-    (9 of 3x3), gives what the plain pooling gives; so does a view of the model input, which the
+    clipped to the real cells ('same' padding), gives what the plain pooling gives, for a short
+    and a long batch and with dirty scratch; so does a view of the model input, which the
     reductions leave to the taps."""
     from layerlab import geometry
 
-    win = geometry.window_2d((size, size), (pool, pool), (pool, pool), "valid")
+    win = geometry.window_2d((size, size), (pool, pool), (stride, stride), padding)
     step = steps.Pool(win, average)
-    assert step.reduce == (pool * pool >= 16)
-    x = np.random.default_rng(size).standard_normal((5, size, size, 3)).astype(np.float32)  # (N, H, W, C)
+    assert step.reduce == (pool == stride and pool * pool >= 16)
+    x = np.random.default_rng(size).standard_normal((batch, size, size, 3)).astype(np.float32)  # (N, H, W, C)
     plain = engine.layers.average_pooling2d if average else engine.layers.max_pooling2d
-    ref = plain(x, pool_size=(pool, pool), strides=(pool, pool), padding="valid")
+    ref = plain(x, pool_size=(pool, pool), strides=(stride, stride), padding=padding)
     for inside in (np.ascontiguousarray(x.transpose(1, 3, 2, 0)), x.transpose(1, 3, 2, 0)):
-        out = step(inside, fast._Space())
+        space = fast._Space()
+        for index in range(2):  # scratch left dirty by another step
+            space.tmp(index, (100_000,)).fill(np.nan)
+        out = step(inside, space)
         assert_close(out.transpose(3, 0, 2, 1), ref, atol=1e-6)
 
 

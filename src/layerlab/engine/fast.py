@@ -480,6 +480,43 @@ def _conv_node(conv, bn, source: str, output: str) -> _Node:
 _WRITES_IN_PLACE = {"linear", *IN_PLACE_ACTIVATIONS}
 
 
+class _PoolWork:
+    """A pooling node's work: its step, and the bias and activations of the conv before it that
+    it runs on the pooled cells (``_pool_finishes_convs``)."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+        self.bias_of = ""  # the prepared key of the conv whose bias it adds
+        self.activations: tuple[str, ...] = ()
+
+    def run(self, inputs, prepared, overwrite, space):
+        bias = prepared[self.bias_of][1] if self.bias_of else None
+        return self.pool(inputs[0], space, bias, self.activations)
+
+
+_MAX_COMMUTES = {"linear", "relu"}  # max(f(a_i)) == f(max(a_i)) bit for bit
+
+
+def _pool_finishes_convs(nodes: list[_Node]) -> None:
+    """A Conv2D whose output only a max pool reads, with no activation but ReLUs (its own and
+    Activations fused into it), leaves its bias and those ReLUs to the pool (see steps.Pool):
+    keras224's 28 x 28 x 64 conv then makes no full-size pass after its products."""
+    readers = _read_counts(nodes)
+    read_by = {name: node for node in nodes for name in node.inputs}
+    for node in nodes:
+        work, step = node.work, getattr(node.work, "step", None)
+        if not isinstance(step, Conv) or not step.add_bias or readers.get(node.output) != 1:
+            continue
+        pool = read_by[node.output].work
+        names = (step.layer.activation, *(name for name, _ in work.fused))
+        if not isinstance(pool, _PoolWork) or pool.pool.average or not set(names) <= _MAX_COMMUTES:
+            continue
+        work.step = dataclasses.replace(step, add_bias=False)
+        work.fused = []
+        pool.bias_of = node.key or node.output
+        pool.activations = tuple(name for name in names if name != "linear")
+
+
 def _add_biases_once(nodes: list[_Node]) -> None:
     """For an Add of two linear convs that only it reads, the second conv adds both biases (the
     first makes no bias pass): ``(A x + a) + (B y + b) = A x + (B y + (a + b))``."""
@@ -677,7 +714,6 @@ def _plan_for(spec: S.Model) -> Plan:
     shapes = {"input": _internal(tuple(spec.input_shape), channels_first)}  # (H, W, C) or (F,)
     readers = _readers(spec)
     folded: dict[str, S.BatchNormalization] = {}  # conv / dense name -> the BN folded into it
-    bias_left: set[str] = set()  # convs whose bias the max pooling after them adds
     dense_last = False
     for index, layer in enumerate(spec.layers):
         if not ENGINE_FAST.supports(type(layer)):
@@ -698,12 +734,7 @@ def _plan_for(spec: S.Model) -> Plan:
         scratch = 0
         if isinstance(layer, S.Conv2D):
             h, w, c = shape
-            following = spec.layers[index + 1] if index + 1 < len(spec.layers) else None
-            bias_later = (layer.use_bias and bn is None and layer.activation == "linear" and isinstance(following, S.MaxPooling2D)
-                          and readers.get(layer.name) == [index + 1])
-            if bias_later:
-                bias_left.add(layer.name)
-            conv = plan_conv(layer, (h, w, c), softmax_axis, add_bias=not bias_later)
+            conv = plan_conv(layer, (h, w, c), softmax_axis)
             node = _conv_node(conv, bn, inputs[0], out_name)
             win = conv.win
             if conv.winograd:  # 16 x out_h / 2 of (F, C) @ (C, out_w / 2 * n)
@@ -733,10 +764,8 @@ def _plan_for(spec: S.Model) -> Plan:
         elif isinstance(layer, (S.MaxPooling2D, S.AveragePooling2D)):
             h, w, c = shape
             win = geometry.window_2d((h, w), layer.pool_size, layer.strides or layer.pool_size, layer.padding)
-            pool = Pool(win, layer.reduce == "average")
-            bias_of = sources[0] if sources[0] in bias_left else None  # that conv left its bias to this max pool
-            node = _Node(lambda inputs, prepared, overwrite, space, pool=pool, b=bias_of: pool(
-                inputs[0], space, prepared[b][1] if b else None), inputs, layer.name)
+            work = _PoolWork(Pool(win, layer.reduce == "average"))
+            node = _Node(work.run, inputs, layer.name, work=work)
             out_shape = (win.out_h, win.out_w, c)
         elif isinstance(layer, (S.GlobalAveragePooling2D, S.GlobalMaxPooling2D)):
             reduce, keep = layer.reduce, layer.keepdims
@@ -812,6 +841,7 @@ def _plan_for(spec: S.Model) -> Plan:
     else:  # always a copy: the plan's own buffers never leave it
         nodes.append(_simple(lambda x: x.transpose(back).copy(), names[last], "<out>"))
     nodes = _fuse_activations(nodes)
+    _pool_finishes_convs(nodes)
     _extend_inputs(nodes)
     _add_biases_once(nodes)
     _liveness(nodes)

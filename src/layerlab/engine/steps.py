@@ -59,9 +59,10 @@ _IM2COL_ROWS = 12  # kh * C at or below this: im2col (C=3, 3x3, 31 images: 383 u
 # Winograd for a 3x3 conv where the saved multiply-adds (per pixel, 20 of 36 for each channel pair)
 # outweigh the transforms (per pixel, about 12 passes over C and F values), C * F / (C + F) at
 # least this, and its tiles (4 H W max(C, F) floats an image) stay in cache. 16 images, one
-# thread: 8x8x64 -> 64 34.5 us an image against 46.8; 16x16x64: 169 / 185; 8x8x32 -> 64: 23.3 /
-# 24.6; 16x16x32: 46 / 49 or 51 / 49 (16, left out); 32x32x32: 309 / 196; 16x16x16: 23 / 15.
-_WINOGRAD_CHANNELS = 20
+# thread: 8x8x64 -> 64 (32) 34.5 us an image against 46.8; 16x16x64 (32): 169 / 185; 8x8x32 -> 64
+# (21.3): 23.3 / 24.6; 16x16x32 (16): 46 / 49 or 51 / 49; 32x32x32: 309 / 196; 16x16x16: 23 / 15;
+# and keras224's 14x14x64 -> 32 (21.3) left its whole model no faster (0.985x, 15 alternating rounds).
+_WINOGRAD_CHANNELS = 24
 _WINOGRAD_FLOATS = 1 << 16
 _DEPTHWISE_ROWS = 16  # depthwise via diagonal matrices while H <= this * kh (H=34, 3x3: 687 / 960 us)
 _ITEM = 4  # bytes per float32
@@ -264,7 +265,7 @@ class Conv:
     channels: int
     im2col: bool
     softmax_axis: int
-    add_bias: bool  # False when the following max pool adds it (see Pool)
+    add_bias: bool  # False: the max pool after it adds the bias and runs the activation (see Pool)
     extended: bool = False  # the input has a channel of ones after its last (see fast._ConvWork); no padding
     winograd: bool = False  # 3x3, stride 1: Winograd F(2x2, 3x3) (see ``_winograd``)
 
@@ -366,7 +367,9 @@ class Conv:
                 matmul(matrices[fx], _view(source, offset, shape, strides), out if fx == 0 else part)
                 if fx:
                     out += part
-        if self.add_bias and bias is not None:
+        if not self.add_bias:
+            return _reshaped(out, (w.out_h, filters, w.out_w, n))
+        if bias is not None:
             add_channel_bias(out, bias, space)
         out = _reshaped(out, (w.out_h, filters, w.out_w, n))
         return activate(out, self.layer.activation, True, self.softmax_axis)
@@ -417,7 +420,7 @@ class Conv:
         for i in range(2):  # output (2 * tile_y + i, 2 * tile_x + j)
             for j in range(2):
                 _copy(blocks[:, i, :, :, j], done[j, i])
-        return activate(out, self.layer.activation, True, self.softmax_axis)
+        return activate(out, self.layer.activation, True, self.softmax_axis) if self.add_bias else out
 
 
 # Winograd's F(2x2, 3x3) kernel transform (Lavin and Gray, 2016); the input and output transforms
@@ -441,7 +444,8 @@ def plan_conv(layer: S.Conv2D, shape_hwc: tuple[int, int, int], softmax_axis: in
         layer: the Conv2D spec.
         shape_hwc: ``(height, width, channels)`` of its input.
         softmax_axis: the internal axis a softmax activation runs over (the spec's last axis).
-        add_bias: False when the following max pooling step adds the bias instead.
+        add_bias: False when the following max pooling step adds the bias and runs the
+            activation instead.
     """
     h, w, c = shape_hwc
     win = geometry.window_2d((h, w), layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
@@ -454,6 +458,17 @@ def plan_conv(layer: S.Conv2D, shape_hwc: tuple[int, int, int], softmax_axis: in
     return Conv(layer, win, c, im2col, softmax_axis, add_bias, winograd=winograd)
 
 
+def _axis_tap(out_n: int, n: int, stride: int, pad: int, tap: int) -> tuple[slice, slice] | None:
+    """Along one axis, for one tap: the outputs whose input is real and those inputs (slices),
+    or None when the tap only reads padding."""
+    first = max(0, -(-(pad - tap) // stride))  # smallest output whose input is >= 0
+    last = min(out_n - 1, (n - 1 + pad - tap) // stride)  # largest output whose input is < n
+    if last < first:
+        return None
+    start = first * stride - pad + tap
+    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
+
+
 def _tap_ranges(win: geometry.Window2D, filter_y: int, filter_x: int):
     """For one tap: the output cells whose input cell is real, and those input cells.
 
@@ -461,16 +476,8 @@ def _tap_ranges(win: geometry.Window2D, filter_y: int, filter_x: int):
     reads padding. Output ``out_y`` reads input ``out_y * stride_h - pad_top + filter_y``.
     """
 
-    def axis(out_n, n, stride, pad, tap):
-        first = max(0, -(-(pad - tap) // stride))  # smallest output whose input is >= 0
-        last = min(out_n - 1, (n - 1 + pad - tap) // stride)  # largest output whose input is < n
-        if last < first:
-            return None
-        start = first * stride - pad + tap
-        return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
-
-    ys = axis(win.out_h, win.in_h, win.stride_h, win.pad_top, filter_y)
-    xs = axis(win.out_w, win.in_w, win.stride_w, win.pad_left, filter_x)
+    ys = _axis_tap(win.out_h, win.in_h, win.stride_h, win.pad_top, filter_y)
+    xs = _axis_tap(win.out_w, win.in_w, win.stride_w, win.pad_left, filter_x)
     if ys is None or xs is None:
         return None
     return ys[0], xs[0], ys[1], xs[1]
@@ -581,9 +588,10 @@ class Depthwise:
 class Pool:
     """MaxPooling2D / AveragePooling2D on ``x (H, C, W, N)`` by clipped strided views (no padded copy).
 
-    A Conv2D right before a max pool may leave its bias to the pool, which adds it after taking the
-    maximum: exact, since float addition is monotonic (``max(a_i) + b == max(a_i + b)`` bit for
-    bit), and it touches the pooled cells only.
+    A Conv2D right before a max pool may leave its bias and its ReLUs to the pool, which adds the
+    bias and runs them after taking the maximum: exact, since float addition and ReLU are
+    monotonic (``max(relu(a_i + b)) == relu(max(a_i) + b)`` bit for bit), and they touch the
+    pooled cells only (a 2x2 pool: a quarter of them).
     """
 
     def __init__(self, win: geometry.Window2D, average: bool):
@@ -619,8 +627,9 @@ class Pool:
         rows = combine.reduce(windows, axis=1, out=space.tmp(0, (w.out_h, c, w.out_w, kw, n)))
         combine.reduce(rows, axis=3, out=out)
 
-    def __call__(self, x: np.ndarray, space, bias: np.ndarray | None = None) -> np.ndarray:
-        """The pooling; ``bias`` (a max pool's conv bias, see the class) added to the result."""
+    def __call__(self, x: np.ndarray, space, bias: np.ndarray | None = None, activations: tuple[str, ...] = ()) -> np.ndarray:
+        """The pooling; then ``bias`` added and ``activations`` run (a max pool's conv's, see the
+        class)."""
         w = self.win
         combine = np.add if self.average else np.maximum
         taps = self.taps
@@ -640,4 +649,6 @@ class Pool:
             out /= self.count
         if bias is not None:
             add_channel_bias(out.reshape(w.out_h, out.shape[1], -1), bias, space)
+        for name in activations:
+            activate(out, name, True, 1)
         return out
