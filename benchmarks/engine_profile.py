@@ -1,8 +1,8 @@
-"""Where the engine's time goes on the MLPerf Tiny models: each plan step, and its matmuls alone.
+"""Where the engine's time goes on the real models: each plan step, and its matmuls alone.
 
     .venv/bin/python benchmarks/engine_profile.py [--repeats 15] [--batch 64] [--models DIR]
 
-For each .h5 in ../shared/models/mlperf_tiny, one chunk of seeded inputs (the chunk
+For each real model of ``engine_mlperf.py`` (../shared/models), one chunk of seeded inputs (the chunk
 ``run_fast`` splits ``--batch`` into on one thread), NumPy's BLAS on one thread (threadpoolctl):
 every step of the engine's plan timed on its own, in plan order (best of ``--repeats`` passes),
 with the multiply-accumulates of the layers it runs, and the same step's matrix products timed
@@ -22,16 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from engine_mlperf import MODELS  # the same real models, input ranges and architecture files
 
 REPO = Path(__file__).resolve().parents[1]
-RANGES = {"pretrainedResnet.h5": (0.0, 255.0), "str_ww_ref_model.h5": (0.0, 0.94), "ad01.h5": (-85.0, 15.0)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--models", default=str(REPO.parent / "shared" / "models" / "mlperf_tiny"))
+    parser.add_argument("--models", default=str(REPO.parent / "shared" / "models"))
     args = parser.parse_args()
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -42,8 +42,10 @@ def main() -> int:
     blas = next((i for i in threadpool_info() if i["user_api"] == "blas"), {})
     print(f"numpy {np.__version__}, {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')} kernels), "
           f"1 thread; {platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}")
-    for name, (low, high) in RANGES.items():
-        net = layerlab.load(Path(args.models) / name)
+    for relative, (low, high, architecture) in MODELS.items():
+        name = Path(relative).name
+        net = layerlab.load(Path(args.models) / relative,
+                            architecture=Path(args.models) / architecture if architecture else None)
         plan = fast.plan_for(net.spec)
         n = fast.even_chunk(args.batch, plan.solo_chunk)  # what run_fast gives one thread
         x = np.random.default_rng(0).uniform(low, high, (n, *net.spec.input_shape)).astype(np.float32)
