@@ -517,6 +517,22 @@ def _pool_finishes_convs(nodes: list[_Node]) -> None:
         pool.activations = tuple(name for name in names if name != "linear")
 
 
+def _phase_for_pools(nodes: list[_Node]) -> None:
+    """A conv in the unfold form (no width stride) read only by a 2x2 pool two apart writes its
+    output columns in two phases, even ones then odd ones, which that pool reads as contiguous
+    runs (see steps.Pool): the same values, in another order only this pair sees."""
+    readers = _read_counts(nodes)
+    read_by = {name: node for node in nodes for name in node.inputs}
+    for node in nodes:
+        step = getattr(node.work, "step", None)
+        if not isinstance(step, Conv) or not step.unfold or step.win.stride_w != 1 or readers.get(node.output) != 1:
+            continue
+        pool = read_by[node.output].work
+        if isinstance(pool, _PoolWork) and pool.pool.phased_fits:
+            node.work.step = dataclasses.replace(step, phased=True)
+            pool.pool.phased = True
+
+
 def _add_biases_once(nodes: list[_Node]) -> None:
     """For an Add of two linear convs that only it reads, the second conv adds both biases (the
     first makes no bias pass): ``(A x + a) + (B y + b) = A x + (B y + (a + b))``."""
@@ -842,6 +858,7 @@ def _plan_for(spec: S.Model) -> Plan:
         nodes.append(_simple(lambda x: x.transpose(back).copy(), names[last], "<out>"))
     nodes = _fuse_activations(nodes)
     _pool_finishes_convs(nodes)
+    _phase_for_pools(nodes)
     _extend_inputs(nodes)
     _add_biases_once(nodes)
     _liveness(nodes)
