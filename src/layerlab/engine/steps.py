@@ -79,8 +79,12 @@ def _filled(shape: tuple[int, ...], value: float) -> np.ndarray:
 
 
 def _bound(x: np.ndarray, value: float) -> np.ndarray | np.float32:
-    """``value`` as a block as wide as x's trailing axes where that is small: NumPy's maximum and
-    minimum with a scalar run 3x slower than with an array (97 us against 29 us on 229k floats)."""
+    """``value`` as a block of x's whole shape where that is small, else as wide as x's trailing
+    axes where that is: NumPy's maximum and minimum with a scalar run 3x slower than with an
+    array (97 us against 29 us on 229k floats), and with one broadcast row 2.3x slower than with
+    a whole block (a Dense's 64 x 128 output: 2.4 against 1.0 us)."""
+    if x.size <= _BLOCK:
+        return _filled(x.shape, float(value))
     trailing = x.shape[1:]
     if x.ndim >= 2 and math.prod(trailing) <= _BLOCK:
         return _filled(trailing, float(value))
