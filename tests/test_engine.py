@@ -330,6 +330,44 @@ def test_blas_is_held_to_one_thread_while_plans_run_and_given_back(monkeypatch):
         assert set(blas_threads()) == {1}
 
 
+def test_the_switch_interval_is_short_while_plans_run_and_given_back(monkeypatch):
+    """While a plan runs the interpreter switches threads every SWITCH_INTERVAL (a busy Python
+    thread would otherwise hold the GIL 5 ms each time a NumPy call lets go of it); the previous
+    interval comes back when the last of overlapping runs ends, a shorter one the process has is
+    left alone, and one changed meanwhile is not overwritten."""
+    import sys
+
+    switch = fast.SHORT_SWITCH
+    spec = seed650()
+    plan = fast.plan_for(spec)
+    seen = []
+    original = type(plan).__call__
+    monkeypatch.setattr(type(plan), "__call__", lambda self, *a, **k: seen.append(sys.getswitchinterval()) or original(self, *a, **k))
+    weights = random_weights(spec, 5)
+    x = np.random.default_rng(2).random((10, 1, 28, 28), dtype=np.float32)
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.004)
+        engine.run(spec, weights, x)
+        assert seen and all(abs(value - fast.SWITCH_INTERVAL) < 1e-6 for value in seen)
+        assert sys.getswitchinterval() == pytest.approx(0.004)
+        with switch:
+            with switch:
+                pass
+            assert sys.getswitchinterval() == pytest.approx(fast.SWITCH_INTERVAL)  # the outer run goes on
+        assert sys.getswitchinterval() == pytest.approx(0.004)
+        sys.setswitchinterval(1e-5)  # shorter already: left as it is
+        with switch:
+            assert sys.getswitchinterval() == pytest.approx(1e-5)
+        assert sys.getswitchinterval() == pytest.approx(1e-5)
+        sys.setswitchinterval(0.004)
+        with switch:
+            sys.setswitchinterval(0.002)  # someone else's change while it runs
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_chunks_keep_blas_calls_single_threaded():
     # seed650: its largest call (conv2, B=4: m*k = 12*90) allows the full chunk, in parallel.
     plan = fast.plan_for(seed650())
