@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from engine_mlperf import MODELS
+from engine_mlperf import MODELS, load_both
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,9 +62,7 @@ def main() -> int:
     import onnxruntime as ort
     import tensorflow as tf
     import tf2onnx
-    import tf_keras
 
-    import layerlab
     from layerlab.engine import fast
 
     shipped = fast.SWITCH_INTERVAL
@@ -76,13 +74,7 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for relative, (low, high, architecture) in MODELS.items():
         path, name = Path(args.models) / relative, Path(relative).name
-        arch = Path(args.models) / architecture if architecture else None
-        net = layerlab.load(path, architecture=arch)
-        if arch is None:
-            kmodel = tf_keras.models.load_model(path, compile=False)
-        else:
-            kmodel = tf_keras.models.model_from_json(arch.read_text())
-            kmodel.load_weights(path)
+        net, kmodel = load_both(path, Path(args.models) / architecture if architecture else None)
         x = np.random.default_rng(0).uniform(low, high, (args.batch, *net.spec.input_shape)).astype(np.float32)
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "m.onnx"

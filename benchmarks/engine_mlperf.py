@@ -41,6 +41,21 @@ MODELS = {
 }
 
 
+def load_both(path: Path, architecture: Path | None):
+    """The model file as a layerlab Network and as a tf_keras model (weights-only files with
+    their JSON architecture)."""
+    import tf_keras
+
+    import layerlab
+
+    net = layerlab.load(path, architecture=architecture)
+    if architecture is None:
+        return net, tf_keras.models.load_model(path, compile=False)
+    kmodel = tf_keras.models.model_from_json(architecture.read_text())
+    kmodel.load_weights(path)
+    return net, kmodel
+
+
 def rounds(runners: dict, x, repeats: int, calls: int) -> dict[str, tuple[list[float], np.ndarray]]:
     """Images/s of every runner in each of ``repeats`` rounds, runners taking turns within a round
     (each timed as the best of ``calls`` back-to-back calls), so that a slow spell of the shared
@@ -72,9 +87,7 @@ def main() -> int:
 
     threadpool_limits(args.threads)  # NumPy's BLAS: one thread per engine worker, no oversubscription
     import tensorflow as tf
-    import tf_keras
 
-    import layerlab
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -95,13 +108,7 @@ def main() -> int:
     notes = []
     for relative, (low, high, architecture) in MODELS.items():
         path, name = Path(args.models) / relative, Path(relative).name
-        if architecture is None:
-            net = layerlab.load(path)
-            kmodel = tf_keras.models.load_model(path, compile=False)
-        else:
-            net = layerlab.load(path, architecture=Path(args.models) / architecture)
-            kmodel = tf_keras.models.model_from_json((Path(args.models) / architecture).read_text())
-            kmodel.load_weights(path)
+        net, kmodel = load_both(path, Path(args.models) / architecture if architecture else None)
         x = np.random.default_rng(0).uniform(low, high, (args.batch, *net.spec.input_shape)).astype(np.float32)
         runners = {"layerlab engine": net.predict}
         if "channels_first" in {getattr(layer, "data_format", None) for layer in net.spec.layers}:
