@@ -9,6 +9,7 @@ and the file stays well under a minute of CPU.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -504,6 +505,40 @@ def test_dense_kernels_are_used_as_stored_and_every_edit_is_seen():
     check()
     weights["b"]["bias"][0] -= 1.0  # edited in place: the same list object, other values
     check()
+
+
+def test_dense_steps_keep_their_blocks_per_batch_size_and_run_every_fused_activation():
+    """A Dense keeps its output buffer and constant blocks for the last batch size: other batch
+    sizes, a BN edited in place and a worker thread each get their own, the activations fused
+    into it all run in order (a ReLU first as one bound, or after its own tanh), and what the
+    plan returns is a new array each call."""
+    spec = S.Model(name="mlp", input_shape=(7,), layers=(
+        S.Dense(name="a", units=6), S.BatchNormalization(name="a_bn"), S.Activation(name="a_relu", activation="relu"),
+        S.Activation(name="a_tanh", activation="tanh"),
+        S.Dense(name="b", units=5, activation="tanh"), S.Activation(name="b_relu", activation="relu"),
+        S.Dense(name="c", units=4, activation="relu", use_bias=False),
+        S.Dense(name="d", units=3, activation="relu"), S.Activation(name="d_soft", activation="softmax"),
+    ))
+    plan = fast.plan_for(spec)
+    works = {node.layer: node.work for node in plan.nodes if node.work is not None}
+    assert [name for name, _ in works["a"].fused] == ["relu", "tanh"] and [name for name, _ in works["b"].fused] == ["relu"]
+    weights = random_weights(spec, 11)
+    inputs = {batch: random_input(spec, batch, batch=batch) for batch in (4, 9)}
+
+    def check(batch):
+        out = engine.run(spec, weights, inputs[batch])
+        assert_close(out, engine.run(spec, weights, inputs[batch], reference=True), atol=1e-6)
+        return out
+
+    first = check(4)
+    check(9)
+    again = check(4)
+    assert not np.shares_memory(first, again)
+    weights["a_bn"]["beta"][:] += 0.75  # in place: the shift block kept is not reused
+    check(4)
+    with ThreadPoolExecutor(2) as pool:
+        for out, batch in zip(pool.map(lambda b: engine.run(spec, weights, inputs[b]), (9, 4, 9, 4)), (9, 4, 9, 4), strict=True):
+            assert_close(out, engine.run(spec, weights, inputs[batch], reference=True), atol=1e-6)
 
 
 def _random_graph(rng: np.random.Generator, df: str) -> S.Model:
