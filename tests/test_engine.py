@@ -658,10 +658,12 @@ def test_a_max_pool_adds_the_conv_bias_and_runs_its_relus(df):
 def test_a_conv_hands_a_2x2_pool_its_columns_in_two_phases(df, width):
     """A conv in the unfold form read only by a 2x2 pool two apart writes its even output columns,
     then its odd ones; the pool reads them so (max with the conv's bias and ReLU, or a mean
-    after a tanh); an odd width's last column, which no window reads, included. The plan
-    computes what the plain path computes; a conv in the views form keeps its column order."""
+    after a tanh); an odd width's last column, which no window reads, included. A conv of at
+    most 32 terms an output whose bias a max pool adds writes its rows in two phases too (four
+    blocks), its odd height's last row included. The plan computes what the plain path
+    computes; a conv in the views form keeps its column order."""
     spec = S.Model(name="phases", input_shape=image_shape((9, width), 1, df), layers=(
-        S.Conv2D(name="c1", filters=5, kernel_size=3, padding="same", activation="relu", data_format=df),
+        S.Conv2D(name="c1", filters=5, kernel_size=3, padding="same", activation="relu", data_format=df),  # 9 terms
         S.MaxPooling2D(name="p1", pool_size=2, data_format=df),
         S.Conv2D(name="c2", filters=6, kernel_size=(2, 3), padding="same", activation="tanh", data_format=df),
         S.AveragePooling2D(name="p2", pool_size=2, data_format=df),
@@ -669,14 +671,23 @@ def test_a_conv_hands_a_2x2_pool_its_columns_in_two_phases(df, width):
         S.MaxPooling2D(name="p3", pool_size=2, padding="same", data_format=df),
         S.Flatten(name="flat", data_format=df),
     ))
+    many = S.Model(name="terms", input_shape=image_shape((7, width), 4, df), layers=(
+        S.Conv2D(name="c4", filters=5, kernel_size=3, padding="same", activation="relu", data_format=df),  # 36 terms
+        S.MaxPooling2D(name="p4", pool_size=2, data_format=df),
+        S.Flatten(name="flat", data_format=df),
+    ))
     plan = fast.plan_for(spec)
-    works = {node.layer: node.work for node in plan.nodes if node.work is not None}
-    assert [name for name in ("c1", "c2", "c3") if works[name].step.phased] == ["c1", "c2"]
-    assert [name for name in ("p1", "p2", "p3") if works[name].pool.phased] == ["p1", "p2"]
-    weights = random_weights(spec, 9)
-    x = random_input(spec, 10, batch=7)
-    np.testing.assert_allclose(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True),
-                               rtol=1e-5, atol=1e-5)
+    works = {node.layer: node.work for node in (*plan.nodes, *fast.plan_for(many).nodes) if node.work is not None}
+    convs, pools = ("c1", "c2", "c3", "c4"), ("p1", "p2", "p3", "p4")
+    assert [name for name in convs if works[name].step.phased] == ["c1", "c2", "c4"]
+    assert [name for name in pools if works[name].pool.phased] == ["p1", "p2", "p4"]
+    assert [name for name in convs if works[name].step.quartered] == ["c1"]
+    assert [name for name in pools if works[name].pool.quartered] == ["p1"]
+    for model, seed in ((spec, 9), (many, 11)):
+        weights = random_weights(model, seed)
+        x = random_input(model, seed + 1, batch=7)
+        np.testing.assert_allclose(engine.run(model, weights, x), engine.run(model, weights, x, reference=True),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_an_add_of_two_convs_adds_both_biases_in_one_pass():
