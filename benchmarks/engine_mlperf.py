@@ -1,6 +1,7 @@
 """Engine throughput on the real models (MLPerf Tiny and old Keras 2 files) against tf_keras and onnxruntime, in one run.
 
     .venv/bin/python benchmarks/engine_mlperf.py [--repeats 5] [--calls 3] [--batch 64] [--threads 1] [--pause 0.05]
+        [--openblas-core auto]
 
 For each model file in ../shared/models (the three MLPerf Tiny reference models, and the two
 MNIST CNNs saved by Keras 2.2.4 and 2.3.1): images per second at batch ``--batch`` for the
@@ -14,8 +15,12 @@ its speed drifts, so the runners take turns: ``--repeats`` rounds, each runner t
 round (best of ``--calls`` calls, after ``--pause`` seconds with every runner idle); the table
 gives the best and median round, the ratio of the bests, and the median of the per-round ratios. Inputs are seeded
 uniform random in each model's input range; the max relative difference to tf_keras (else to
-onnxruntime) is printed beside each row. Needs the ``bench`` extra (onnxruntime, tf2onnx,
-threadpoolctl); a missing peer prints why. No assertions: a table.
+onnxruntime) is printed beside each row. The header names the kernels NumPy's OpenBLAS runs in
+the runners: OpenBLAS picks them for the CPU unless OPENBLAS_CORETYPE names them, and some
+machines set it (this project's set Haswell: AVX2 kernels on an AVX-512 CPU, about half as
+fast); ``--openblas-core auto`` unsets it for the runners, any other value sets it. Needs the
+``bench`` extra (onnxruntime, tf2onnx, threadpoolctl); a missing peer prints why. No
+assertions: a table.
 """
 
 from __future__ import annotations
@@ -138,6 +143,19 @@ def rounds(kinds: dict[str, str], args, path: Path, architecture: Path | None, o
                 process.kill()
 
 
+def _runner_blas() -> str:
+    """NumPy's BLAS and the kernels it chose, as a fresh interpreter with this environment (a
+    runner's) loads it: OpenBLAS picks them when NumPy loads it, unless OPENBLAS_CORETYPE names
+    them (some machines set it: an AVX-512 CPU then runs AVX2 kernels, half as fast)."""
+    import subprocess
+
+    probe = ("import numpy, threadpoolctl; b = [i for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'];"
+             "print(f\"{b[0]['internal_api']} {b[0]['version']}, {b[0].get('architecture')} kernels\" if b else 'none found')")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout.strip()
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return f"{found or 'unknown'} ({f'OPENBLAS_CORETYPE={forced}' if forced else 'chosen by OpenBLAS for this CPU'})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="rounds, every runner timed once in each")
@@ -147,7 +165,14 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=0.05,
                         help="seconds idle before each runner's turn (the last one's spinning threads go quiet)")
     parser.add_argument("--models", default=str(REPO.parent / "shared" / "models"))
+    parser.add_argument("--openblas-core", metavar="NAME",
+                        help="OPENBLAS_CORETYPE for the runners: 'auto' unsets it (OpenBLAS picks its kernels for "
+                             "the CPU, as on a machine without the variable); default: the environment's")
     args = parser.parse_args()
+    if args.openblas_core == "auto":
+        os.environ.pop("OPENBLAS_CORETYPE", None)
+    elif args.openblas_core:
+        os.environ["OPENBLAS_CORETYPE"] = args.openblas_core
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf  # here only to export each model to ONNX; nothing is timed in this process
 
@@ -156,6 +181,7 @@ def main() -> int:
     print(f"machine: {cpu}, {os.cpu_count()} cores, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, tensorflow {tf.__version__}; batch {args.batch}, "
           f"{args.threads} thread(s) each, {args.repeats} rounds of best-of-{args.calls}, each runner in its own process")
+    print(f"NumPy's BLAS in the runners: {_runner_blas()}")
     try:
         import onnxruntime  # noqa: F401
         import tf2onnx
