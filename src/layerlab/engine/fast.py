@@ -63,7 +63,6 @@ from layerlab.engine.steps import (
     activate,
     blas_libraries,
     bound,
-    matmul,
     pad_hw,
     plan_conv,
     relu_into,
@@ -629,7 +628,7 @@ class _DenseWork:
         _, _, _, out, scale, shift, relu, rest = kept
         if out is None:  # the model's output: a new array each call
             out = np.empty((n, mine[0].shape[1]), np.float32)
-        matmul(x, mine[0], out)
+        np.matmul(x, mine[0], out=out)  # whole: see steps._SMALL_PRODUCT
         if scale is not None:
             np.multiply(out, scale, out=out)
         if shift is not None:

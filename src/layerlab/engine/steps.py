@@ -188,10 +188,13 @@ def _phases(x: np.ndarray, step: int, top: int, left: int, out: np.ndarray) -> N
 
 # OpenBLAS' SkylakeX kernels (chosen on CPUs with AVX-512) multiply a product of at most about a
 # million multiply-adds without packing its operands first, and larger ones 15-20% slower a
-# multiply-add at the sizes of small networks (one thread: (128, 129) @ (129, 64) ran at 47
-# GMAC/s whole and 56 in two halves of 64 rows; a (64, 640) @ (640, 128) Dense at 47.5 whole
-# and 52 in eight parts of 8 rows, but slower in two or four parts, each still over a million,
-# and 48 in eight parts of 16 columns: ad01 +1.8% with parts of 8 rows allowed, against 16).
+# multiply-add at the sizes of a conv's products (one thread, Zen 4: (128, 129) @ (129, 64) ran
+# at 47 GMAC/s whole and 56 in two halves of 64 rows; Zen 5: keras224's 14 rows of (32, 192) @
+# (192, 224) at 88 whole and 100 in halves, the whole model 1.28x faster, the DS-CNN 1.11x).
+# A Dense's product (the batch's rows times the kernel) is left whole (fast._DenseWork): on a Zen
+# 5 its packed form is the faster, (64, 640) @ (640, 128) at 99 GMAC/s whole and 90 in eight
+# parts of 8 rows (ad01 1.08x whole, keras231's (32, 7200) @ (7200, 128) 1.13x), where on a Zen
+# 4 the parts were the faster (47.5 against 52, ad01 +1.8%).
 _SMALL_KERNELS = {"SkylakeX", "Cooperlake", "SapphireRapids"}
 _SMALL_PRODUCT = 1_000_000
 _PART_ROWS = 8  # the fewest rows of a part
