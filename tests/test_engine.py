@@ -870,8 +870,8 @@ def test_depthwise_step_in_row_blocks_matches_the_plain_conv(case):
                                     ((8, 9), (9, 200)), ((48, 9), (9, 8))])
 def test_matmul_in_parts_is_the_whole_product(monkeypatch, shapes):
     """Products over the size OpenBLAS multiplies without packing are made in parts of the rows
-    (64 rows in two, 48 in six parts of 8) or of the columns (too few rows for the parts
-    needed), batched or not: every output element is the same whole sum as one product's."""
+    (64 rows in two, 48 in six parts of 8, when the columns are too few to split) or of 32
+    columns, batched or not: every output element is the same whole sum as one product's."""
     monkeypatch.setattr(steps, "small_product", lambda: 1000)
     rng = np.random.default_rng(len(shapes[1]))
     a, b = (rng.standard_normal(shape).astype(np.float32) for shape in shapes)

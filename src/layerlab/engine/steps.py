@@ -189,15 +189,19 @@ def _phases(x: np.ndarray, step: int, top: int, left: int, out: np.ndarray) -> N
 # OpenBLAS' SkylakeX kernels (chosen on CPUs with AVX-512) multiply a product of at most about a
 # million multiply-adds without packing its operands first, and larger ones 15-20% slower a
 # multiply-add at the sizes of a conv's products (one thread, Zen 4: (128, 129) @ (129, 64) ran
-# at 47 GMAC/s whole and 56 in two halves of 64 rows; Zen 5: keras224's 14 rows of (32, 192) @
-# (192, 224) at 88 whole and 100 in halves, the whole model 1.28x faster, the DS-CNN 1.11x).
-# A Dense's product (the batch's rows times the kernel) is left whole (fast._DenseWork): on a Zen
-# 5 its packed form is the faster, (64, 640) @ (640, 128) at 99 GMAC/s whole and 90 in eight
-# parts of 8 rows (ad01 1.08x whole, keras231's (32, 7200) @ (7200, 128) 1.13x), where on a Zen
-# 4 the parts were the faster (47.5 against 52, ad01 +1.8%).
+# at 47 GMAC/s whole and 56 in two halves of 64 rows). So ``matmul`` splits such a product:
+# in parts of at least 64 of its rows where it has enough, else in parts of 32 columns (a Zen 5,
+# keras224's 14 rows of (32, 192) @ (192, 224): 88 GMAC/s whole, 100 in halves of 16 rows, 114
+# in parts of 32 columns, 105 in parts of 64, 79 in parts of 16; the DS-CNN's (128, 129) @ (129,
+# 64): 1.25x whole in halves, 1.22x in parts of 32 columns). A Dense's product (the batch's rows
+# times the kernel) is left whole (fast._DenseWork): on a Zen 5 its packed form is the faster,
+# (64, 640) @ (640, 128) at 99 GMAC/s whole and 90 in eight parts of 8 rows (ad01 1.08x whole,
+# keras231's (32, 7200) @ (7200, 128) 1.13x), where on a Zen 4 the parts were the faster (47.5
+# against 52, ad01 +1.8%).
 _SMALL_KERNELS = {"SkylakeX", "Cooperlake", "SapphireRapids"}
 _SMALL_PRODUCT = 1_000_000
-_PART_ROWS = 8  # the fewest rows of a part
+_PART_ROWS = 64  # the fewest rows of a part split by rows, unless the columns are too few to split
+_PART_COLUMNS = 32
 
 
 @functools.cache
@@ -223,22 +227,22 @@ def small_product() -> int | None:
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``np.matmul(a, b, out=out)``, in parts of ``a``'s rows (a multiple of 8 each)
-    or of ``b``'s columns (a multiple of 16) where a product is larger than ``small_product()``.
-    Each output element is still one whole sum."""
+    """``np.matmul(a, b, out=out)``, in parts where a product is larger than ``small_product()``:
+    of ``a``'s rows where parts of at least ``_PART_ROWS`` fit, or where ``b`` has at most
+    ``_PART_COLUMNS`` columns (then parts of a multiple of 8 rows), else of ``_PART_COLUMNS`` of
+    ``b``'s columns. Each output element is still one whole sum."""
     limit = small_product()
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     if limit is None or m * k * n <= limit:
         return np.matmul(a, b, out=out)
-    parts = -(-m * k * n // limit)
-    if m >= _PART_ROWS * parts:
-        rows = m // parts // 8 * 8
+    rows = m // -(-m * k * n // limit) // 8 * 8
+    if rows >= _PART_ROWS or n <= _PART_COLUMNS:
+        rows = max(8, rows)
         for start in range(0, m, rows):
             np.matmul(a[..., start : start + rows, :], b, out=out[..., start : start + rows, :])
         return out
-    cols = max(16, n // parts // 16 * 16)
-    for start in range(0, n, cols):
-        np.matmul(a, b[..., start : start + cols], out=out[..., start : start + cols])
+    for start in range(0, n, _PART_COLUMNS):
+        np.matmul(a, b[..., start : start + _PART_COLUMNS], out=out[..., start : start + _PART_COLUMNS])
     return out
 
 
