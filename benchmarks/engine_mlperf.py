@@ -10,7 +10,8 @@ files; none for the channels_first model, which TensorFlow cannot run on a CPU) 
 running a tf2onnx export of the same tf_keras model, with ``--threads`` intra-op threads for
 onnxruntime and TensorFlow, and the same number of BLAS threads for NumPy (threadpoolctl). Each
 runner runs in a process of its own (started fresh: the engine's imports no TensorFlow), so no
-runner's libraries or pool threads share a process with another's. The machine is shared and
+runner's libraries or pool threads share a process with another's, and the other runners'
+processes are stopped while one is timed. The machine is shared and
 its speed drifts, so the runners take turns: ``--repeats`` rounds, each runner timed once per
 round (best of ``--calls`` calls, after ``--pause`` seconds with every runner idle); the table
 gives the best and median round, the ratio of the bests, and the median of the per-round ratios. Inputs are seeded
@@ -29,6 +30,7 @@ import argparse
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -111,9 +113,10 @@ def rounds(kinds: dict[str, str], args, path: Path, architecture: Path | None, o
     """Images/s of every runner (label -> kind, each in a process of its own) in each of
     ``args.repeats`` rounds, runners taking turns within a round (each timed as the best of
     ``args.calls`` back-to-back calls, after ``args.pause`` seconds idle), so that a slow spell
-    of the shared machine falls on all of them alike; and each runner's output. The pause lets
-    the last runner's pool threads stop spinning (onnxruntime's and TensorFlow's wait for work by
-    spinning a while), so they do not take a core from the next."""
+    of the shared machine falls on all of them alike; and each runner's output. While one runner
+    is timed the others are stopped (SIGSTOP), and the pause before lets the last runner's pool
+    threads stop spinning (onnxruntime's and TensorFlow's wait for work by spinning a while), so
+    no other runner's thread takes a core from it."""
     context = multiprocessing.get_context("spawn")  # fresh interpreters: nothing of this one's imports
     workers = {}
     try:
@@ -128,9 +131,16 @@ def rounds(kinds: dict[str, str], args, path: Path, architecture: Path | None, o
         speeds: dict[str, list[float]] = {label: [] for label in kinds}
         for _ in range(args.repeats):
             for label, (_, conn) in workers.items():
-                time.sleep(args.pause)
-                conn.send(args.calls)
-                speeds[label].append(n / conn.recv())
+                others = [process.pid for other, (process, _) in workers.items() if other != label]
+                for pid in others:  # stopped while this runner is timed: none of their threads can wake
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    time.sleep(args.pause)
+                    conn.send(args.calls)
+                    speeds[label].append(n / conn.recv())
+                finally:
+                    for pid in others:
+                        os.kill(pid, signal.SIGCONT)
         return {label: (speeds[label], outs[label]) for label in kinds}
     finally:
         for process, conn in workers.values():
