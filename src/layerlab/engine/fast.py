@@ -48,7 +48,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -597,6 +597,19 @@ def _extend_inputs(nodes: list[_Node]) -> None:
             writer.deferred, work.feeder = True, writer
 
 
+class _DenseKept(NamedTuple):
+    """What a Dense step keeps for one batch size in one thread's buffer slot (``_DenseWork``)."""
+
+    prepared: tuple  # the prepared weights it was made for: (kernel, scale or None, shift or None)
+    n: int  # the batch size
+    slot: int | None  # the buffer slot
+    out: np.ndarray | None  # the output buffer (None: the model's output, a new array each call)
+    scale: np.ndarray | None  # a (n, units) block of the BN scale
+    shift: np.ndarray | None  # a (n, units) block of the bias and BN shift
+    relu: np.ndarray | None  # the bound of a first activation that is a ReLU, as a block
+    rest: list  # the activations after that: (name, softmax axis)
+
+
 class _DenseWork:
     """Dense (+ BN, + a fused activation) on ``(N, in)``: ``(N, in) @ (in, units)`` into the
     node's buffer with the kernel as the weights hold it; a BN after it scales and shifts the
@@ -639,17 +652,15 @@ class _DenseWork:
             out = activate(out, name, True, axis)
         return out
 
-    def _keep(self, mine, n: int, space) -> tuple:
-        """What ``run`` keeps for batch size ``n`` in this thread's buffer slot: the prepared
-        weights it is for, the output buffer (None: a new array each call), the scale and shift
-        blocks, the ReLU bound when the first activation is a ReLU, and the activations after."""
+    def _keep(self, mine, n: int, space) -> _DenseKept:
+        """What ``run`` keeps for batch size ``n`` in this thread's buffer slot (``_DenseKept``)."""
         kernel, scale, shift = mine
         shape = (n, kernel.shape[1])
         out = None if space.slot is None else space.out(shape)
         blocks = [space.block(v, shape) if v is not None else None for v in (scale, shift)]
         acts = [(name, axis) for name, axis in [(self.layer.activation, 1), *self.fused] if name != "linear"]
         relu = bound(shape, 0.0) if acts[:1] and acts[0][0] == "relu" else None
-        kept = (mine, n, space.slot, out, *blocks, relu, acts[1:] if relu is not None else acts)
+        kept = _DenseKept(mine, n, space.slot, out, *blocks, relu, acts[1:] if relu is not None else acts)
         space.kept[self] = kept
         return kept
 
