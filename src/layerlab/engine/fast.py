@@ -523,7 +523,7 @@ def _pool_finishes_convs(nodes: list[_Node]) -> None:
 # mostly memory traffic: in quarters (steps.Conv._quarters), a 2x2 max pool's maxima run on long
 # runs, and the four products (each a quarter of the columns) cost little more than one. keras224's
 # first conv (9 terms): 9.5 against 13.2 us an image with its pool; its second (576 terms): 50.3
-# against 48.7 (the products alone 2-5% slower in quarters).
+# against 48.7 (the products alone 4-5% slower in quarters).
 _QUARTER_TERMS = 32
 
 

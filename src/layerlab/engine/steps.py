@@ -191,9 +191,9 @@ def _phases(x: np.ndarray, step: int, top: int, left: int, out: np.ndarray) -> N
 # multiply-add at the sizes of a conv's products (one thread, Zen 4: (128, 129) @ (129, 64) ran
 # at 47 GMAC/s whole and 56 in two halves of 64 rows). So ``matmul`` splits such a product:
 # in parts of at least 64 of its rows where it has enough, else in parts of 32 columns (a Zen 5,
-# keras224's 14 rows of (32, 192) @ (192, 224): 88 GMAC/s whole, 100 in halves of 16 rows, 114
-# in parts of 32 columns, 105 in parts of 64, 79 in parts of 16; the DS-CNN's (128, 129) @ (129,
-# 64): 1.25x whole in halves, 1.22x in parts of 32 columns). A Dense's product (the batch's rows
+# keras224's 14 rows of (32, 192) @ (192, 224): 85-88 GMAC/s whole, 100 in halves of 16 rows,
+# 110 in parts of 32 columns, 101-105 in parts of 64, 77-81 in parts of 16; the DS-CNN's (128,
+# 129) @ (129, 64): 1.25x whole in halves, 1.22x in parts of 32 columns). A Dense's product (the batch's rows
 # times the kernel) is left whole (fast._DenseWork): on a Zen 5 its packed form is the faster,
 # (64, 640) @ (640, 128) at 99 GMAC/s whole and 90 in eight parts of 8 rows (ad01 1.08x whole,
 # keras231's (32, 7200) @ (7200, 128) 1.13x), where on a Zen 4 the parts were the faster (47.5
