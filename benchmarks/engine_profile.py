@@ -1,6 +1,6 @@
 """Where the engine's time goes on the real models: each plan step, and its matmuls alone.
 
-    .venv/bin/python benchmarks/engine_profile.py [--repeats 15] [--batch 64] [--models DIR]
+    .venv/bin/python benchmarks/engine_profile.py [--repeats 15] [--batch 64] [--models DIR] [--openblas-core auto]
 
 For each real model of ``engine_mlperf.py`` (../shared/models), one chunk of seeded inputs (the chunk
 ``run_fast`` splits ``--batch`` into on one thread), NumPy's BLAS on one thread (threadpoolctl):
@@ -32,7 +32,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--models", default=str(REPO.parent / "shared" / "models"))
+    parser.add_argument("--openblas-core", metavar="NAME",
+                        help="OPENBLAS_CORETYPE to run with: 'auto' unsets it (OpenBLAS picks its kernels for the CPU); "
+                             "the script starts again with it, since OpenBLAS reads it when NumPy loads it")
     args = parser.parse_args()
+    if args.openblas_core:
+        wanted = None if args.openblas_core == "auto" else args.openblas_core
+        environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        if wanted:
+            environ["OPENBLAS_CORETYPE"] = wanted
+        again = ["--repeats", str(args.repeats), "--batch", str(args.batch), "--models", args.models]
+        os.execve(sys.executable, [sys.executable, sys.argv[0], *again], environ)
     from threadpoolctl import threadpool_info, threadpool_limits
 
     threadpool_limits(1)  # after numpy is imported: before it, there is no BLAS to limit
@@ -41,7 +51,8 @@ def main() -> int:
 
     blas = next((i for i in threadpool_info() if i["user_api"] == "blas"), {})
     print(f"numpy {np.__version__}, {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')} kernels), "
-          f"1 thread; {platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}")
+          f"1 thread{', OPENBLAS_CORETYPE=' + os.environ['OPENBLAS_CORETYPE'] if 'OPENBLAS_CORETYPE' in os.environ else ''}; "
+          f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}")
     for relative, (low, high, architecture) in MODELS.items():
         name = Path(relative).name
         net = layerlab.load(Path(args.models) / relative,
