@@ -189,15 +189,15 @@ def _phases(x: np.ndarray, step: int, top: int, left: int, out: np.ndarray) -> N
 # OpenBLAS' SkylakeX kernels (chosen on CPUs with AVX-512) multiply a product of at most about a
 # million multiply-adds without packing its operands first, and larger ones 15-20% slower a
 # multiply-add at the sizes of a conv's products (one thread, Zen 4: (128, 129) @ (129, 64) ran
-# at 47 GMAC/s whole and 56 in two halves of 64 rows). So ``matmul`` splits such a product:
-# in parts of at least 64 of its rows where it has enough, else in parts of 32 columns (a Zen 5,
+# at 47 GMAC/s whole and 56 in two halves of 64 rows). So ``matmul`` splits such a product: in
+# parts of at least 64 of its rows where it has enough, else in parts of 32 columns (a Zen 5,
 # keras224's 14 rows of (32, 192) @ (192, 224): 85-88 GMAC/s whole, 100 in halves of 16 rows,
-# 110 in parts of 32 columns, 101-105 in parts of 64, 77-81 in parts of 16; the DS-CNN's (128,
-# 129) @ (129, 64): 1.25x whole in halves, 1.22x in parts of 32 columns). A Dense's product (the batch's rows
-# times the kernel) is left whole (fast._DenseWork): on a Zen 5 its packed form is the faster,
-# (64, 640) @ (640, 128) at 99 GMAC/s whole and 90 in eight parts of 8 rows (ad01 1.08x whole,
-# keras231's (32, 7200) @ (7200, 128) 1.13x), where on a Zen 4 the parts were the faster (47.5
-# against 52, ad01 +1.8%).
+# 110 in parts of 32 columns, 101-105 in parts of 64, 77-81 in parts of 16; the DS-CNN's
+# (128, 129) @ (129, 64): 1.25x whole in halves, 1.22x in parts of 32 columns). A Dense's
+# product (the batch's rows times the kernel) is left whole (fast._DenseWork): on a Zen 5 its
+# packed form is the faster, (64, 640) @ (640, 128) at 99 GMAC/s whole and 90 in eight parts of
+# 8 rows (ad01 1.08x whole, keras231's (32, 7200) @ (7200, 128) 1.13x), where on a Zen 4 the
+# parts were the faster (47.5 against 52, ad01 +1.8%).
 _SMALL_KERNELS = {"SkylakeX", "Cooperlake", "SapphireRapids"}
 _SMALL_PRODUCT = 1_000_000
 _PART_ROWS = 64  # the fewest rows of a part split by rows, unless the columns are too few to split
@@ -398,7 +398,6 @@ class Conv:
             add_channel_bias(out, bias, space)
         out = _reshaped(out, (w.out_h, filters, w.out_w, n))
         return activate(out, self.layer.activation, True, self.softmax_axis)
-
 
     def _quarters(self, view: np.ndarray, matrices: np.ndarray, space) -> np.ndarray:
         """The products of a quartered conv: ``view`` is the unfold's ``(out_h, K, cols)``, its
