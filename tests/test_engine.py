@@ -588,8 +588,9 @@ def test_convs_hand_over_through_an_extended_input(df):
     ))
     plan = fast.plan_for(spec)
     works = {node.layer: node.work for node in plan.nodes if node.work is not None}
-    assert [layer for layer, work in works.items() if work.ones] == ["d1", "p1", "c2", "c3"]
-    assert [layer for layer, work in works.items() if work.deferred] == ["d1", "c3"]
+    convs = {layer: work for layer, work in works.items() if isinstance(work, fast._ConvWork)}
+    assert [layer for layer, work in convs.items() if work.ones] == ["d1", "p1", "c2", "c3"]
+    assert [layer for layer, work in convs.items() if work.deferred] == ["d1", "c3"]
     weights = random_weights(spec, 5)
     x = random_input(spec, 6, batch=11)
     assert_close(engine.run(spec, weights, x), engine.run(spec, weights, x, reference=True), atol=2e-5)
@@ -688,6 +689,49 @@ def test_a_conv_hands_a_2x2_pool_its_columns_in_two_phases(df, width):
         x = random_input(model, seed + 1, batch=7)
         np.testing.assert_allclose(engine.run(model, weights, x), engine.run(model, weights, x, reference=True),
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("df", [CL, CF])
+def test_a_conv_whose_output_pools_read_on_the_way_to_a_flatten_computes_it_transposed(df):
+    """A views-form conv on 32 or more channels into 32 to 64 filters, whose output only pools
+    and Dropouts read before a Flatten, makes its products transposed and hands that layout on:
+    a max pool adding its bias and ReLU, an average pool with padding (its counts), a strided
+    max pool, and the Flatten in Keras' order for either data format. Convs read by a conv, of
+    16 filters, or with a softmax keep the usual layout. The plan computes what the plain path
+    computes, also after the bias is edited in place."""
+    spec = S.Model(name="tails", input_shape=image_shape((9, 11), 32, df), layers=(
+        S.Conv2D(name="c1", filters=40, kernel_size=3, padding="same", activation="relu", data_format=df),
+        S.MaxPooling2D(name="p1", pool_size=2, data_format=df),  # 4 x 5: adds c1's bias and ReLU
+        S.Dropout(name="drop", rate=0.5),
+        S.AveragePooling2D(name="p2", pool_size=2, strides=1, padding="same", data_format=df),
+        S.MaxPooling2D(name="p3", pool_size=(1, 2), strides=(1, 2), padding="same", data_format=df),  # 4 x 3
+        S.Flatten(name="flat", data_format=df),
+        S.Dense(name="out", units=3),
+    ))
+    kept = S.Model(name="kept", input_shape=image_shape((6, 7), 32, df), layers=(
+        S.Conv2D(name="k1", filters=32, kernel_size=3, padding="same", use_bias=False, data_format=df),
+        S.MaxPooling2D(name="q1", pool_size=2, data_format=df),
+        S.Conv2D(name="k2", filters=32, kernel_size=2, activation="tanh", data_format=df),  # read by a conv: k1 keeps
+        S.Conv2D(name="k3", filters=16, kernel_size=2, data_format=df),  # 16 filters
+        S.Flatten(name="flat2", data_format=df),
+    ))
+    soft = S.Model(name="soft", input_shape=image_shape((5, 4), 32, df), layers=(
+        S.Conv2D(name="s1", filters=32, kernel_size=3, activation="softmax", data_format=df),
+        S.Flatten(name="flat3", data_format=df),
+    ))
+    plans = [fast.plan_for(model) for model in (spec, kept, soft)]
+    works = {node.layer: node.work for plan in plans for node in plan.nodes if node.work is not None}
+    assert [name for name in ("c1", "k1", "k2", "k3", "s1") if works[name].step.transposed] == ["c1"]
+    assert [name for name in ("p1", "p2", "p3", "q1") if works[name].pool.transposed] == ["p1", "p2", "p3"]
+    assert [name for name in ("flat", "flat2", "flat3") if works[name].transposed] == ["flat"]
+    assert not works["c1"].step.add_bias and works["p1"].activations == ("relu",)
+    for model, seed in ((spec, 21), (kept, 23), (soft, 25)):
+        weights = random_weights(model, seed)
+        x = random_input(model, seed + 1, batch=5)
+        for _ in range(2):
+            np.testing.assert_allclose(engine.run(model, weights, x), engine.run(model, weights, x, reference=True),
+                                       rtol=1e-5, atol=1e-5)
+            weights[model.layers[0].name].get("bias", np.zeros(1))[...] += 0.25  # in place
 
 
 def test_an_add_of_two_convs_adds_both_biases_in_one_pass():

@@ -284,6 +284,7 @@ class Conv:
     winograd: bool = False  # 3x3, stride 1: Winograd F(2x2, 3x3) (see ``_winograd``)
     phased: bool = False  # unfold form: output columns even ones first, then odd ones (for Pool.phased)
     quartered: bool = False  # phased, and the rows too: four blocks, one per 2x2 window cell (for Pool.quartered)
+    transposed: bool = False  # views form: products X^T W^T, output (out_h, out_w, N, F) (see fast._transpose_tails)
 
     def matrices(self, kernel_hwio: np.ndarray, ones_column: np.ndarray | None = None) -> np.ndarray:
         """The kernel as this step multiplies it: ``(kw, F, kh * C)`` (views) or ``(F, kw * kh * C)``
@@ -305,6 +306,8 @@ class Conv:
             return np.ascontiguousarray(kernel_hwio.transpose(3, 0, 1, 2).reshape(f, kh * kw * c))
         if self.im2col:
             return np.ascontiguousarray(kernel_hwio.transpose(3, 1, 0, 2).reshape(f, kw * kh * c))
+        if self.transposed:  # (kw, kh * C, F): each kernel column's W^T
+            return np.ascontiguousarray(kernel_hwio.transpose(1, 0, 2, 3).reshape(kw, kh * c, f))
         return np.ascontiguousarray(kernel_hwio.transpose(1, 3, 0, 2).reshape(kw, f, kh * c))
 
     @property
@@ -350,7 +353,10 @@ class Conv:
             hp, c, width, n = xp.shape
         row = c * width * n  # floats from one padded input row to the next
         cols = w.out_w * n
-        out = space.out((w.out_h, filters, cols)) if into is None else _reshaped(into, (w.out_h, filters, cols))
+        if self.transposed:
+            out = space.out((w.out_h, cols, filters))
+        else:
+            out = space.out((w.out_h, filters, cols)) if into is None else _reshaped(into, (w.out_h, filters, cols))
         if self.unfold:
             kh, kw = w.kernel_h, w.kernel_w
             shifted = space.tmp(1, (hp, kw, c, w.out_w, n))
@@ -389,9 +395,18 @@ class Conv:
             for fx in range(w.kernel_w):
                 column = fx * w.dilation_w  # in the padded input; in its phase block when strided
                 offset = (column % step) * hp * row + (column // step) * n
-                matmul(matrices[fx], _view(source, offset, shape, strides), out if fx == 0 else part)
+                view = _view(source, offset, shape, strides)
+                if self.transposed:
+                    matmul(view.transpose(0, 2, 1), matrices[fx], out if fx == 0 else part)
+                else:
+                    matmul(matrices[fx], view, out if fx == 0 else part)
                 if fx:
                     out += part
+        if self.transposed:  # (out_h, out_w * N, F): the bias along the last axis
+            if self.add_bias and bias is not None:
+                out += space.block(bias, out.shape[1:])
+            out = _reshaped(out, (w.out_h, w.out_w, n, filters))
+            return activate(out, self.layer.activation, True, 3) if self.add_bias else out
         if not self.add_bias:
             return _reshaped(out, (w.out_h, filters, w.out_w, n))
         if bias is not None:
@@ -668,6 +683,10 @@ class Pool:
         # Conv._quarters): the pool is then three maxima of whole blocks, runs of C out_w N floats
         # (keras224's 28 x 28 x 64 conv and pool, K = 9, 20 images: 9.5 against 13.2 us an image).
         self.quartered = False
+        # Or read a transposed conv's output, (H, W, N, C), and write its own so (see
+        # fast._transpose_tails): each tap is then a slice of whole (N, C) cells.
+        self.transposed = False
+        self.count_hwnc = count.transpose(0, 2, 1, 3)
 
     def _reduced(self, x: np.ndarray, out: np.ndarray, space) -> None:
         """The pooling of C-contiguous ``x`` into ``out`` by reductions over each window's rows,
@@ -684,6 +703,8 @@ class Pool:
     def __call__(self, x: np.ndarray, space, bias: np.ndarray | None = None, activations: tuple[str, ...] = ()) -> np.ndarray:
         """The pooling; then ``bias`` added and ``activations`` run (a max pool's conv's, see the
         class)."""
+        if self.transposed:
+            return self._transposed(x, space, bias, activations)
         w = self.win
         combine = np.add if self.average else np.maximum
         taps = self.taps
@@ -723,4 +744,29 @@ class Pool:
             add_channel_bias(out.reshape(w.out_h, out.shape[1], -1), bias, space)
         for name in activations:
             activate(out, name, True, 1)
+        return out
+
+    def _transposed(self, x: np.ndarray, space, bias: np.ndarray | None, activations: tuple[str, ...]) -> np.ndarray:
+        """The pooling of ``x (H, W, N, C)`` into ``(out_h, out_w, N, C)``; then ``bias`` (along
+        the last axis) and ``activations``, as ``__call__``."""
+        w = self.win
+        combine = np.add if self.average else np.maximum
+        _, _, n, c = x.shape
+        out = space.out((w.out_h, w.out_w, n, c))
+        taps = self.taps
+        if self.first_covers_all:
+            np.copyto(out, x[taps[0][2], taps[0][3]])
+            taps = taps[1:]
+        else:
+            out.fill(0.0 if self.average else -np.inf)
+        for out_y, out_x, in_y, in_x in taps:
+            target = out[out_y, out_x]
+            combine(target, x[in_y, in_x], out=target)
+        if self.average:
+            out /= self.count_hwnc
+        if bias is not None:
+            cells = _reshaped(out, (w.out_h, w.out_w * n, c))
+            cells += space.block(bias, cells.shape[1:])
+        for name in activations:
+            activate(out, name, True, 3)
         return out
