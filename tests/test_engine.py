@@ -692,16 +692,18 @@ def test_a_conv_hands_a_2x2_pool_its_columns_in_two_phases(df, width):
 
 
 @pytest.mark.parametrize("df", [CL, CF])
-def test_a_conv_whose_output_pools_read_on_the_way_to_a_flatten_computes_it_transposed(df):
-    """A views-form conv on 32 or more channels into 32 to 64 filters, whose output only pools
-    and Dropouts read before a Flatten, makes its products transposed and hands that layout on:
-    a max pool adding its bias and ReLU, an average pool with padding (its counts), a strided
-    max pool, and the Flatten in Keras' order for either data format. Convs read by a conv, of
-    16 filters, or with a softmax keep the usual layout. The plan computes what the plain path
-    computes, also after the bias is edited in place."""
+@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, (1, 2))])
+def test_a_conv_whose_output_pools_read_on_the_way_to_a_flatten_computes_it_transposed(df, strides, dilation):
+    """A views-form conv on 32 or more channels into 32 to 64 filters (strided or dilated too),
+    whose output only pools and Dropouts read before a Flatten, makes its products transposed
+    and hands that layout on: a max pool adding its bias and ReLU, an average pool with padding
+    (its counts), a strided max pool, and the Flatten in Keras' order for either data format.
+    Convs read by a conv, of 16 filters, or with a softmax keep the usual layout. The plan
+    computes what the plain path computes, also after the bias is edited in place."""
     spec = S.Model(name="tails", input_shape=image_shape((9, 11), 32, df), layers=(
-        S.Conv2D(name="c1", filters=40, kernel_size=3, padding="same", activation="relu", data_format=df),
-        S.MaxPooling2D(name="p1", pool_size=2, data_format=df),  # 4 x 5: adds c1's bias and ReLU
+        S.Conv2D(name="c1", filters=40, kernel_size=3, strides=strides, dilation_rate=dilation, padding="same",
+                 activation="relu", data_format=df),
+        S.MaxPooling2D(name="p1", pool_size=2, data_format=df),  # 4 x 5 (2 x 3): adds c1's bias and ReLU
         S.Dropout(name="drop", rate=0.5),
         S.AveragePooling2D(name="p2", pool_size=2, strides=1, padding="same", data_format=df),
         S.MaxPooling2D(name="p3", pool_size=(1, 2), strides=(1, 2), padding="same", data_format=df),  # 4 x 3
