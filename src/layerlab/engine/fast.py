@@ -8,6 +8,10 @@ plain functions and against Keras.
   ``layerlab.engine.steps``); a vector stays ``(batch, features)``, so a Dense is one
   ``(N, in) @ (in, units)`` with the kernel as Keras stores it. Either data format is converted
   once at the start and back at the end; Flatten copies into the order Keras flattens in.
+  Two pairs of steps hand each other another order that only they read: a conv read only by a
+  2x2 max pool may write its columns in two phases, or its window cells as four blocks
+  (``_phase_for_pools``), and a conv read only by pools and Dropouts on the way to a Flatten
+  may write ``(H, W, batch, C)``, its products transposed (``_transpose_tails``).
 * A plan is a graph: each node reads named values (layer outputs, ``'input'``) and makes one.
   A value is overwritten in place (ReLU, the bias, a merge) only when the plan made it and
   nothing reads it later; a value nothing reads any more is dropped.

@@ -12,7 +12,9 @@ row ``C * W * N`` floats later, so rows ``(fy, c)`` of a kernel column are evenl
   matrices ``out_w * N`` columns wide even for a few images. One batched matmul per kernel
   column (the batch is the output rows); the columns after the first add up in a scratch buffer.
   A width stride s first copies the input once into s blocks of every s-th column, so each
-  tap column is again a contiguous range (in its block). Needs dilation_h 1.
+  tap column is again a contiguous range (in its block). Needs dilation_h 1. ``transposed``: the
+  same views multiplied as ``view^T (out_w * N, kh * C) @ A_fx^T`` into ``(out_h, out_w, N, F)``,
+  which OpenBLAS runs faster for some shapes; only pools and a Flatten read that layout.
 * Conv2D ('im2col'), for a height dilation, few input values per kernel column
   (``kh * C <= _IM2COL_ROWS``, where BLAS runs a thin matrix slowly) or a strided 1-wide kernel
   (ResNet's shortcuts): one strided copy gathers ``(out_h, kw * kh * C, out_w * N)`` and one
@@ -33,7 +35,8 @@ row ``C * W * N`` floats later, so rows ``(fy, c)`` of a kernel column are evenl
   kernels take in parts of its rows or columns.
 * Pooling takes the maximum (or sum) of strided views, each tap clipped to the output cells whose
   input cell is real, so 'same' padding is never materialised: padded cells never win a max and
-  are not counted in a mean (Keras' ``window_counts``).
+  are not counted in a mean (Keras' ``window_counts``). After a conv that wrote its output in
+  column phases, window-cell blocks or transposed, the pool reads that order (``Pool``).
 
 Steps write into buffers from ``space`` (see ``layerlab.engine.fast``): ``space.out(shape)`` for
 the step's result, ``space.tmp(i, shape)`` for scratch that is dead once the step returns.
