@@ -697,9 +697,10 @@ def test_a_conv_whose_output_pools_read_on_the_way_to_a_flatten_computes_it_tran
     """A views-form conv on 32 or more channels into 32 to 64 filters (strided or dilated too),
     whose output only pools and Dropouts read before a Flatten, makes its products transposed
     and hands that layout on: a max pool adding its bias and ReLU, an average pool with padding
-    (its counts), a strided max pool, and the Flatten in Keras' order for either data format.
-    Convs read by a conv, of 16 filters, or with a softmax keep the usual layout. The plan
-    computes what the plain path computes, also after the bias is edited in place."""
+    (its counts), a strided max pool, an average pool by reductions over its windows, and the
+    Flatten in Keras' order for either data format. Convs read by a conv, of 16 filters, or with
+    a softmax keep the usual layout. The plan computes what the plain path computes, also after
+    the bias is edited in place."""
     spec = S.Model(name="tails", input_shape=image_shape((9, 11), 32, df), layers=(
         S.Conv2D(name="c1", filters=40, kernel_size=3, strides=strides, dilation_rate=dilation, padding="same",
                  activation="relu", data_format=df),
@@ -721,13 +722,18 @@ def test_a_conv_whose_output_pools_read_on_the_way_to_a_flatten_computes_it_tran
         S.Conv2D(name="s1", filters=32, kernel_size=3, activation="softmax", data_format=df),
         S.Flatten(name="flat3", data_format=df),
     ))
-    plans = [fast.plan_for(model) for model in (spec, kept, soft)]
+    tiled = S.Model(name="tiled", input_shape=image_shape((8, 8), 32, df), layers=(
+        S.Conv2D(name="t1", filters=32, kernel_size=3, padding="same", activation="relu", data_format=df),
+        S.AveragePooling2D(name="a1", pool_size=4, data_format=df),  # 2 x 2 outputs of 16 taps: reductions
+        S.Flatten(name="flat4", data_format=df),
+    ))
+    plans = [fast.plan_for(model) for model in (spec, kept, soft, tiled)]
     works = {node.layer: node.work for plan in plans for node in plan.nodes if node.work is not None}
-    assert [name for name in ("c1", "k1", "k2", "k3", "s1") if works[name].step.transposed] == ["c1"]
-    assert [name for name in ("p1", "p2", "p3", "q1") if works[name].pool.transposed] == ["p1", "p2", "p3"]
-    assert [name for name in ("flat", "flat2", "flat3") if works[name].transposed] == ["flat"]
-    assert not works["c1"].step.add_bias and works["p1"].activations == ("relu",)
-    for model, seed in ((spec, 21), (kept, 23), (soft, 25)):
+    assert [name for name in ("c1", "k1", "k2", "k3", "s1", "t1") if works[name].step.transposed] == ["c1", "t1"]
+    assert [name for name in ("p1", "p2", "p3", "q1", "a1") if works[name].pool.transposed] == ["p1", "p2", "p3", "a1"]
+    assert [name for name in ("flat", "flat2", "flat3", "flat4") if works[name].transposed] == ["flat", "flat4"]
+    assert not works["c1"].step.add_bias and works["p1"].activations == ("relu",) and works["a1"].pool.reduce
+    for model, seed in ((spec, 21), (kept, 23), (soft, 25), (tiled, 27)):
         weights = random_weights(model, seed)
         x = random_input(model, seed + 1, batch=5)
         for _ in range(2):

@@ -799,12 +799,11 @@ class _FlattenWork:
     conv's, see ``_transpose_tails``)."""
 
     def __init__(self, axes: tuple[int, ...]):
-        self.axes = axes
         self.transposed = False
+        self.orders = {False: (3, *(_ARRAY_AXIS[a] for a in axes)), True: (2, *(_TRANSPOSED_AXIS[a] for a in axes))}
 
     def run(self, inputs, prepared, overwrite, space):
-        axis = _TRANSPOSED_AXIS if self.transposed else _ARRAY_AXIS
-        return _flatten(inputs[0], (2 if self.transposed else 3, *(axis[a] for a in self.axes)), space)
+        return _flatten(inputs[0], self.orders[self.transposed], space)
 
 
 # -- building a plan -----------------------------------------------------------------------------

@@ -687,9 +687,9 @@ class Pool:
         # (keras224's 28 x 28 x 64 conv and pool, K = 9, 20 images: 9.5 against 13.2 us an image).
         self.quartered = False
         # Or read a transposed conv's output, (H, W, N, C), and write its own so (see
-        # fast._transpose_tails): each tap is then a slice of whole (N, C) cells.
+        # fast._transpose_tails): seen as (H, 1, W, N * C), the same taps, each a slice of whole
+        # (N, C) cells.
         self.transposed = False
-        self.count_hwnc = count.transpose(0, 2, 1, 3)
 
     def _reduced(self, x: np.ndarray, out: np.ndarray, space) -> None:
         """The pooling of C-contiguous ``x`` into ``out`` by reductions over each window's rows,
@@ -706,8 +706,18 @@ class Pool:
     def __call__(self, x: np.ndarray, space, bias: np.ndarray | None = None, activations: tuple[str, ...] = ()) -> np.ndarray:
         """The pooling; then ``bias`` added and ``activations`` run (a max pool's conv's, see the
         class)."""
-        if self.transposed:
-            return self._transposed(x, space, bias, activations)
+        if self.transposed:  # the bias then goes along the last axis
+            h, width, n, c = x.shape
+            out = _reshaped(self._pool(_reshaped(x, (h, 1, width, n * c)), space), (self.win.out_h, self.win.out_w, n, c))
+            if bias is not None:
+                cells = _reshaped(out, (self.win.out_h, self.win.out_w * n, c))
+                cells += space.block(bias, cells.shape[1:])
+            for name in activations:
+                activate(out, name, True, 3)
+            return out
+        return self._pool(x, space, bias, activations)
+
+    def _pool(self, x: np.ndarray, space, bias: np.ndarray | None = None, activations: tuple[str, ...] = ()) -> np.ndarray:
         w = self.win
         combine = np.add if self.average else np.maximum
         taps = self.taps
@@ -747,29 +757,4 @@ class Pool:
             add_channel_bias(out.reshape(w.out_h, out.shape[1], -1), bias, space)
         for name in activations:
             activate(out, name, True, 1)
-        return out
-
-    def _transposed(self, x: np.ndarray, space, bias: np.ndarray | None, activations: tuple[str, ...]) -> np.ndarray:
-        """The pooling of ``x (H, W, N, C)`` into ``(out_h, out_w, N, C)``; then ``bias`` (along
-        the last axis) and ``activations``, as ``__call__``."""
-        w = self.win
-        combine = np.add if self.average else np.maximum
-        _, _, n, c = x.shape
-        out = space.out((w.out_h, w.out_w, n, c))
-        taps = self.taps
-        if self.first_covers_all:
-            np.copyto(out, x[taps[0][2], taps[0][3]])
-            taps = taps[1:]
-        else:
-            out.fill(0.0 if self.average else -np.inf)
-        for out_y, out_x, in_y, in_x in taps:
-            target = out[out_y, out_x]
-            combine(target, x[in_y, in_x], out=target)
-        if self.average:
-            out /= self.count_hwnc
-        if bias is not None:
-            cells = _reshaped(out, (w.out_h, w.out_w * n, c))
-            cells += space.block(bias, cells.shape[1:])
-        for name in activations:
-            activate(out, name, True, 3)
         return out
