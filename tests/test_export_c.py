@@ -183,7 +183,7 @@ GRID = {
                                  S.Activation(name="relu", activation="relu"), S.Flatten(name="flat"), S.Dense(name="d", units=3)]),
 }
 ACTIVATIONS = ["relu", "relu6", "leaky_relu", "tanh", "sigmoid", "hard_sigmoid", "softsign", "softplus", "elu", "selu",
-               "swish", "silu", "gelu", "exponential", "linear"]
+               "swish", "silu", "hard_silu", "hard_swish", "gelu", "exponential", "linear"]
 
 
 @pytest.mark.cc
@@ -462,6 +462,16 @@ def test_int8_merge_with_another_activation_is_refused(tmp_path):
         S.Add(name="sum", inputs=("a", "input")), S.Activation(name="t", activation="tanh")))
     with pytest.raises(ExportError, match=r"step 1 \(sum \(Add\) \+ t \(Activation\)\): int8 merges take ReLU or ReLU6 after them, not tanh"):
         export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", int8=True, verify=False)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_broadcasting_merge_is_refused_by_name(tmp_path, int8):
+    spec = S.Model(name="se", input_shape=(5, 4, 3), layers=(
+        S.GlobalAveragePooling2D(name="gap", keepdims=True), S.Multiply(name="gate", inputs=("input", "gap"))))
+    with pytest.raises(ExportError, match=r"C export: layer 1 'gate' \(Multiply\) broadcasts inputs of shapes "
+                                          r"\[\(5, 4, 3\), \(1, 1, 3\)\] .* merges inputs of one shape only"):
+        export_c(Network(spec, {}), tmp_path / "o", int8=int8, verify=False)
     assert not (tmp_path / "o").exists()
 
 

@@ -39,7 +39,7 @@ def zoo_channels_last() -> S.Model:
     """Every supported layer and activation, odd sizes and borders, hostile names."""
     d = dict(data_format="channels_last")
     dense = [S.Dense(name=f"dense_{a}", units=8, activation=a) for a in
-             ("swish", "softsign", "hard_sigmoid", "leaky_relu", "relu6", "exponential", "silu", "linear")]
+             ("swish", "softsign", "hard_sigmoid", "leaky_relu", "relu6", "exponential", "silu", "linear", "hard_silu")]
     return S.Model(name="zoo-cl", input_shape=(7, 9, 2), layers=(
         S.Rescaling(name=HOSTILE[0], scale=0.5, offset=-0.25),
         S.ZeroPadding2D(name=HOSTILE[1], padding=((1, 0), (0, 2)), **d),  # (8, 11, 2)

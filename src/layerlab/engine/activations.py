@@ -12,6 +12,8 @@ Keras quirks matched here (the source is ``keras/src/activations/activations.py`
 * ``hard_sigmoid`` is Keras 3's ``relu6(x + 3) / 6``. Keras 2 (tf.keras <= 2.15, standalone
   Keras 2) used ``clip(0.2 * x + 0.5, 0, 1)``: it is here as ``hard_sigmoid_keras2`` for a loader
   that reads a Keras 2 file.
+* ``hard_silu`` (alias ``hard_swish``) is ``x * hard_sigmoid(x)``, Keras 3's hard_sigmoid: it
+  is 0 below -3 and x above 3.
 * ``leaky_relu`` as an activation name uses ``negative_slope=0.2`` (the LeakyReLU *layer*
   defaults to 0.3, but that is a layer, not an activation name).
 * ``selu`` uses the constants of Klambauer et al. as Keras / JAX do.
@@ -69,6 +71,11 @@ def hard_sigmoid(x: np.ndarray) -> np.ndarray:
 def hard_sigmoid_keras2(x: np.ndarray) -> np.ndarray:
     """Keras 2: ``clip(0.2 * x + 0.5, 0, 1)`` (0 below -2.5, 1 above 2.5)."""
     return np.clip(np.float32(0.2) * x + np.float32(0.5), np.float32(0), np.float32(1))
+
+
+def hard_silu(x: np.ndarray) -> np.ndarray:
+    """Keras 3: ``x * hard_sigmoid(x)`` (``hard_swish``; MobileNetV3's activation)."""
+    return x * hard_sigmoid(x)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -136,6 +143,8 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid,
     "hard_sigmoid": hard_sigmoid,
     "hard_sigmoid_keras2": hard_sigmoid_keras2,
+    "hard_silu": hard_silu,
+    "hard_swish": hard_silu,
     "softmax": softmax,
     "elu": elu,
     "selu": selu,

@@ -28,6 +28,8 @@ ELEMENTWISE: dict[str, str] = {
     "tanh": "TANH({x})",
     "sigmoid": _SIGMOID,
     "hard_sigmoid": "MAX(0,MIN(6,{x}+3))/6",
+    "hard_silu": "{x}*(MAX(0,MIN(6,{x}+3))/6)",
+    "hard_swish": "{x}*(MAX(0,MIN(6,{x}+3))/6)",
     "softplus": "MAX({x},0)+LN(1+EXP(-ABS({x})))",
     "softsign": "{x}/(1+ABS({x}))",
     "silu": "{x}*" + _SIGMOID,

@@ -22,6 +22,8 @@ DATA_FORMATS = (CHANNELS_LAST, CHANNELS_FIRST)
 ACTIVATIONS = (
     "linear", "relu", "tanh", "sigmoid", "softmax", "elu", "selu", "softplus", "softsign",
     "swish", "silu", "gelu", "hard_sigmoid", "leaky_relu", "relu6", "exponential",
+    # Keras 3's x * hard_sigmoid(x) (MobileNetV3's activation), under both of its names.
+    "hard_silu", "hard_swish",
     # Keras 2's hard_sigmoid, clip(0.2 * x + 0.5, 0, 1); Keras 3's is relu6(x + 3) / 6.
     "hard_sigmoid_keras2",
 )

@@ -46,6 +46,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "hard_sigmoid": F.hardsigmoid,  # Keras 3: relu6(x + 3) / 6
     "hard_sigmoid_keras2": lambda x: torch.clamp(0.2 * x + 0.5, 0.0, 1.0),
+    "hard_silu": F.hardswish,  # x * relu6(x + 3) / 6
+    "hard_swish": F.hardswish,
     "softmax": lambda x: torch.softmax(x, dim=-1),
     "elu": F.elu,
     "selu": F.selu,

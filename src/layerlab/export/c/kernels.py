@@ -20,6 +20,7 @@ from layerlab.export.c.quantize import QPlan, QStep, Stage
 # One C statement per Keras activation, on the float ``x`` (layerlab.engine.activations' forms).
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
+_HARD_SILU = "{ float h = x + 3.0f; h = h > 0.0f ? (h < 6.0f ? h : 6.0f) : 0.0f; x = x * (h / 6.0f); }"
 ACTIVATION_C = {
     "linear": "",
     "relu": "x = x > 0.0f ? x : 0.0f;",
@@ -28,6 +29,8 @@ ACTIVATION_C = {
     "tanh": "x = ll_tanh(x);",
     "sigmoid": "x = ll_sigmoid(x);",
     "hard_sigmoid": "x = x + 3.0f; x = (x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f) / 6.0f;",
+    "hard_silu": _HARD_SILU,
+    "hard_swish": _HARD_SILU,
     "softsign": "x = x / (1.0f + fabsf(x));",
     "softplus": "x = (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));",
     "elu": "x = x > 0.0f ? x : expm1f(x);",
@@ -48,7 +51,7 @@ BLOCK_GROUP = 6  # float, the block's inputs contiguous (one SIMD load): 24 accu
 DOT_MIN_MACS = 20000
 BLOCK_GROUP_STRIDED = 3  # otherwise (strided inputs, int8: scalar code): 12 accumulators
 ONE_GROUP = 8
-_NO_MATH = {"linear", "relu", "relu6", "leaky_relu", "hard_sigmoid", "tanh"}
+_NO_MATH = {"linear", "relu", "relu6", "leaky_relu", "hard_sigmoid", "hard_silu", "hard_swish", "tanh"}
 
 
 def _loop(buffer: str, source: str, size, statement: str, pad: str) -> str:
