@@ -452,6 +452,56 @@ def _graph_spec(df: str) -> S.Model:
     ))
 
 
+def _broadcast_spec(df: str) -> S.Model:
+    """A squeeze-and-excite gate (a global pooling with keepdims, 1x1 convs, hard sigmoid)
+    multiplying its map, and each element-wise merge broadcasting a size-1 axis: the small input
+    first or second, one channel against four, one row against six, three inputs."""
+    axis = -1 if df == CL else 1
+    return S.Model(name=f"broadcast_{df}", input_shape=image_shape((6, 5), 3, df), layers=(
+        S.Conv2D(name="c", filters=4, kernel_size=3, padding="same", activation="relu", data_format=df),
+        S.GlobalAveragePooling2D(name="gap", data_format=df, keepdims=True),
+        S.Conv2D(name="g", filters=4, kernel_size=1, activation="hard_sigmoid", data_format=df),
+        S.Multiply(name="se", inputs=("c", "g")),
+        S.Multiply(name="se2", inputs=("g", "se")),
+        S.Conv2D(name="one", filters=1, kernel_size=1, activation="hard_silu", data_format=df),
+        S.Add(name="a", inputs=("one", "se2")),
+        S.Subtract(name="s1", inputs=("g", "a")),
+        S.Subtract(name="s2", inputs=("a", "one")),
+        S.Maximum(name="mx", inputs=("s1", "s2", "g")),
+        S.AveragePooling2D(name="rows", pool_size=(6, 1), data_format=df, inputs=("c",)),
+        S.Minimum(name="mn", inputs=("rows", "mx")),
+        S.Average(name="av", inputs=("g", "mn", "one")),
+        S.BatchNormalization(name="bn", axis=axis),
+        S.Flatten(name="flat", data_format=df),
+        S.Dense(name="out", units=3),
+    ))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("df", [CL, CF])
+def test_merges_broadcast_a_size_one_axis_as_keras_does(keras, df):
+    spec = _broadcast_spec(df)
+    shapes = {i.layer.name: i.input_shapes for i in spec.infos}
+    assert len(set(shapes["se"])) == len(set(shapes["rows"] + shapes["mn"])) == 2
+    assert spec.infos[-3].output_shape == image_shape((6, 5), 4, df)
+    check_against_keras(spec)
+
+
+def test_a_broadcasting_merge_never_writes_into_its_smaller_input():
+    """The plan writes a merge's result into an input it may overwrite only where that input has
+    the whole shape: the gate, read again after the merge, keeps its values."""
+    spec = S.Model(name="gate", input_shape=(4, 3, 2), layers=(
+        S.GlobalAveragePooling2D(name="gap", keepdims=True),
+        S.Activation(name="g", activation="sigmoid"),
+        S.Multiply(name="m", inputs=("g", "input")),
+        S.Add(name="again", inputs=("m", "g")),
+    ))
+    x = np.random.default_rng(2).standard_normal((5, 4, 3, 2)).astype(np.float32)
+    gate = 1 / (1 + np.exp(-x.mean(axis=(1, 2), keepdims=True)))
+    np.testing.assert_allclose(engine.run(spec, {}, x), x * gate + gate, rtol=1e-6, atol=1e-6)
+    assert_close(engine.run(spec, {}, x), engine.run(spec, {}, x, reference=True), atol=1e-7)
+
+
 @pytest.mark.parametrize("df", [CF, CL])
 def test_graph_plan_equals_plain_path_and_follows_weight_edits(df):
     """The fast plan of a graph (folded BNs, fused activations, in-place merges) computes what

@@ -178,9 +178,16 @@ def test_three_input_average_and_shape_errors():
         S.Model(name="bad", input_shape=(4,), layers=(
             S.Dense(name="a", units=3), S.Dense(name="b", units=3, inputs=("input",)),
             S.Dense(name="c", units=3, inputs=("input",)), S.Subtract(name="m", inputs=("a", "b", "c"))))
-    with pytest.raises(SpecError, match=r"Multiply needs inputs of one shape"):
+    with pytest.raises(SpecError, match=r"Multiply needs inputs whose sizes agree or are 1 on each axis, "
+                                        r"received shapes \[\(3,\), \(2,\)\]"):
         S.Model(name="bad", input_shape=(4,), layers=(
             S.Dense(name="a", units=3), S.Dense(name="b", units=2, inputs=("input",)), S.Multiply(name="m", inputs=("a", "b"))))
+    broadcast = S.Model(name="gate", input_shape=(4,), layers=(
+        S.Dense(name="a", units=3), S.Dense(name="b", units=1, inputs=("input",)), S.Multiply(name="m", inputs=("b", "a"))))
+    assert broadcast.infos[-1].output_shape == (3,)
+    with pytest.raises(SpecError, match=r"Add needs inputs of one rank, received shapes \[\(4, 4, 2\), \(2,\)\]"):
+        S.Model(name="bad", input_shape=(4, 4, 2), layers=(
+            S.GlobalAveragePooling2D(name="g"), S.Add(name="s", inputs=("input", "g"))))
 
 
 def test_params_and_macs_equal_keras(keras):

@@ -1059,6 +1059,10 @@ def test_export_errors():
     spec = S.Model(name="m", input_shape=(4,), layers=(S.Dense(name="d", units=2, activation="elu"),))
     with pytest.raises(NNCError, match=r"activation 'elu' in 'd_elu' has no NNC export"):
         export_network(Network(spec, nnc_init(spec)))
+    spec = S.Model(name="m", input_shape=(5, 4, 3), layers=(
+        S.GlobalAveragePooling2D(name="gap", keepdims=True), S.Multiply(name="gate", inputs=("input", "gap"))))
+    with pytest.raises(NNCError, match=r"layer 'gate' \(Multiply\): it broadcasts inputs of shapes .* one shape only"):
+        export_network(Network(spec, {}))
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -96,8 +96,8 @@ def test_duplicate_names_and_bad_graph_inputs():
         S.Model.from_dict({"name": "m", "input_shape": [4, 4, 1], "layers": [dict(conv, name="a"), dict(conv, name="a")]})
     with pytest.raises(SpecError, match=r"inputs \['zz'\] are not earlier layers"):
         S.Model.from_dict({"name": "m", "input_shape": [4, 4, 1], "layers": [dict(conv, name="a"), {"type": "Add", "name": "s", "inputs": ["a", "zz"]}]})
-    with pytest.raises(SpecError, match="Add needs inputs of one shape"):
-        S.Model.from_dict({"name": "m", "input_shape": [4, 4, 1], "layers": [dict(conv, name="a", filters=2), {"type": "Add", "name": "s", "inputs": ["a", "input"]}]})
+    with pytest.raises(SpecError, match="Add needs inputs whose sizes agree or are 1 on each axis"):
+        S.Model.from_dict({"name": "m", "input_shape": [4, 4, 3], "layers": [dict(conv, name="a", filters=2), {"type": "Add", "name": "s", "inputs": ["a", "input"]}]})
 
 
 def test_input_layer_first_and_channels_first_flatten_shape():

@@ -45,20 +45,26 @@ MERGES = ("add", "subtract", "multiply", "average", "maximum", "minimum")
 
 
 def merge(inputs: Sequence[np.ndarray], *, operation: str) -> np.ndarray:
-    """Keras' element-wise merges on inputs of one shape, left to right as Keras folds them.
+    """Keras' element-wise merges, left to right as Keras folds them, an input of size 1 on an
+    axis broadcast along it (same rank: Keras' rule for inputs of one rank).
 
     add: ``x0 + x1 + ...``; subtract: ``x0 - x1`` (two inputs); multiply: ``x0 * x1 * ...``;
     average: ``(x0 + x1 + ...) / n``; maximum / minimum: element-wise.
     """
     shapes = [tuple(a.shape) for a in inputs]
-    if len(inputs) < 2 or len(set(shapes)) != 1:
-        raise ShapeError(f"{operation}: needs two or more inputs of one shape, received shapes {shapes}")
+    try:
+        if len(inputs) < 2 or len({len(s) for s in shapes}) != 1:
+            raise ValueError
+        shape = np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ShapeError(f"{operation}: needs two or more inputs of one rank whose sizes agree or are 1 on each axis, "
+                         f"received shapes {shapes}") from None
     if operation == "subtract":
         if len(inputs) != 2:
             raise ShapeError(f"subtract: needs exactly 2 inputs, received {len(inputs)}")
         return inputs[0] - inputs[1]
     fold = {"add": np.add, "average": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum}[operation]
-    out = inputs[0].copy()
+    out = np.array(np.broadcast_to(inputs[0], shape))
     for other in inputs[1:]:
         fold(out, other, out=out)
     if operation == "average":

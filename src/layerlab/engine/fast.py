@@ -740,10 +740,25 @@ def _batchnorm_node(layer: S.BatchNormalization, source: str, image: bool) -> _N
     return _Node(run, (source,), layer.name, in_place=(0,), prepare=prepare, arrays=_weight_names(layer))
 
 
-def _merge_node(layer, sources: tuple[str, ...]) -> _Node:
+def _merge_node(layer, sources: tuple[str, ...], broadcast: bool = False) -> _Node:
+    """An element-wise merge, in place in an input the plan may overwrite. ``broadcast``: the
+    inputs' shapes differ (a size 1 on some axis, e.g. a squeeze-and-excite gate): the result
+    goes to an input of the whole shape, else to a new buffer."""
     operation = layer.operation
     fold = {"add": np.add, "average": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum,
             "subtract": np.subtract}[operation]
+
+    def run_broadcast(inputs, prepared, overwrite, space):
+        shape = np.broadcast_shapes(*(a.shape for a in inputs))
+        first = inputs[0] if overwrite[0] and inputs[0].shape == shape else None
+        if operation != "subtract" and first is None and len(inputs) == 2 and overwrite[1] and inputs[1].shape == shape:
+            return fold(inputs[1], inputs[0], out=inputs[1])  # commutative: x0 + x1 == x1 + x0 bit for bit
+        out = fold(inputs[0], inputs[1], out=first if first is not None else space.out(shape))
+        for other in inputs[2:]:
+            fold(out, other, out=out)
+        if operation == "average":
+            out /= np.float32(len(inputs))
+        return out
 
     def run(inputs, prepared, overwrite, space):
         if operation == "subtract":
@@ -761,7 +776,8 @@ def _merge_node(layer, sources: tuple[str, ...]) -> _Node:
         return out
 
     two_way = len(sources) == 2 and operation != "subtract"
-    return _Node(run, sources, layer.name, in_place=(0, 1) if two_way else (0,), merge=operation)
+    return _Node(run_broadcast if broadcast else run, sources, layer.name, in_place=(0, 1) if two_way else (0,),
+                 merge=operation)
 
 
 def _relu_node(layer: S.ReLU, source: str) -> _Node:
@@ -964,8 +980,9 @@ def _plan_for(spec: S.Model) -> Plan:
             node = _Node(lambda arrays, prepared, overwrite, space, a=array_axis: np.concatenate(
                 arrays, axis=a, out=space.out(_concat_shape(arrays, a))), inputs, layer.name)
         elif type(layer) in ELEMENTWISE_MERGES:
-            node = _merge_node(layer, inputs)
-            out_shape = shape
+            parts = tuple(shapes[s] for s in sources)
+            node = _merge_node(layer, inputs, broadcast=len(set(parts)) > 1)
+            out_shape = layer.output_shape_of(parts)
         else:
             raise Unsupported(layer.type)
         node.layer = layer.name

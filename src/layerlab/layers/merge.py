@@ -1,7 +1,9 @@
 """The merge family: layers that combine two or more inputs named in ``inputs``.
 
-Element-wise merges (Add, Subtract, Multiply, Average, Maximum, Minimum) need inputs of one
-shape; Subtract takes exactly two (``inputs[0] - inputs[1]``). Concatenate joins along ``axis``,
+Element-wise merges (Add, Subtract, Multiply, Average, Maximum, Minimum) need inputs of one rank
+whose sizes agree axis by axis or are 1 there, as Keras broadcasts them (a squeeze-and-excite
+block multiplies an (H, W, C) map by a (1, 1, C) gate); Subtract takes exactly two
+(``inputs[0] - inputs[1]``). Concatenate joins along ``axis``,
 counted with the batch axis as Keras does.
 """
 
@@ -11,6 +13,27 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from layerlab.layers.base import Layer, Shape, fail, is_int
+
+
+def broadcast_shape(what: str, shapes: tuple[Shape, ...]) -> Shape:
+    """The shape Keras' element-wise merges give inputs of ``shapes`` (no batch axis): one rank,
+    and on each axis one size or 1 (the others' size)."""
+    if len({len(s) for s in shapes}) != 1:
+        raise fail(f"{what} needs inputs of one rank, received shapes {list(shapes)}",
+                   "Reshape the inputs to one rank (keepdims=True on a global pooling keeps it)")
+    out = []
+    for sizes in zip(*shapes, strict=True):
+        wide = {n for n in sizes if n != 1}
+        if len(wide) > 1:
+            raise fail(f"{what} needs inputs whose sizes agree or are 1 on each axis, received shapes {list(shapes)}",
+                       "Make the shapes agree")
+        out.append(wide.pop() if wide else 1)
+    return tuple(out)
+
+
+def broadcasts(info_shapes: tuple[Shape, ...]) -> bool:
+    """Whether a merge of inputs of these shapes broadcasts one of them."""
+    return len(set(info_shapes)) > 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,9 +52,7 @@ class _Merge(Layer):
 
     def output_shape_of(self, input_shapes: tuple[Shape, ...]) -> Shape:
         self._count(input_shapes)
-        if len(set(input_shapes)) != 1:
-            raise fail(f"{self.type} needs inputs of one shape, received {list(input_shapes)}", "Make the shapes agree")
-        return input_shapes[0]
+        return broadcast_shape(self.type, input_shapes)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return self.output_shape_of((input_shape, input_shape))

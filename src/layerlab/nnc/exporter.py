@@ -447,6 +447,9 @@ class _Writer:
 
     def merge(self, layer, sources: list[_Out], shape_out):
         sources = [self.materialize(s, layer.name) for s in sources]
+        if type(layer) in _MERGES and len({tuple(s.shape) for s in sources}) > 1:
+            raise NNCError(f"layer '{layer.name}' ({layer.type}): it broadcasts inputs of shapes "
+                           f"{[tuple(s.shape) for s in sources]}; the NNC export merges inputs of one shape only")
         if any(s.perm is not None for s in sources):
             raise NNCError(f"layer '{layer.name}' ({layer.type}): inputs in Keras' Flatten order cannot be merged exactly in NNC")
         if type(layer) in _MERGES:  # folded left over the inputs, as Keras does; Average then scales by 1/n

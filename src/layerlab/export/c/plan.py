@@ -528,6 +528,10 @@ class _Lowering:
 
     def _merge(self, info: S.LayerInfo) -> None:
         layer = info.layer
+        if len(set(info.input_shapes)) > 1 and not isinstance(layer, S.Concatenate):
+            raise _unsupported(info, f"broadcasts inputs of shapes {list(info.input_shapes)} (a size-1 axis stretched); "
+                               "the C export merges inputs of one shape only. Give the inputs one shape (e.g. UpSampling2D "
+                               "or a Dense of the full size), or run this model with the engine")
         reads = [self.values[name] for name in self.sources[info.index]]
         first = reads[0].layout
         for k, value in enumerate(reads[1:], start=1):
