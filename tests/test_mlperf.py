@@ -13,6 +13,7 @@ import pytest
 
 import layerlab
 from conftest import require_module
+from layerlab import engine
 
 MODELS = {
     # file: (input low, input high, classifier, standard MAC count)
@@ -88,31 +89,75 @@ def test_loads_with_h5py_alone(mlperf_dir, name):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def plausible_weights(model, seed: int) -> None:
+    """Random weights whose activations stay of order 1 through a deep network: BN variances and
+    scales in [0.5, 1.5], kernels scaled by their fan-in, the rest small."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.weights:
+        name, shape = w.name, tuple(w.shape)
+        if "moving_variance" in name or "gamma" in name:
+            values.append(rng.uniform(0.5, 1.5, shape))
+        elif "kernel" in name:
+            values.append(rng.normal(0, 1, shape) / np.sqrt(np.prod(shape[:-1])))
+        else:
+            values.append(rng.normal(0, 0.2, shape))
+    model.set_weights([v.astype(np.float32) for v in values])
+
+
+def assert_matches(net, model, x) -> None:
+    """The engine's output within 1e-5 of Keras' largest magnitude, with the same classes, on the
+    fast path and on the plain one."""
+    ref = np.asarray(model.predict(x, verbose=0))
+    for got in (net.predict(x), engine.run(net.spec, net.weights, x, reference=True)):
+        assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+        assert np.array_equal(got.argmax(1), ref.argmax(1))
+
+
 @pytest.mark.tfkeras
 def test_a_mobilenet_saved_by_tf_keras_matches(tf_keras, tmp_path):
     """A network not in the repository: tf_keras' MobileNet (depthwise-separable, ReLU6, asymmetric
     ZeroPadding2D, GlobalAveragePooling2D with keepdims, Reshape), random weights, saved as .h5."""
     model = tf_keras.applications.MobileNet(input_shape=(64, 64, 3), alpha=0.25, weights=None, classes=7)
-    rng = np.random.default_rng(3)
-    values = []
-    for w in model.weights:  # BN variances positive; everything else of order 1 after each layer
-        name = w.name
-        if "moving_variance" in name or "gamma" in name:
-            values.append(rng.uniform(0.5, 1.5, w.shape))
-        elif "kernel" in name:
-            values.append(rng.normal(0, 1, w.shape) / np.sqrt(np.prod(w.shape[:-1])))
-        else:
-            values.append(rng.normal(0, 0.2, w.shape))
-    model.set_weights([v.astype(np.float32) for v in values])
+    plausible_weights(model, 3)
     model.save(tmp_path / "mobilenet.h5")
     net = layerlab.load(tmp_path / "mobilenet.h5")
     assert net.spec.param_count == model.count_params()
     assert {"DepthwiseConv2D", "ReLU", "GlobalAveragePooling2D", "ZeroPadding2D"} <= {l.type for l in net.spec.layers}
-    x = seeded_inputs((64, 64, 3), -1.0, 1.0, seed=4, n=16)
-    ref = model.predict(x, verbose=0)
-    got = net.predict(x)
-    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
-    assert np.array_equal(got.argmax(1), ref.argmax(1))
+    assert_matches(net, model, seeded_inputs((64, 64, 3), -1.0, 1.0, seed=4, n=16))
+
+
+@pytest.mark.tfkeras
+def test_a_mobilenet_v3_saved_by_tf_keras_matches(tf_keras, tmp_path):
+    """tf_keras' MobileNetV3Small: squeeze-and-excite gates, a (1, 1, C) map multiplying an
+    (H, W, C) one, and hard sigmoid / hard swish written as TensorFlow arithmetic with numbers
+    (TFOpLambda ``x + 3`` and ``x * (1 / 6)``), which layerlab reads as Rescaling layers."""
+    model = tf_keras.applications.MobileNetV3Small(input_shape=(48, 48, 3), alpha=0.75, weights=None, classes=6,
+                                                   include_preprocessing=False)
+    plausible_weights(model, 5)
+    model.save(tmp_path / "mobilenet_v3.h5")
+    net = layerlab.load(tmp_path / "mobilenet_v3.h5")
+    assert net.spec.param_count == model.count_params()
+    types = [l.type for l in net.spec.layers]
+    assert types.count("Rescaling") == sum(l.__class__.__name__ == "TFOpLambda" for l in model.layers) > 0
+    gates = [l for l in net.spec.infos if l.layer.type == "Multiply" and len(set(l.input_shapes)) > 1]
+    assert gates and all(min(l.input_shapes)[:2] == (1, 1) for l in gates)
+    assert_matches(net, model, seeded_inputs((48, 48, 3), -1.0, 1.0, seed=6, n=8))
+
+
+@pytest.mark.keras
+def test_a_mobilenet_v3_saved_by_keras3_matches(keras, tmp_path):
+    """Keras 3's MobileNetV3Small with its Rescaling preprocessing: the hard swish is Keras 3's
+    activation 'hard_silu', the hard sigmoid keras.ops arithmetic with numbers on the model's
+    tensors (``x + 3.0``, ``x * (1 / 6)``), and the squeeze-and-excite gates broadcast."""
+    model = keras.applications.MobileNetV3Small(input_shape=(48, 48, 3), alpha=0.75, weights=None, classes=6)
+    plausible_weights(model, 7)
+    model.save(tmp_path / "mobilenet_v3.keras")
+    net = layerlab.load(tmp_path / "mobilenet_v3.keras")
+    assert net.spec.param_count == model.count_params()
+    assert "hard_silu" in {getattr(l, "activation", None) for l in net.spec.layers}
+    assert sum(l.type == "Rescaling" for l in net.spec.layers) > 1  # the preprocessing and the ops
+    assert_matches(net, model, seeded_inputs((48, 48, 3), 0.0, 255.0, seed=8, n=8))
 
 
 @pytest.mark.tfkeras

@@ -149,6 +149,36 @@ def test_keras3_handwritten_functional(keras, tmp_path):
 
 
 @pytest.mark.keras
+def test_keras3_arithmetic_with_numbers_is_a_rescaling(keras, tmp_path):
+    """keras.ops arithmetic of a tensor and a number in a functional model (a node of class 'Add'
+    of module keras.src.ops.numpy, the number in its args, before or after the tensor) is a
+    Rescaling; a number divided by the tensor, or another keras.ops call, is refused by name."""
+    L = keras.layers
+    inp = keras.Input((6, 5, 3), name="img")
+    a = 0.5 * ((3.0 - ((inp + 3.0) - 2.0)) * 2.0) / 4.0
+    c = L.Conv2D(4, 3, padding="same", activation="hard_silu", name="conv")(a)
+    g = L.Conv2D(4, 1, activation="sigmoid", name="gate")(L.GlobalAveragePooling2D(keepdims=True, name="gap")(c))
+    m = L.Multiply(name="excite")([g, c])  # the (1, 1, 4) gate first
+    out = L.Dense(3, name="out")(L.Flatten(name="fl")(L.Maximum(name="max")([m, L.Conv2D(1, 1, name="one")(m)])))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(5)
+    model.set_weights([rng.normal(0, 0.7, w.shape).astype(np.float32) for w in model.weights])
+    model.save(tmp_path / "ops.keras")
+    net = layerlab.load(tmp_path / "ops.keras")
+    assert [(l.scale, l.offset) for l in net.spec.layers if l.type == "Rescaling"] == [
+        (1.0, 3.0), (1.0, -2.0), (-1.0, 3.0), (2.0, 0.0), (0.5, 0.0), (0.25, 0.0)]
+    x = rng.normal(0, 2, (5, 6, 5, 3)).astype(np.float32)
+    assert np.max(np.abs(net.predict(x) - model.predict(x, verbose=0))) <= TOLERANCE
+    vec = keras.Input((4,))
+    keras.Model(vec, L.Dense(2)(4.0 / vec)).save(tmp_path / "reciprocal.keras")
+    with pytest.raises(UnsupportedLayerError, match=r"'true_divide\w*' \(TrueDivide\): 4\.0 / x is not a scaling of x"):
+        layerlab.load(tmp_path / "reciprocal.keras")
+    keras.Model(vec, L.Dense(2)(keras.ops.sqrt(vec))).save(tmp_path / "sqrt.keras")
+    with pytest.raises(UnsupportedLayerError, match=r"the keras\.ops call 'Sqrt' has no layerlab equivalent; .*\(x \+ c"):
+        layerlab.load(tmp_path / "sqrt.keras")
+
+
+@pytest.mark.keras
 def test_keras3_early_layouts(k3_files, tmp_path):
     """Early Keras 3 wrote legacy .h5 weight names without prefix ('kernel') and .weights.h5
     groups without the 'name' attribute: only the class-name path says which layer is which."""
@@ -242,6 +272,22 @@ def test_keras2_hard_sigmoid_is_keras2s(k2_dir, fmt):
     loaded = _k2(k2_dir, "k2_hsig", fmt)
     assert loaded.network.spec.layers[0].activation == "hard_sigmoid_keras2"
     io = np.load(k2_dir / "k2_hsig_io.npz")
+    assert np.max(np.abs(loaded.network.predict(io["x"]) - io["y"])) <= TOLERANCE
+
+
+@pytest.mark.tfkeras
+@pytest.mark.parametrize("fmt", list(K2_FORMATS))
+def test_keras2_arithmetic_with_numbers_and_broadcasting_merges(k2_dir, fmt):
+    """tf.keras' TFOpLambda arithmetic with a number (``x + 3``, ``x - 2``, ``3 - x``, ``x * 2``,
+    ``0.5 * x``, ``x / 4``) is read as Rescaling layers, and Multiply and Subtract broadcast a
+    size-1 axis as tf.keras does."""
+    loaded = _k2(k2_dir, "k2_ops", fmt)
+    layers = loaded.network.spec.layers
+    assert [(l.scale, l.offset) for l in layers if l.type == "Rescaling"] == [
+        (1.0, 3.0), (1.0, -2.0), (-1.0, 3.0), (2.0, 0.0), (0.5, 0.0), (0.25, 0.0)]
+    shapes = {i.layer.name: i.input_shapes for i in loaded.network.spec.infos}
+    assert shapes["excite"] == ((6, 5, 4), (1, 1, 4)) and shapes["sub"] == ((6, 5, 1), (6, 5, 4))
+    io = np.load(k2_dir / "k2_ops_io.npz")
     assert np.max(np.abs(loaded.network.predict(io["x"]) - io["y"])) <= TOLERANCE
 
 
@@ -460,6 +506,14 @@ def test_lambda_layer_is_refused(real_h5):
                                                       "function_type": "lambda"})
     _edit_config(real_h5, make_lambda)
     with pytest.raises(UnsupportedLayerError, match=r"Lambda layers hold Python code .* never executes code from a model file"):
+        layerlab.load(real_h5)
+
+
+def test_other_tensorflow_calls_are_refused_by_name(real_h5):
+    _edit_config(real_h5, lambda layers: layers[1].update(
+        class_name="TFOpLambda", config={"name": "activation_1", "function": "math.reduce_mean"}))
+    with pytest.raises(UnsupportedLayerError, match=r"TFOpLambda 'math\.reduce_mean' \(a TensorFlow call in the model\) "
+                                                    r"has no layerlab equivalent"):
         layerlab.load(real_h5)
 
 

@@ -20,6 +20,7 @@ layer reading anything other than the layer before it lists its sources in ``inp
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,7 +198,94 @@ def _history(value: Any, found: list[tuple[str, int, int]]) -> None:
             _history(item, found)
 
 
+# Arithmetic of a tensor and one number, which Keras records as a node of its own: a keras.ops
+# call on a Keras 3 functional model's tensors (``x + 3.0``: class 'Add' of module
+# 'keras.src.ops.numpy', the number among the node's args, before or after the tensor) and
+# tf.keras' TFOpLambda (function '__operators__.add', the number in the node's kwargs as ``y``,
+# or, for ``3.0 - x``, the number as a '_CONSTANT_VALUE' source and the tensor as ``y``). Keras
+# 3's MobileNetV3 writes its hard sigmoid so: ``relu6(x + 3) * (1 / 6)``.
+_KERAS3_ARITHMETIC = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "divide",
+                      "TrueDivide": "divide"}
+_TF_ARITHMETIC = {"__operators__.add": "add", "math.add": "add", "math.subtract": "subtract",
+                  "math.multiply": "multiply", "math.truediv": "divide", "math.divide": "divide"}
+_TF_CONSTANT = "_CONSTANT_VALUE"
+
+
+@dataclass(frozen=True)
+class ScalarOperation:
+    """``x <operation> number`` (or ``number <operation> x`` when ``number_first``) read off a
+    Keras node: the tensor's source layer and the number."""
+
+    operation: str  # add, subtract, multiply or divide
+    source: str
+    number: float
+    number_first: bool
+
+    def rescaling(self, name: str, where: str) -> S.Rescaling:
+        """The same as a Rescaling, ``x * scale + offset``: bit for bit for add, subtract and
+        multiply (``x * 1 + c`` is ``x + c`` in float32); ``x / c`` as ``x * (1 / c)``, within an
+        ulp of Keras' quotient. ``c / x`` is not affine in x: refused."""
+        c = self.number
+        if self.operation == "add":
+            return S.Rescaling(name=name, scale=1.0, offset=c)
+        if self.operation == "subtract":
+            return S.Rescaling(name=name, scale=-1.0, offset=c) if self.number_first else S.Rescaling(name=name, scale=1.0, offset=-c)
+        if self.operation == "multiply":
+            return S.Rescaling(name=name, scale=c, offset=0.0)
+        if self.number_first or c == 0:
+            what = f"{c!r} / x" if self.number_first else "x / 0"
+            raise UnsupportedLayerError(f"{where}: {what} is not a scaling of x, and layerlab has no layer for it. "
+                                        "Rebuild the model with built-in layers (e.g. Rescaling)")
+        return S.Rescaling(name=name, scale=1.0 / c, offset=0.0)
+
+
+def _number_value(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def scalar_operation(entry: dict) -> ScalarOperation | None:
+    """The tensor-and-number arithmetic an entry records (see ``_KERAS3_ARITHMETIC``), or None
+    when the entry is no such node (a merge of two tensors, any other layer)."""
+    cls, cfg = entry.get("class_name"), entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    nodes = entry.get("inbound_nodes") or []
+    if len(nodes) != 1:
+        return None
+    node = nodes[0]
+    if cls in _KERAS3_ARITHMETIC and str(entry.get("module", "")).startswith("keras.src.ops") and isinstance(node, dict):
+        args = node.get("args") or []
+        if len(args) != 2:
+            return None
+        tensors = [i for i, a in enumerate(args) if isinstance(a, dict) and a.get("class_name") == "__keras_tensor__"]
+        numbers = [i for i, a in enumerate(args) if _number_value(a) is not None]
+        if len(tensors) != 1 or len(numbers) != 1:
+            return None
+        found: list[tuple[str, int, int]] = []
+        _history(args[tensors[0]], found)
+        if len(found) != 1:
+            return None
+        return ScalarOperation(_KERAS3_ARITHMETIC[cls], found[0][0], _number_value(args[numbers[0]]), numbers[0] == 0)
+    if cls == "TFOpLambda" and cfg.get("function") in _TF_ARITHMETIC and isinstance(node, list) and node:
+        # The call as one [source, node, tensor, kwargs] list (tf.keras), or that list in a list.
+        item = node if isinstance(node[0], str) else node[0]
+        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[3], dict)):
+            return None
+        operation, y = _TF_ARITHMETIC[cfg["function"]], item[3].get("y")
+        if item[0] == _TF_CONSTANT and isinstance(y, list) and len(y) >= 3 and isinstance(y[0], str):
+            number = _number_value(item[2])
+            return None if number is None else ScalarOperation(operation, y[0], number, True)
+        number = _number_value(y)
+        if number is None or not isinstance(item[0], str) or item[1:3] != [0, 0]:
+            return None
+        return ScalarOperation(operation, item[0], number, False)
+    return None
+
+
 def _sources(entry: dict, where: str) -> tuple[str, ...]:
+    operation = scalar_operation(entry)
+    if operation is not None:
+        return (operation.source,)
     nodes = entry.get("inbound_nodes") or []
     if len(nodes) > 1:
         raise UnsupportedLayerError(
@@ -290,9 +378,10 @@ def _spec_layers(records, order, entries, source, generation, model_class) -> li
         if record.name == MODEL_INPUT:
             raise ModelFileError(f"{where}: the name 'input' is reserved for the model input in layerlab. Rename the layer")
         cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-        ctx = Context(name=record.name, where=where, generation=generation)
+        ctx = Context(name=record.name, where=where, generation=generation, module=str(entry.get("module") or ""))
+        operation = scalar_operation(entry)
         try:
-            layer = convert(record.class_name, cfg, ctx)
+            layer = operation.rescaling(record.name, where) if operation else convert(record.class_name, cfg, ctx)
         except SpecError as exc:
             raise ModelFileError(f"{where}: {exc}") from None
         sources = tuple(MODEL_INPUT if s in input_names else s for s in record.sources)

@@ -43,6 +43,7 @@ class Context:
     where: str
     generation: int
     data_format: str = S.CHANNELS_LAST
+    module: str = ""  # Keras 3's module of the class, e.g. 'keras.layers' or 'keras.src.ops.numpy'
 
 
 def _unsupported(ctx: Context, what: str, fix: str) -> UnsupportedLayerError:
@@ -426,10 +427,22 @@ def convert(class_name: str, cfg: dict, ctx: Context) -> S.Layer:
             argument with no spec equivalent (the message names the layer and the fix).
         SpecError: the arguments are invalid (raised by the spec's own validation).
     """
+    if class_name == "TFOpLambda":
+        raise _unsupported(
+            ctx, f"TFOpLambda '{cfg.get('function')}' (a TensorFlow call in the model) has no layerlab equivalent; "
+            "of such calls layerlab reads only arithmetic with one number (x + c, x - c, c - x, x * c, x / c)",
+            "Rebuild the model with built-in layers (e.g. Rescaling, Activation, Reshape)",
+        )
     if class_name in CODE_LAYERS:
         raise _unsupported(
             ctx, f"{class_name} layers hold Python code (a serialized function), and layerlab never executes code "
             "from a model file", "Rebuild the model with built-in layers (e.g. Rescaling, Activation, Reshape)",
+        )
+    if ctx.module.startswith("keras.src.ops"):
+        raise _unsupported(
+            ctx, f"the keras.ops call '{class_name}' has no layerlab equivalent; of such calls layerlab reads only "
+            "arithmetic with one number (x + c, x - c, c - x, x * c, x / c)",
+            "Rebuild the model with built-in layers (e.g. Add, Multiply, Rescaling)",
         )
     if class_name in MODEL_CLASSES:
         raise _unsupported(ctx, "a model nested inside a model is not supported",
