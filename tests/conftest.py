@@ -85,8 +85,9 @@ def keras():
 def random_weights(spec, seed: int = 0) -> dict:
     """Seeded random weights for any spec, in Keras layouts, with outputs of order 1.
 
-    Kernels are normal / sqrt(fan_in); BatchNormalization gamma and moving_variance are uniform
-    in [0.5, 1.5] (positive); every other weight (biases, beta, moving_mean) is normal(0, 0.5).
+    Kernels are normal / sqrt(fan_in); BatchNormalization gamma and moving_variance, and
+    Normalization's variance, are uniform in [0.5, 1.5] (positive); Normalization's count is a
+    sample count; every other weight (biases, beta, moving_mean) is normal(0, 0.5).
     """
     import numpy as np
 
@@ -97,8 +98,10 @@ def random_weights(spec, seed: int = 0) -> dict:
         for name, shape in info.layer.weight_shapes(info.input_shapes[0]).items():
             if name.endswith("kernel"):  # kernel, depthwise_kernel, pointwise_kernel
                 value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
-            elif name in ("gamma", "moving_variance"):
+            elif name in ("gamma", "moving_variance", "variance"):
                 value = rng.uniform(0.5, 1.5, shape)
+            elif name == "count":
+                value = np.full(shape, 100.0)
             else:
                 value = rng.normal(0.0, 0.5, shape)
             arrays[name] = value.astype(np.float32)

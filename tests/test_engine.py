@@ -50,7 +50,7 @@ def assert_close(out, ref, atol=1e-5):
 
 def keras_output(spec: S.Model, weights, x) -> np.ndarray:
     """Keras' output: one eager Keras layer for a one-layer spec (cheap), else ``build_keras``."""
-    from layerlab.keras_build import build_keras, keras_layer
+    from layerlab.keras_build import build_keras, finalize_statistics, keras_layer
 
     if len(spec.layers) == 1:
         layer = spec.layers[0]
@@ -58,6 +58,7 @@ def keras_output(spec: S.Model, weights, x) -> np.ndarray:
         klayer.build((None, *spec.input_shape))
         shapes = layer.weight_shapes(spec.input_shape)
         klayer.set_weights([weights[layer.name][n] for n in shapes])
+        finalize_statistics(klayer)
         return np.asarray(klayer(x, training=False))
     return np.asarray(build_keras(spec, weights)(x, training=False))
 
@@ -167,6 +168,34 @@ def test_zero_padding_and_flatten_match_keras(keras, data_format):
 def test_batchnorm_with_random_statistics_matches_keras(keras, axis, shape, center_scale):
     layer = S.BatchNormalization(name="bn", axis=axis, epsilon=1e-3, center=center_scale, scale=center_scale)
     check_against_keras(one_layer(layer, shape))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("axis,shape", [(-1, (4, 5, 3)), (1, (3, 4, 5)), (-1, (6,))], ids=["nhwc", "nchw", "vector"])
+@pytest.mark.parametrize("invert", [False, True])
+def test_normalization_matches_keras(keras, axis, shape, invert):
+    """Keras' Normalization with statistics as weights (adapted), on the fast and the plain path,
+    as the first layer and after a conv; and with its statistics in the config, one variance 0
+    (Keras divides by max(sqrt(variance), 1e-7) there)."""
+    check_against_keras(one_layer(S.Normalization(name="norm", axis=axis, invert=invert), shape))
+    df = CF if axis == 1 else CL
+    if len(shape) == 3:
+        check_against_keras(S.Model(name="m", input_shape=shape, layers=(
+            S.Normalization(name="given", axis=axis, mean=(0.5, -1.0, 0.25), variance=(4.0, 0.0, 0.25), invert=invert),
+            S.Activation(name="squash", activation="tanh"),
+            S.Conv2D(name="c", filters=2, kernel_size=3, data_format=df),
+            S.Normalization(name="adapted", axis=axis, invert=invert))))
+
+
+def test_normalization_arguments_are_checked():
+    with pytest.raises(SpecError, match="mean and variance must be given together"):
+        S.Normalization(name="n", mean=(1.0,))
+    with pytest.raises(SpecError, match=r"mean \(2 values\) and variance \(1\) must be as long, the variances not negative"):
+        S.Normalization(name="n", mean=(1.0, 2.0), variance=(1.0,))
+    with pytest.raises(SpecError, match=r"variance=\('a',\) must be a list of finite numbers"):
+        S.Normalization(name="n", mean=(1.0,), variance=("a",))
+    with pytest.raises(SpecError, match=r"mean and variance hold 2 values but axis -1 of \(4, 3\) has 3"):
+        S.Model(name="m", input_shape=(4, 3), layers=(S.Normalization(name="n", mean=(0.0, 1.0), variance=(1.0, 1.0)),))
 
 
 # Keras 3 names; 'hard_sigmoid_keras2' (Keras 2's definition) is checked against tf_keras below.

@@ -90,19 +90,22 @@ def test_loads_with_h5py_alone(mlperf_dir, name):
 
 
 def plausible_weights(model, seed: int) -> None:
-    """Random weights whose activations stay of order 1 through a deep network: BN variances and
-    scales in [0.5, 1.5], kernels scaled by their fan-in, the rest small."""
+    """Random weights whose activations stay of order 1 through a deep network: BN and
+    Normalization variances and BN scales in [0.5, 1.5], kernels scaled by their fan-in, sample
+    counts kept, the rest small."""
     rng = np.random.default_rng(seed)
     values = []
     for w in model.weights:
         name, shape = w.name, tuple(w.shape)
-        if "moving_variance" in name or "gamma" in name:
+        if "count" in name:
+            values.append(np.asarray(w.numpy()))
+        elif "variance" in name or "gamma" in name:
             values.append(rng.uniform(0.5, 1.5, shape))
         elif "kernel" in name:
             values.append(rng.normal(0, 1, shape) / np.sqrt(np.prod(shape[:-1])))
         else:
             values.append(rng.normal(0, 0.2, shape))
-    model.set_weights([v.astype(np.float32) for v in values])
+    model.set_weights([v if v.dtype.kind in "iu" else v.astype(np.float32) for v in values])
 
 
 def assert_matches(net, model, x) -> None:
@@ -143,6 +146,19 @@ def test_a_mobilenet_v3_saved_by_tf_keras_matches(tf_keras, tmp_path):
     gates = [l for l in net.spec.infos if l.layer.type == "Multiply" and len(set(l.input_shapes)) > 1]
     assert gates and all(min(l.input_shapes)[:2] == (1, 1) for l in gates)
     assert_matches(net, model, seeded_inputs((48, 48, 3), -1.0, 1.0, seed=6, n=8))
+
+
+@pytest.mark.keras
+def test_an_efficientnet_saved_by_keras3_matches(keras, tmp_path):
+    """Keras 3's EfficientNetB0: Rescaling and Normalization (its preprocessing, statistics as
+    weights), swish, depthwise convs, and squeeze-and-excite gates reshaped to (1, 1, C)."""
+    model = keras.applications.EfficientNetB0(input_shape=(48, 48, 3), weights=None, classes=5)
+    plausible_weights(model, 9)
+    model.save(tmp_path / "efficientnet.keras")
+    net = layerlab.load(tmp_path / "efficientnet.keras")
+    assert net.spec.param_count == model.count_params()
+    assert {"Normalization", "Rescaling", "DepthwiseConv2D", "Multiply"} <= {l.type for l in net.spec.layers}
+    assert_matches(net, model, seeded_inputs((48, 48, 3), 0.0, 255.0, seed=10, n=4))
 
 
 @pytest.mark.keras

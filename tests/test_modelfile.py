@@ -49,6 +49,7 @@ CF_SPEC = S.Model(name="cf", input_shape=(2, 9, 9), layers=(
     S.Dense(name="dense_b", units=5, activation="softmax"),
 ))
 GRAPH_SPEC = S.Model(name="graph", input_shape=(8, 7, 3), layers=(
+    S.Normalization(name="norm"),  # adapted: mean, variance and count as weights
     S.Conv2D(name="a", filters=4, kernel_size=3, padding="same", activation="relu"),
     S.Conv2D(name="b", filters=4, kernel_size=1, activation="gelu", inputs=("input",)),
     S.Add(name="sum", inputs=("a", "b")),
@@ -283,6 +284,8 @@ def test_keras2_arithmetic_with_numbers_and_broadcasting_merges(k2_dir, fmt):
     size-1 axis as tf.keras does."""
     loaded = _k2(k2_dir, "k2_ops", fmt)
     layers = loaded.network.spec.layers
+    assert layers[0] == S.Normalization(name="norm")  # adapted: its statistics are weights
+    assert 1.0 < float(loaded.network.weights["norm"]["mean"].mean()) < 3.0
     assert [(l.scale, l.offset) for l in layers if l.type == "Rescaling"] == [
         (1.0, 3.0), (1.0, -2.0), (-1.0, 3.0), (2.0, 0.0), (0.5, 0.0), (0.25, 0.0)]
     shapes = {i.layer.name: i.input_shapes for i in loaded.network.spec.infos}

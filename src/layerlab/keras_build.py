@@ -203,6 +203,12 @@ def _batch_normalization(keras, layer):
                                            center=layer.center, scale=layer.scale, name=layer.name)
 
 
+@KERAS.handles(S.Normalization)
+def _normalization(keras, layer):
+    stats = {} if layer.mean is None else {"mean": list(layer.mean), "variance": list(layer.variance)}
+    return keras.layers.Normalization(axis=layer.axis, invert=layer.invert, name=layer.name, **stats)
+
+
 @KERAS.handles(S.Reshape)
 def _reshape(keras, layer):
     return keras.layers.Reshape(target_shape=layer.target_shape, name=layer.name)
@@ -289,7 +295,17 @@ def set_keras_weights(kmodel, model: S.Model, weights: dict[str, dict[str, np.nd
         given = weights.get(info.layer.name)
         if given is None:
             raise SpecError(f"layer '{info.layer.name}' ({info.layer.type}): no weights given; expected {list(expected)}")
-        kmodel.get_layer(info.layer.name).set_weights([np.asarray(given[n], np.float32) for n in expected])
+        klayer = kmodel.get_layer(info.layer.name)
+        klayer.set_weights([np.asarray(given[n], np.float32) for n in expected])
+        finalize_statistics(klayer)
+
+
+def finalize_statistics(klayer) -> None:
+    """A Keras Normalization computes with statistics it derives from its weights when it is built
+    or loaded (``finalize_state``), not from the weights themselves: after ``set_weights`` it must
+    derive them again."""
+    if hasattr(klayer, "finalize_state") and type(klayer).__name__ == "Normalization":
+        klayer.finalize_state()
 
 
 def keras_weights(kmodel, model: S.Model | None = None) -> dict[str, dict[str, np.ndarray]]:

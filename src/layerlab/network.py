@@ -59,7 +59,8 @@ class Network:
                         f"{self.source}: layer '{layer.name}' ({layer.type}) weight '{name}' has shape "
                         f"{tuple(array.shape)}, expected {tuple(shape)}"
                     )
-                if not np.issubdtype(array.dtype, np.floating):
+                # Floats; integers too (Normalization's sample count is stored as an int).
+                if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
                     raise ModelFileError(f"{self.source}: layer '{layer.name}' weight '{name}' has dtype {array.dtype}, expected float")
                 arrays[name] = np.ascontiguousarray(array, dtype=np.float32)
             checked[layer.name] = arrays

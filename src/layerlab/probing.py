@@ -37,7 +37,7 @@ PROBE.decline((S.GlobalAveragePooling2D, S.GlobalMaxPooling2D, S.GlobalAveragePo
               "every output reads a whole channel; there is no window to show")
 PROBE.decline((S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Concatenate),
               "probe runs one layer on one input; a merge reads several")
-PROBE.decline((S.Activation, S.ReLU, S.PReLU, S.Rescaling, S.Dropout, S.BatchNormalization),
+PROBE.decline((S.Activation, S.ReLU, S.PReLU, S.Rescaling, S.Dropout, S.BatchNormalization, S.Normalization),
               "it is element-wise: each output reads the one input cell at its own index")
 PROBE.decline((S.Reshape, S.Permute, S.Cropping2D, S.UpSampling2D), "no window explanation is written for it yet")
 

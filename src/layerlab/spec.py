@@ -38,7 +38,7 @@ from layerlab.layers.base import (
 from layerlab.layers.conv import Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D, Windowed
 from layerlab.layers.dense import Dense
 from layerlab.layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
-from layerlab.layers.normalization import BatchNormalization
+from layerlab.layers.normalization import BatchNormalization, Normalization
 from layerlab.layers.pooling import (
     AveragePooling1D,
     AveragePooling2D,
@@ -56,7 +56,7 @@ __all__ = [
     "Add", "Average", "AveragePooling1D", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv1D",
     "Conv2D", "Cropping2D", "Dense", "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Layer", "LayerInfo", "MaxPooling1D",
-    "MaxPooling2D", "Maximum", "Minimum", "Model", "Multiply", "PReLU", "Permute", "ReLU", "Reshape", "Rescaling",
+    "MaxPooling2D", "Maximum", "Minimum", "Model", "Multiply", "Normalization", "PReLU", "Permute", "ReLU", "Reshape", "Rescaling",
     "SeparableConv2D", "Shape", "Subtract", "UpSampling2D", "Windowed", "ZeroPadding1D", "ZeroPadding2D",
     "layer_from_dict",
 ]

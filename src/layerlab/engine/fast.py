@@ -73,7 +73,7 @@ from layerlab.engine.steps import (
 )
 from layerlab.layers import LAYER_TYPES
 from layerlab.layers.merge import ELEMENTWISE as ELEMENTWISE_MERGES
-from layerlab.layers.normalization import layer_scale_shift
+from layerlab.layers.normalization import NORMALIZATION_EPSILON, layer_scale_shift
 from layerlab.registry import ENGINE_FAST
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Unsupported(Exception):
 
 ENGINE_FAST.register((
     S.Conv2D, S.DepthwiseConv2D, S.MaxPooling2D, S.AveragePooling2D, S.GlobalAveragePooling2D, S.GlobalMaxPooling2D,
-    S.ZeroPadding2D, S.Activation, S.ReLU, S.Dense, S.Flatten, S.Dropout, S.Rescaling, S.BatchNormalization,
+    S.ZeroPadding2D, S.Activation, S.ReLU, S.Dense, S.Flatten, S.Dropout, S.Rescaling, S.BatchNormalization, S.Normalization,
     S.Concatenate, *ELEMENTWISE_MERGES,
 ), note="images or vectors of one data_format, graphs too")
 ENGINE_FAST.decline(tuple(cls for cls in LAYER_TYPES.values() if cls not in ENGINE_FAST.handlers),
@@ -740,6 +740,28 @@ def _batchnorm_node(layer: S.BatchNormalization, source: str, image: bool) -> _N
     return _Node(run, (source,), layer.name, in_place=(0,), prepare=prepare, arrays=_weight_names(layer))
 
 
+def _normalization_node(layer: S.Normalization, source: str, image: bool) -> _Node:
+    """Normalization as Keras computes it, ``(x - mean) / spread`` (or ``mean + x * spread``),
+    in place when the plan may overwrite its input; the statistics shaped for the layout."""
+    def prepare(weights):
+        mean, variance = layer.statistics(weights.get(layer.name, {}))
+        spread = np.maximum(np.sqrt(variance), np.float32(NORMALIZATION_EPSILON))
+        return (mean[:, None, None], spread[:, None, None]) if image else (mean, spread)  # (H, C, W, N) or (N, F)
+
+    def run(inputs, prepared, overwrite, space):
+        mean, spread = prepared[layer.name]
+        x = inputs[0]
+        out = x if overwrite[0] else space.out(x.shape)
+        if layer.invert:
+            np.multiply(x, spread, out=out)
+            return np.add(mean, out, out=out)
+        np.subtract(x, mean, out=out)
+        return np.divide(out, spread, out=out)
+
+    arrays = () if layer.mean is not None else ((layer.name, "mean"), (layer.name, "variance"))
+    return _Node(run, (source,), layer.name, in_place=(0,), prepare=prepare, arrays=arrays)
+
+
 def _merge_node(layer, sources: tuple[str, ...], broadcast: bool = False) -> _Node:
     """An element-wise merge, in place in an input the plan may overwrite. ``broadcast``: the
     inputs' shapes differ (a size 1 on some axis, e.g. a squeeze-and-excite gate): the result
@@ -971,6 +993,10 @@ def _plan_for(spec: S.Model) -> Plan:
         elif isinstance(layer, S.BatchNormalization):
             _check_channel_axis(layer, shape, channels_first)
             node = _batchnorm_node(layer, inputs[0], image)
+            out_shape = shape
+        elif isinstance(layer, S.Normalization):
+            _check_channel_axis(layer, shape, channels_first)
+            node = _normalization_node(layer, inputs[0], image)
             out_shape = shape
         elif isinstance(layer, S.Concatenate):
             axis = _concat_axis(layer, len(shape), channels_first)

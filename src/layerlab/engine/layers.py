@@ -24,7 +24,7 @@ import numpy as np
 
 from layerlab import geometry
 from layerlab.errors import ShapeError
-from layerlab.layers.normalization import scale_shift
+from layerlab.layers.normalization import NORMALIZATION_EPSILON, scale_shift
 
 CHANNELS_FIRST = "channels_first"
 
@@ -282,6 +282,26 @@ def batch_normalization(
     shape[axis] = -1
     inv, shift = scale_shift(moving_mean, moving_variance, gamma, beta, epsilon=epsilon)
     return x * inv.reshape(shape) + shift.reshape(shape)
+
+
+def normalization(x: np.ndarray, *, mean: np.ndarray, variance: np.ndarray, axis: int = -1,
+                  invert: bool = False) -> np.ndarray:
+    """Keras Normalization along ``axis`` (counted with the batch axis), as Keras computes it in
+    float32: ``(x - mean) / max(sqrt(variance), 1e-7)``; with ``invert``,
+    ``mean + x * max(sqrt(variance), 1e-7)``.
+
+    Returns:
+        float32 array of ``x``'s shape.
+    """
+    axis = axis if axis >= 0 else x.ndim + axis
+    if not 1 <= axis < x.ndim or x.shape[axis] != mean.shape[0]:
+        raise ShapeError(f"Normalization (axis={axis}, {mean.shape[0]} features): input shape {tuple(x.shape)} "
+                         "does not fit. Check axis and data_format")
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    mean = np.asarray(mean, np.float32).reshape(shape)
+    spread = np.maximum(np.sqrt(np.asarray(variance, np.float32)), np.float32(NORMALIZATION_EPSILON)).reshape(shape)
+    return mean + x * spread if invert else (x - mean) / spread
 
 
 def reshape(x: np.ndarray, *, target_shape: Sequence[int]) -> np.ndarray:

@@ -154,6 +154,15 @@ def _batch_normalization(layer, inputs, weights):
     )
 
 
+@ENGINE.handles(S.Normalization)
+def _normalization(layer, inputs, weights):
+    try:
+        mean, variance = layer.statistics(weights)
+    except KeyError as exc:
+        raise ModelFileError(f"layer '{layer.name}' (Normalization): weight {exc} is missing, received {sorted(weights)}") from None
+    return L.normalization(inputs[0], mean=mean, variance=variance, axis=layer.axis, invert=layer.invert)
+
+
 @ENGINE.handles(S.Reshape)
 def _reshape(layer, inputs, weights):
     return L.reshape(inputs[0], target_shape=layer.target_shape)

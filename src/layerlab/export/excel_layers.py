@@ -387,4 +387,5 @@ EXCEL_FORMULAS.decline((S.DepthwiseConv2D, S.SeparableConv2D), "depthwise convol
 EXCEL_FORMULAS.decline((S.GlobalAveragePooling2D, S.GlobalMaxPooling2D), "global pooling has no formula writer yet")
 EXCEL_FORMULAS.decline((S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Concatenate),
                        "a workbook of formulas holds a chain of layers, not a graph")
-EXCEL_FORMULAS.decline((S.PReLU, S.Cropping2D, S.UpSampling2D, S.Permute), "this layer has no formula writer yet")
+EXCEL_FORMULAS.decline((S.PReLU, S.Cropping2D, S.UpSampling2D, S.Permute, S.Normalization),
+                       "this layer has no formula writer yet")

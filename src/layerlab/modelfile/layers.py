@@ -375,6 +375,26 @@ def _batch_normalization(cfg: dict, ctx: Context) -> S.Layer:
     )
 
 
+@_keras(S.Normalization)
+def _normalization(cfg: dict, ctx: Context) -> S.Layer:
+    axis = cfg.get("axis", -1)
+    if isinstance(axis, (list, tuple)) and len(axis) == 1:
+        axis = axis[0]
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise _unsupported(ctx, f"Normalization over axis={axis!r} (several axes, or none: one mean for all) is not "
+                           "supported", "Use axis=-1, one mean and variance per channel")
+    stats = [cfg.get("mean"), cfg.get("variance")]
+    for i, value in enumerate(stats):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise _unsupported(ctx, f"Normalization with one number as {('mean', 'variance')[i]} ({value!r}) is not "
+                               "supported", "Give one value per channel, or adapt the layer")
+        if isinstance(value, list) and value and isinstance(value[0], list):  # an array written as nested lists
+            stats[i] = [v for row in value for v in (row if isinstance(row, list) else [row])]
+    return S.Normalization(name=ctx.name, axis=axis, invert=bool(cfg.get("invert", False)),
+                           mean=None if stats[0] is None else tuple(stats[0]),
+                           variance=None if stats[1] is None else tuple(stats[1]))
+
+
 @_keras(S.Reshape)
 def _reshape(cfg: dict, ctx: Context) -> S.Layer:
     return S.Reshape(name=ctx.name, target_shape=tuple(cfg["target_shape"]))

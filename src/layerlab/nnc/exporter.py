@@ -532,4 +532,4 @@ for _cls, _method in {
 for _cls in (S.MaxPooling1D, S.AveragePooling1D):
     NNC_EXPORT.register(_cls, "_pool", note="a 1-high 2-D pooling between Reshapes")
 NNC_EXPORT.register(S.ReLU, "_activation", note="ReLU() and ReLU(max_value=6) only")
-NNC_EXPORT.decline((S.PReLU, S.Permute), "no NNC function is mapped to it yet")
+NNC_EXPORT.decline((S.PReLU, S.Permute, S.Normalization), "no NNC function is mapped to it yet")

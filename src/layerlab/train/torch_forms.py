@@ -14,6 +14,7 @@ TRAINER.register((
     S.Reshape, S.Rescaling, S.ReLU,
 ))
 TRAINER.decline((S.BatchNormalization,), "it trains with Keras' fit (batch statistics and moving averages)")
+TRAINER.decline(S.Normalization, "a preprocessing layer: adapt it in Keras (its statistics are not trained)")
 TRAINER.decline((S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum, S.Concatenate),
                 "graphs train with Keras' fit; the torch trainer runs chains")
 TRAINER.decline((S.Conv1D, S.DepthwiseConv2D, S.SeparableConv2D, S.MaxPooling1D, S.AveragePooling1D,

@@ -41,7 +41,8 @@ VIEW.register((S.GlobalAveragePooling2D, S.GlobalAveragePooling1D), "global_avg"
 VIEW.register(S.Dense, "dense", note="the arithmetic is shown for a Dense on a vector; on a sequence, the value only")
 VIEW.register((S.Flatten, S.Reshape, S.Permute, S.ZeroPadding2D, S.ZeroPadding1D, S.Cropping2D, S.UpSampling2D,
                S.Concatenate), "copy")
-VIEW.register((S.Activation, S.ReLU, S.PReLU, S.Rescaling, S.Dropout, S.BatchNormalization), "elementwise")
+VIEW.register((S.Activation, S.ReLU, S.PReLU, S.Rescaling, S.Dropout, S.BatchNormalization, S.Normalization),
+              "elementwise")
 VIEW.register((S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum), "merge")
 VIEW.decline(S.SeparableConv2D, "it is a depthwise and a 1x1 convolution in one layer: a click shows its value only")
 

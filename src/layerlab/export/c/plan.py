@@ -96,6 +96,7 @@ _NOTES = {
     S.DepthwiseConv2D: "Sequential chains; any depth_multiplier, strides, dilation, padding",
 }
 _DECLINED = {
+    (S.Normalization,): "the preprocessing layer Normalization has no C step yet; normalize the input before calling it",
 }
 _MERGES = (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum)
 _NOTES.update({cls: "graphs: any branches; a value read by several layers stays in the arena until its last reader"
