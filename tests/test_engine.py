@@ -508,6 +508,31 @@ def _broadcast_spec(df: str) -> S.Model:
 
 @pytest.mark.keras
 @pytest.mark.parametrize("df", [CL, CF])
+def test_reshape_runs_in_the_plan_as_keras_reshapes(keras, df):
+    """Reshape in the fast plan, in the spec's layout: an image to a vector and back (an
+    EfficientNet-style squeeze-and-excite gate, GlobalAveragePooling2D -> Dense ->
+    Reshape((1, 1, C)) -> Multiply), an image to another image, a vector to an image."""
+    gate = (1, 1, 4) if df == CL else (4, 1, 1)
+    spec = S.Model(name=f"reshape_{df}", input_shape=image_shape((6, 4), 2, df), layers=(
+        S.Conv2D(name="c", filters=4, kernel_size=3, padding="same", activation="relu", data_format=df),
+        S.GlobalAveragePooling2D(name="gap", data_format=df),
+        S.Dense(name="squeeze", units=4, activation="sigmoid"),
+        S.Reshape(name="to_gate", target_shape=gate),
+        S.Multiply(name="excite", inputs=("c", "to_gate")),
+        S.Reshape(name="regrid", target_shape=(4, 6, 4) if df == CL else (4, 4, 6)),
+        S.Conv2D(name="d", filters=3, kernel_size=2, data_format=df),
+        S.Flatten(name="flat", data_format=df),
+        S.Dense(name="e", units=12),
+        S.Reshape(name="to_image", target_shape=(2, 3, 2)),
+        S.Conv2D(name="f", filters=2, kernel_size=2, padding="same", data_format=df),
+        S.Reshape(name="to_vector", target_shape=(12,)),
+    ))
+    assert fast.plan_for(spec) is not None
+    check_against_keras(spec)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("df", [CL, CF])
 def test_merges_broadcast_a_size_one_axis_as_keras_does(keras, df):
     spec = _broadcast_spec(df)
     shapes = {i.layer.name: i.input_shapes for i in spec.infos}

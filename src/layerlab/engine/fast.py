@@ -94,7 +94,7 @@ class Unsupported(Exception):
 ENGINE_FAST.register((
     S.Conv2D, S.DepthwiseConv2D, S.MaxPooling2D, S.AveragePooling2D, S.GlobalAveragePooling2D, S.GlobalMaxPooling2D,
     S.ZeroPadding2D, S.Activation, S.ReLU, S.Dense, S.Flatten, S.Dropout, S.Rescaling, S.BatchNormalization, S.Normalization,
-    S.Concatenate, *ELEMENTWISE_MERGES,
+    S.Concatenate, S.Reshape, *ELEMENTWISE_MERGES,
 ), note="images or vectors of one data_format, graphs too")
 ENGINE_FAST.decline(tuple(cls for cls in LAYER_TYPES.values() if cls not in ENGINE_FAST.handlers),
                     "the engine runs it on its plain path (same results, per-layer NumPy calls)")
@@ -831,6 +831,25 @@ def _flatten(x: np.ndarray, order: tuple[int, ...], space) -> np.ndarray:
     return out.reshape(view.shape[0], -1)
 
 
+def _reshape_node(image_in: bool, image_out: bool, target: tuple[int, ...], channels_first: bool,
+                  source: str, output: str) -> _Node:
+    """Keras Reshape, which reshapes the spec's batch-first layout: the input seen in that layout,
+    reshaped, and copied back into the plan's (a squeeze-and-excite gate's (N, C) -> (1, 1, C) is a
+    few floats an image)."""
+    to_spec = ((3, 1, 0, 2) if channels_first else (3, 0, 2, 1)) if image_in else (0, 1)  # HCWN -> N...
+    back = ((2, 1, 3, 0) if channels_first else (1, 3, 2, 0)) if image_out else (0, 1)  # N... -> HCWN
+
+    def run(inputs, prepared, overwrite, space):
+        x = inputs[0]
+        n = x.shape[-1] if image_in else x.shape[0]
+        view = np.ascontiguousarray(x.transpose(to_spec)).reshape(n, *target).transpose(back)
+        out = space.out(view.shape)
+        np.copyto(out, view)
+        return out
+
+    return _Node(run, (source,), output)
+
+
 class _FlattenWork:
     """A Flatten of an image: ``axes`` are the spec's (H, W, C) axes in the order Keras flattens
     them; the input is ``(H, C, W, N)``, or ``(H, W, N, C)`` once ``transposed`` (a transposed
@@ -983,6 +1002,11 @@ def _plan_for(spec: S.Model) -> Plan:
                 work = _FlattenWork(axes)  # (H, C, W, N) -> (N, ...) in Keras' order
                 node = _Node(work.run, inputs, layer.name, work=work)
             out_shape = (size,)
+        elif isinstance(layer, S.Reshape):
+            info = spec.infos[index]
+            out_shape = _internal(tuple(info.output_shape), channels_first)
+            node = _reshape_node(len(shape) == 3, len(out_shape) == 3, tuple(info.output_shape), channels_first,
+                                 inputs[0], layer.name)
         elif isinstance(layer, S.Dropout):
             node = _simple(lambda x: x, inputs[0], layer.name, alias=True)
             out_shape = shape
