@@ -162,6 +162,11 @@ GRID = {
     "dw_bn_relu6_cf_m3": ((2, 6, 7), [dw(df=CF, depth_multiplier=3, padding="same"), S.BatchNormalization(name="bn", axis=1),
                                       S.ReLU(name="r6", max_value=6.0)]),
     "zeropad_folded_into_dw_stride2": ((7, 8, 3), [S.ZeroPadding2D(name="zp", padding=((0, 1), (1, 0))), dw(strides=2)]),
+    # Normalization as a BatchNormalization (desugar.py): adapted, and given with invert and a variance of 0
+    "normalization_adapted_conv": ((6, 6, 2), [S.Normalization(name="norm"), conv(padding="same")]),
+    "normalization_given_invert_cf": ((2, 5, 5), [
+        S.Normalization(name="n", axis=1, mean=(0.5, -1.0), variance=(4.0, 0.0)), S.Activation(name="t", activation="tanh"),
+        S.Normalization(name="back", axis=1, mean=(2.0, 0.25), variance=(0.5, 9.0), invert=True)]),
     # SeparableConv2D and the 1-D layers, as their 2-D forms (desugar.py)
     "separable_stride2_same_m2": ((7, 8, 3), [S.SeparableConv2D(name="sep", filters=4, kernel_size=3, strides=2, padding="same",
                                                                 depth_multiplier=2, activation="relu")]),
@@ -452,7 +457,7 @@ def test_int8_graphs_track_the_engine(tmp_path, cc, case):
 
 def test_int8_prelu_is_refused_before_calibration(tmp_path):
     spec = S.Model(name="p", input_shape=(4, 4, 2), layers=(S.PReLU(name="pr"),))
-    with pytest.raises(ExportError, match=r"C export \(int8\): step 0 \(pr \(PReLU\)\): PReLU's per-value slopes have no int8 form yet"):
+    with pytest.raises(ExportError, match=r"C export \(int8\): layer 0 'pr' \(PReLU\) is not supported because PReLU's per-value slopes have no int8 form yet"):
         export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", int8=True, verify=False)
 
 
@@ -472,6 +477,14 @@ def test_a_broadcasting_merge_is_refused_by_name(tmp_path, int8):
     with pytest.raises(ExportError, match=r"C export: layer 1 'gate' \(Multiply\) broadcasts inputs of shapes "
                                           r"\[\(5, 4, 3\), \(1, 1, 3\)\] .* merges inputs of one shape only"):
         export_c(Network(spec, {}), tmp_path / "o", int8=int8, verify=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_int8_normalization_is_refused_by_name(tmp_path):
+    spec = S.Model(name="n", input_shape=(6, 6, 2), layers=(S.Normalization(name="norm"), conv(padding="same")))
+    with pytest.raises(ExportError, match=r"C export \(int8\): layer 0 'norm' \(Normalization\) is not supported because "
+                                          r"int8 folds a batch norm into the conv before it"):
+        export_c(Network(spec, random_weights(spec, 1)), tmp_path / "o", int8=True, verify=False)
     assert not (tmp_path / "o").exists()
 
 

@@ -9,6 +9,14 @@
   ``dilation * (kernel - 1)`` steps before, then a 'valid' conv (Keras' definition), and the
   padding folds into the conv as any ZeroPadding2D does.
 
+* Normalization (Keras' preprocessing layer) is a BatchNormalization: ``(x - mean) / spread``
+  with ``spread = max(sqrt(variance), 1e-7)`` as Keras computes it becomes ``x * gamma + beta``
+  with ``gamma = 1 / spread`` and ``beta = -mean / spread`` (moving mean 0, moving variance 1 and
+  an epsilon that float32 loses in ``1 + epsilon``, so ``gamma`` is used as it is); ``invert``'s
+  ``mean + x * spread`` is ``gamma = spread`` and ``beta = mean``. The same values to float32
+  rounding (a product and a sum where Keras subtracts and divides), which the C export's own check
+  against the engine covers.
+
 Every rewritten layer keeps its name on its last part, so the layers after it read it unchanged;
 the parts before get new names (``<name>_depthwise``, ``<name>_2d``, ...). ``desugar`` returns
 the new spec and its weights, which the engine computes exactly as the original.
@@ -22,7 +30,8 @@ from layerlab import spec as S
 
 CHANNELS_FIRST = S.CHANNELS_FIRST
 ONE_D = (S.Conv1D, S.MaxPooling1D, S.AveragePooling1D, S.GlobalAveragePooling1D, S.GlobalMaxPooling1D, S.ZeroPadding1D)
-COMPOSITE = (S.SeparableConv2D, *ONE_D)
+COMPOSITE = (S.SeparableConv2D, S.Normalization, *ONE_D)
+_LOST_EPSILON = 1e-12  # float32(1) + float32(1e-12) == 1: the BatchNormalization divides by sqrt(1) exactly
 
 
 def desugar(spec: S.Model, weights) -> tuple[S.Model, dict]:
@@ -53,6 +62,9 @@ def desugar(spec: S.Model, weights) -> tuple[S.Model, dict]:
             layers += [depthwise, pointwise]
             out[depthwise.name] = {"kernel": given["depthwise_kernel"]}
             out[pointwise.name] = {"kernel": given["pointwise_kernel"], **({"bias": given["bias"]} if "bias" in given else {})}
+        elif isinstance(layer, S.Normalization):
+            layers.append(S.BatchNormalization(name=layer.name, inputs=layer.inputs, axis=layer.axis, epsilon=_LOST_EPSILON))
+            out[layer.name] = _normalization_as_batchnorm(layer, given)
         elif isinstance(layer, ONE_D):
             layers += _one_d(layer, info, given, fresh, out)
         else:
@@ -60,6 +72,18 @@ def desugar(spec: S.Model, weights) -> tuple[S.Model, dict]:
             if given:
                 out[layer.name] = given
     return S.Model(name=spec.name, input_shape=spec.input_shape, layers=tuple(layers)), out
+
+
+def _normalization_as_batchnorm(layer: S.Normalization, given: dict) -> dict:
+    """The BatchNormalization weights of a Normalization (see the module docstring)."""
+    from layerlab.layers.normalization import NORMALIZATION_EPSILON
+
+    mean, variance = layer.statistics(given)
+    spread = np.maximum(np.sqrt(variance), np.float32(NORMALIZATION_EPSILON)).astype(np.float64)
+    gamma, beta = (spread, mean.astype(np.float64)) if layer.invert else (1.0 / spread, -mean / spread)
+    ones = np.ones_like(spread)
+    return {"gamma": gamma.astype(np.float32), "beta": beta.astype(np.float32),
+            "moving_mean": np.zeros_like(ones, np.float32), "moving_variance": ones.astype(np.float32)}
 
 
 def _image_shape(shape: tuple[int, ...], data_format: str) -> tuple[int, int, int]:

@@ -96,12 +96,14 @@ _NOTES = {
     S.DepthwiseConv2D: "Sequential chains; any depth_multiplier, strides, dilation, padding",
 }
 _DECLINED = {
-    (S.Normalization,): "the preprocessing layer Normalization has no C step yet; normalize the input before calling it",
 }
 _MERGES = (S.Add, S.Subtract, S.Multiply, S.Average, S.Maximum, S.Minimum)
 _NOTES.update({cls: "graphs: any branches; a value read by several layers stays in the arena until its last reader"
                for cls in _MERGES})
 C_INT8.decline(S.PReLU, "PReLU's per-value slopes have no int8 form yet; export float32")
+C_FLOAT.register(S.Normalization, "_desugared", note="as a BatchNormalization x * (1 / spread) - mean / spread (desugar.py)")
+C_INT8.decline(S.Normalization, "int8 folds a batch norm into the conv before it, and a Normalization has none; "
+               "export float32, or scale the input before quantizing it")
 for _backend in (C_FLOAT, C_INT8):
     _backend.register(S.SeparableConv2D, "_desugared", note="as Keras computes it: DepthwiseConv2D, then a 1x1 Conv2D (desugar.py)")
     _backend.register(ONE_D, "_desugared", note="as its 2-D form on an image of height 1 (desugar.py); Conv1D 'causal' too")
@@ -668,6 +670,9 @@ def lower(spec: S.Model, weights, *, int8: bool = False) -> Plan:
     Raises:
         ExportError: a layer or arrangement that has no C implementation (named).
     """
+    backend = C_INT8 if int8 else C_FLOAT
+    for info in spec.infos:  # the user's own layers, before any is rewritten as others
+        backend.lookup(info.layer, info.index)
     spec, weights = desugar(spec, weights)
     lowering = _Lowering(spec, weights, channels_inner_memory=int8)
     steps = lowering.run()
