@@ -762,10 +762,11 @@ def _normalization_node(layer: S.Normalization, source: str, image: bool) -> _No
     return _Node(run, (source,), layer.name, in_place=(0,), prepare=prepare, arrays=arrays)
 
 
-def _merge_node(layer, sources: tuple[str, ...], broadcast: bool = False) -> _Node:
-    """An element-wise merge, in place in an input the plan may overwrite. ``broadcast``: the
-    inputs' shapes differ (a size 1 on some axis, e.g. a squeeze-and-excite gate): the result
-    goes to an input of the whole shape, else to a new buffer."""
+def _merge_node(layer, sources: tuple[str, ...], whole: tuple[bool, ...] | None = None) -> _Node:
+    """An element-wise merge, in place in an input the plan may overwrite. ``whole``: where the
+    inputs' shapes differ (a size 1 on some axis, e.g. a squeeze-and-excite gate), which inputs
+    have the result's shape: only those may hold it."""
+    broadcast = whole is not None
     operation = layer.operation
     fold = {"add": np.add, "average": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum,
             "subtract": np.subtract}[operation]
@@ -798,8 +799,10 @@ def _merge_node(layer, sources: tuple[str, ...], broadcast: bool = False) -> _No
         return out
 
     two_way = len(sources) == 2 and operation != "subtract"
-    return _Node(run_broadcast if broadcast else run, sources, layer.name, in_place=(0, 1) if two_way else (0,),
-                 merge=operation)
+    in_place = (0, 1) if two_way else (0,)
+    if broadcast:
+        in_place = tuple(i for i in in_place if whole[i])
+    return _Node(run_broadcast if broadcast else run, sources, layer.name, in_place=in_place, merge=operation)
 
 
 def _relu_node(layer: S.ReLU, source: str) -> _Node:
@@ -1031,8 +1034,8 @@ def _plan_for(spec: S.Model) -> Plan:
                 arrays, axis=a, out=space.out(_concat_shape(arrays, a))), inputs, layer.name)
         elif type(layer) in ELEMENTWISE_MERGES:
             parts = tuple(shapes[s] for s in sources)
-            node = _merge_node(layer, inputs, broadcast=len(set(parts)) > 1)
             out_shape = layer.output_shape_of(parts)
+            node = _merge_node(layer, inputs, tuple(p == out_shape for p in parts) if len(set(parts)) > 1 else None)
         else:
             raise Unsupported(layer.type)
         node.layer = layer.name
