@@ -73,7 +73,7 @@ from layerlab.engine.steps import (
 )
 from layerlab.layers import LAYER_TYPES
 from layerlab.layers.merge import ELEMENTWISE as ELEMENTWISE_MERGES
-from layerlab.layers.normalization import NORMALIZATION_EPSILON, layer_scale_shift
+from layerlab.layers.normalization import layer_scale_shift, normalization_spread
 from layerlab.registry import ENGINE_FAST
 
 if TYPE_CHECKING:
@@ -745,7 +745,7 @@ def _normalization_node(layer: S.Normalization, source: str, image: bool) -> _No
     in place when the plan may overwrite its input; the statistics shaped for the layout."""
     def prepare(weights):
         mean, variance = layer.statistics(weights.get(layer.name, {}))
-        spread = np.maximum(np.sqrt(variance), np.float32(NORMALIZATION_EPSILON))
+        spread = normalization_spread(variance)
         return (mean[:, None, None], spread[:, None, None]) if image else (mean, spread)  # (H, C, W, N) or (N, F)
 
     def run(inputs, prepared, overwrite, space):
@@ -765,33 +765,24 @@ def _normalization_node(layer: S.Normalization, source: str, image: bool) -> _No
 def _merge_node(layer, sources: tuple[str, ...], whole: tuple[bool, ...] | None = None) -> _Node:
     """An element-wise merge, in place in an input the plan may overwrite. ``whole``: where the
     inputs' shapes differ (a size 1 on some axis, e.g. a squeeze-and-excite gate), which inputs
-    have the result's shape: only those may hold it."""
+    have the result's shape: only those may hold it (``in_place``), else it goes to a new buffer."""
     broadcast = whole is not None
     operation = layer.operation
     fold = {"add": np.add, "average": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum,
             "subtract": np.subtract}[operation]
 
-    def run_broadcast(inputs, prepared, overwrite, space):
-        shape = np.broadcast_shapes(*(a.shape for a in inputs))
-        first = inputs[0] if overwrite[0] and inputs[0].shape == shape else None
-        if operation != "subtract" and first is None and len(inputs) == 2 and overwrite[1] and inputs[1].shape == shape:
-            return fold(inputs[1], inputs[0], out=inputs[1])  # commutative: x0 + x1 == x1 + x0 bit for bit
-        out = fold(inputs[0], inputs[1], out=first if first is not None else space.out(shape))
-        for other in inputs[2:]:
-            fold(out, other, out=out)
-        if operation == "average":
-            out /= np.float32(len(inputs))
-        return out
+    def fresh(inputs, space) -> np.ndarray:
+        return space.out(np.broadcast_shapes(*(a.shape for a in inputs)) if broadcast else inputs[0].shape)
 
     def run(inputs, prepared, overwrite, space):
         if operation == "subtract":
-            return np.subtract(inputs[0], inputs[1], out=inputs[0] if overwrite[0] else space.out(inputs[0].shape))
+            return np.subtract(inputs[0], inputs[1], out=inputs[0] if overwrite[0] else fresh(inputs, space))
         # Keras folds left to right; addition and the others are commutative, so either of two
         # inputs may hold the running result: x0 + x1 == x1 + x0 bit for bit.
         if len(inputs) == 2 and overwrite[1]:
             out = fold(inputs[1], inputs[0], out=inputs[1])
         else:
-            out = fold(inputs[0], inputs[1], out=inputs[0] if overwrite[0] else space.out(inputs[0].shape))
+            out = fold(inputs[0], inputs[1], out=inputs[0] if overwrite[0] else fresh(inputs, space))
         for other in inputs[2:]:
             fold(out, other, out=out)
         if operation == "average":
@@ -802,7 +793,7 @@ def _merge_node(layer, sources: tuple[str, ...], whole: tuple[bool, ...] | None 
     in_place = (0, 1) if two_way else (0,)
     if broadcast:
         in_place = tuple(i for i in in_place if whole[i])
-    return _Node(run_broadcast if broadcast else run, sources, layer.name, in_place=in_place, merge=operation)
+    return _Node(run, sources, layer.name, in_place=in_place, merge=operation)
 
 
 def _relu_node(layer: S.ReLU, source: str) -> _Node:
@@ -1072,11 +1063,11 @@ def _concat_shape(arrays: list[np.ndarray], axis: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _check_channel_axis(layer: S.BatchNormalization, shape: tuple[int, ...], channels_first: bool) -> None:
+def _check_channel_axis(layer: S.BatchNormalization | S.Normalization, shape: tuple[int, ...], channels_first: bool) -> None:
     rank = len(shape) + 1
     axis = layer.axis if layer.axis >= 0 else rank + layer.axis
     if axis != (1 if channels_first and len(shape) == 3 else rank - 1):
-        raise Unsupported("BatchNormalization over a non-channel axis")
+        raise Unsupported(f"{layer.type} over a non-channel axis")
 
 
 def _foldable_bn(spec: S.Model, index: int, readers, shape, channels_first: bool) -> S.BatchNormalization | None:

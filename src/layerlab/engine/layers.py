@@ -24,7 +24,7 @@ import numpy as np
 
 from layerlab import geometry
 from layerlab.errors import ShapeError
-from layerlab.layers.normalization import NORMALIZATION_EPSILON, scale_shift
+from layerlab.layers.normalization import normalization_spread, scale_shift
 
 CHANNELS_FIRST = "channels_first"
 
@@ -300,7 +300,7 @@ def normalization(x: np.ndarray, *, mean: np.ndarray, variance: np.ndarray, axis
     shape = [1] * x.ndim
     shape[axis] = -1
     mean = np.asarray(mean, np.float32).reshape(shape)
-    spread = np.maximum(np.sqrt(np.asarray(variance, np.float32)), np.float32(NORMALIZATION_EPSILON)).reshape(shape)
+    spread = normalization_spread(variance).reshape(shape)
     return mean + x * spread if invert else (x - mean) / spread
 
 

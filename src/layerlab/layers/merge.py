@@ -31,11 +31,6 @@ def broadcast_shape(what: str, shapes: tuple[Shape, ...]) -> Shape:
     return tuple(out)
 
 
-def broadcasts(info_shapes: tuple[Shape, ...]) -> bool:
-    """Whether a merge of inputs of these shapes broadcasts one of them."""
-    return len(set(info_shapes)) > 1
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Merge(Layer):
     family: ClassVar[str] = "merge"

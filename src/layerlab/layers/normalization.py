@@ -123,6 +123,15 @@ class Normalization(Layer):
         return (np.asarray(params["mean"], np.float32).reshape(-1), np.asarray(params["variance"], np.float32).reshape(-1))
 
 
+def normalization_spread(variance) -> np.ndarray:
+    """What a Normalization divides by (or, inverted, multiplies by), as Keras computes it in
+    float32: ``max(sqrt(variance), 1e-7)``. The engine's two paths and the C export's rewrite as
+    a BatchNormalization all take it from here."""
+    import numpy as np
+
+    return np.maximum(np.sqrt(np.asarray(variance, np.float32)), np.float32(NORMALIZATION_EPSILON))
+
+
 def scale_shift(
     moving_mean, moving_variance, gamma=None, beta=None, *, epsilon: float, dtype=None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -76,10 +76,10 @@ def desugar(spec: S.Model, weights) -> tuple[S.Model, dict]:
 
 def _normalization_as_batchnorm(layer: S.Normalization, given: dict) -> dict:
     """The BatchNormalization weights of a Normalization (see the module docstring)."""
-    from layerlab.layers.normalization import NORMALIZATION_EPSILON
+    from layerlab.layers.normalization import normalization_spread
 
     mean, variance = layer.statistics(given)
-    spread = np.maximum(np.sqrt(variance), np.float32(NORMALIZATION_EPSILON)).astype(np.float64)
+    spread = normalization_spread(variance).astype(np.float64)
     gamma, beta = (spread, mean.astype(np.float64)) if layer.invert else (1.0 / spread, -mean / spread)
     ones = np.ones_like(spread)
     return {"gamma": gamma.astype(np.float32), "beta": beta.astype(np.float32),
