@@ -530,6 +530,33 @@ def test_c_trace_float_is_the_engines_and_int8_is_close(mnist_dir):
 
 
 @pytest.mark.cc
+@pytest.mark.parametrize("layers", [
+    (S.Conv2D(name="c", filters=2, kernel_size=1), S.Permute(name="perm", dims=(2, 1, 3))),
+    (S.Flatten(name="f"),),
+    (S.Conv2D(name="a", filters=2, kernel_size=3, padding="same"), S.Permute(name="p", dims=(2, 1, 3)),
+     S.Permute(name="q", dims=(2, 1, 3)), S.Add(name="sum", inputs=("a", "q"))),
+], ids=["ends-in-a-copy", "only-a-copy", "merge-reorders-an-input"])
+def test_c_trace_of_steps_that_belong_to_no_layer(tmp_path, layers):
+    """The copy into the caller's output and the reordered copy of a merge's input are steps of
+    no layer: the trace shows the layers' own values, the C's float ones equal to the engine's."""
+    from layerlab.export.c.trace import CTrace
+
+    if shutil.which("cc") is None:
+        _missing("no C compiler (cc)")
+    spec = S.Model(name="copies", input_shape=(3, 4, 2), layers=layers)
+    net = Network(spec, random_weights(spec, 5))
+    x = np.random.default_rng(2).normal(size=(20, 3, 4, 2)).astype(np.float32)
+    np.save(tmp_path / "calibration.npy", x)
+    trace = net.trace(x[:1])
+    floats = CTrace(net, tmp_path / "f", int8=False).run(x[:1])
+    assert spec.layers[-1].name in floats
+    for name, value in floats.items():
+        assert np.max(np.abs(value - trace[name][0])) <= 1e-5 * max(1.0, float(np.max(np.abs(trace[name][0])))), name
+    ints = CTrace(net, tmp_path / "i", int8=True, calibration_data=tmp_path / "calibration.npy").run(x[:1])
+    assert set(ints) == set(floats)
+
+
+@pytest.mark.cc
 def test_server_int8_toggle_needs_calibration_data_for_non_mnist_models():
     from layerlab.modelfile import load
 

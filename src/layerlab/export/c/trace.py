@@ -93,7 +93,10 @@ class CTrace:
         if proc.returncode != 0:
             raise ExportError(f"C trace: the compiler refused the export: {proc.stderr.decode(errors='replace').strip()[:400]}")
         self.program = folder / "trace"
-        self.steps = [(step.layers[-1][0], step.output, qplan.steps[k].out_scale if qplan else 1.0, qplan.steps[k].out_zero if qplan else 0)
+        # A step of no layer (the copy into the caller's output, a merge input put in the other's
+        # order) holds values some layer's step has already shown: it has no name here.
+        self.steps = [(step.layers[-1][0] if step.layers else None, step.output,
+                       qplan.steps[k].out_scale if qplan else 1.0, qplan.steps[k].out_zero if qplan else 0)
                       for k, (_, step) in enumerate(generated.steps)]
         self.final = spec.layers[-1].name
         self.layer_names = {layer.name for layer in spec.layers}
@@ -118,7 +121,7 @@ class CTrace:
             at += size * count
             name, layout, scale, zero = self.steps[step]
             if name not in self.layer_names or name == self.final:
-                continue  # a desugared part of a layer; the final layer comes as the float output
+                continue  # a desugared part of a layer, or no layer's; the final layer comes as the float output
             item = buffer.itemsize
             values = np.lib.stride_tricks.as_strided(buffer, layout.dims, tuple(s * item for s in layout.strides))
             out[name] = (values.astype(np.float32) - np.float32(zero)) * np.float32(scale)
