@@ -324,6 +324,38 @@ def test_recalculate_reports_bad_requests(tmp_path, monkeypatch):
         find_soffice()
 
 
+def _crashing_soffice(folder, crashes: int):
+    """A stand-in for soffice that dies of a segfault on its first ``crashes`` runs, as
+    soffice.bin under its wrapper script does (status 139), then writes each file into --outdir."""
+    script = folder / "soffice"
+    script.write_text(f"""#!/bin/sh
+runs=$(cat "{folder}/runs" 2>/dev/null || echo 0); echo $((runs + 1)) > "{folder}/runs"
+[ "$runs" -lt {crashes} ] && exit 139
+while [ "$#" -gt 0 ]; do
+  case "$1" in --outdir) out="$2"; shift;; *.xlsx) cp "$1" "$out/";; esac; shift
+done
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_recalculate_runs_again_once_after_libreoffice_crashes(tmp_path):
+    from layerlab.export.libreoffice import recalculate
+
+    book = tmp_path / "a" / "book.xlsx"
+    book.parent.mkdir()
+    book.write_bytes(b"a workbook")
+    once = tmp_path / "once"
+    once.mkdir()
+    assert recalculate([book], tmp_path / "out", soffice=_crashing_soffice(once, 1)) == [tmp_path / "out" / "book.xlsx"]
+    assert (tmp_path / "out" / "book.xlsx").read_bytes() == b"a workbook" and (once / "runs").read_text().strip() == "2"
+    always = tmp_path / "always"
+    always.mkdir()
+    with pytest.raises(ExportError, match=r"exited with status 139 \(it crashed\)"):
+        recalculate([book], tmp_path / "out2", soffice=_crashing_soffice(always, 9))
+    assert (always / "runs").read_text().strip() == "2" and not (tmp_path / "out2" / "book.xlsx").exists()
+
+
 def test_recalculate_stops_a_hung_soffice_and_its_children(tmp_path):
     from layerlab.export.libreoffice import recalculate
 

@@ -94,6 +94,26 @@ def recalculate(
     for out in outputs:  # never mistake an old copy for this run's result
         out.unlink(missing_ok=True)
     jobs = max(1, min(int(jobs), len(paths)))
+    try:
+        log = _convert(paths, out_dir, soffice, jobs, timeout)
+    except _Crashed:
+        # soffice sometimes dies of a signal while it starts (a segfault, seen about once in
+        # 60 runs): once, the whole batch again, in fresh profiles; a second crash is reported.
+        for out in outputs:
+            out.unlink(missing_ok=True)
+        log = _convert(paths, out_dir, soffice, jobs, timeout, last_try=True)
+    absent = [str(o) for o in outputs if not o.is_file()]
+    if absent:
+        raise ExportError(f"recalculate: LibreOffice wrote no {', '.join(absent)}. Its output: {log[-800:]}")
+    return outputs
+
+
+class _Crashed(Exception):
+    """An soffice process ended by a signal."""
+
+
+def _convert(paths: list[Path], out_dir: Path, soffice: str, jobs: int, timeout: float, last_try: bool = False) -> str:
+    """Run ``jobs`` soffice processes over ``paths``, each in a fresh profile; their output."""
     with tempfile.TemporaryDirectory(prefix="layerlab-soffice-") as tmp:
         procs = []
         try:
@@ -107,14 +127,10 @@ def recalculate(
                     "--convert-to", XLSX_FILTER, "--outdir", str(out_dir), *map(str, paths[job::jobs]),
                 ]
                 procs.append(_start(command))
-            log = "".join(_wait(proc, timeout) for proc in procs)
+            return "".join(_wait(proc, timeout, last_try) for proc in procs)
         finally:
             for proc in procs:  # only after a failure is any still running
                 _kill(proc)
-    absent = [str(o) for o in outputs if not o.is_file()]
-    if absent:
-        raise ExportError(f"recalculate: LibreOffice wrote no {', '.join(absent)}. Its output: {log[-800:]}")
-    return outputs
 
 
 def _start(command: list[str]) -> subprocess.Popen:
@@ -125,15 +141,23 @@ def _start(command: list[str]) -> subprocess.Popen:
                             start_new_session=True, env=env)
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> str:
+def _wait(proc: subprocess.Popen, timeout: float, last_try: bool = True) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill(proc)
         raise ExportError(f"recalculate: LibreOffice did not finish within {timeout:.0f} s and was stopped") from None
     if proc.returncode != 0:
-        raise ExportError(f"recalculate: LibreOffice exited with status {proc.returncode}: {out[-800:]}")
+        # soffice is a shell script: soffice.bin's death by a signal comes back as 128 + signal
+        signalled = -proc.returncode in _CRASH_SIGNALS or proc.returncode - 128 in _CRASH_SIGNALS
+        if signalled and not last_try:
+            raise _Crashed(out)
+        cause = " (it crashed)" if signalled else ""
+        raise ExportError(f"recalculate: LibreOffice exited with status {proc.returncode}{cause}: {out[-800:]}")
     return out
+
+
+_CRASH_SIGNALS = {int(signal.SIGSEGV), int(signal.SIGBUS), int(signal.SIGABRT), int(signal.SIGILL), int(signal.SIGFPE)}
 
 
 def _kill(proc: subprocess.Popen) -> None:
