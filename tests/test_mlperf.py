@@ -8,11 +8,13 @@ summary's parameter count must equal Keras' count_params.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import layerlab
-from conftest import require_module
+from conftest import require_module, require_tool
 from layerlab import engine
 
 MODELS = {
@@ -131,7 +133,9 @@ def test_a_mobilenet_saved_by_tf_keras_matches(tf_keras, tmp_path):
 
 
 @pytest.mark.tfkeras
-def test_a_mobilenet_v3_saved_by_tf_keras_matches(tf_keras, tmp_path):
+@pytest.mark.cc
+@pytest.mark.slow
+def test_a_mobilenet_v3_saved_by_tf_keras_matches_and_exports_to_c(tf_keras, tmp_path):
     """tf_keras' MobileNetV3Small: squeeze-and-excite gates, a (1, 1, C) map multiplying an
     (H, W, C) one, and hard sigmoid / hard swish written as TensorFlow arithmetic with numbers
     (TFOpLambda ``x + 3`` and ``x * (1 / 6)``), which layerlab reads as Rescaling layers."""
@@ -145,7 +149,17 @@ def test_a_mobilenet_v3_saved_by_tf_keras_matches(tf_keras, tmp_path):
     assert types.count("Rescaling") == sum(l.__class__.__name__ == "TFOpLambda" for l in model.layers) > 0
     gates = [l for l in net.spec.infos if l.layer.type == "Multiply" and len(set(l.input_shapes)) > 1]
     assert gates and all(min(l.input_shapes)[:2] == (1, 1) for l in gates)
-    assert_matches(net, model, seeded_inputs((48, 48, 3), -1.0, 1.0, seed=6, n=8))
+    x = seeded_inputs((48, 48, 3), -1.0, 1.0, seed=6, n=8)
+    assert_matches(net, model, x)
+    # C float: each gate stretched by a remap; the export compiles it and checks it against the
+    # engine, just checked against Keras, on these inputs, and writes nothing if they differ
+    require_tool("cc")
+    from layerlab.export.c import export_c
+
+    np.save(tmp_path / "x.npy", x)
+    report = export_c(net, tmp_path / "c", calibration_data=tmp_path / "x.npy").read_text()
+    assert re.search(r"float32 on 8 inputs of x\.npy: max \|C - engine\| = \S+ \(limit .*same predicted class 8/8: PASS", report)
+    assert report.count("remap") >= len(gates)
 
 
 @pytest.mark.keras

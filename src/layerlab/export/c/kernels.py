@@ -8,6 +8,7 @@ calls in ``*_predict``.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from layerlab.export.c import plan as P
 from layerlab.export.c.emit import FLOAT, INT8, Unit, float_literal, render, shape_text, tap_range, window_range
 from layerlab.export.c.names import c_comment, c_identifier
 from layerlab.export.c.quantize import QPlan, QStep, Stage
+
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 # One C statement per Keras activation, on the float ``x`` (layerlab.engine.activations' forms).
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -75,6 +78,7 @@ class Kernels:
         self.unit = unit
         self.qplan = qplan
         self.types = INT8 if qplan else FLOAT
+        self._bodies: dict[tuple[str, ...], str] = {}  # a step's functions, names blanked -> the step function to call
 
     # -- small pieces ---------------------------------------------------------------------------
     def ops_function(self, fn: str, ops: tuple[P.Op, ...]) -> str | None:
@@ -177,8 +181,31 @@ class Kernels:
 
     # -- steps ------------------------------------------------------------------------------------
     def render(self, k: int, step: P.Step) -> str:
+        """Write step ``k``'s functions; return the name to call. A step whose functions are
+        another step's but for their names (a copy, a remap, a merge of the same shapes; their
+        comments aside) calls that step's instead: less flash, and no two identical functions,
+        which GCC folds into one (-fipa-icf). A function several steps call is kept from
+        interprocedural constant propagation (``LL_NOIPA``): GCC 12.2 at -O2 dropped every call
+        of one whose calls all passed the same buffers (MobileNetV3's squeeze-and-excite remaps;
+        the export's self-check caught it)."""
         fn = self.name(k, step)
+        start = len(self.unit.functions)
         getattr(self, f"_{step.kind}")(k, fn, step, self.qplan.steps[k] if self.qplan else None)
+        own = re.compile(rf"\b{re.escape(fn)}(\w*)(?=\s*\()")  # this step's functions, defined or called
+        key = tuple(own.sub(r"@\1", _COMMENT.sub("", text)) for text in self.unit.functions[start:])
+        if key in self._bodies:
+            del self.unit.functions[start:]
+            return self._share(self._bodies[key])
+        self._bodies[key] = fn
+        return fn
+
+    def _share(self, fn: str) -> str:
+        """Mark step function ``fn``, now called by several steps, ``LL_NOIPA`` (see helpers.c)."""
+        definition = re.compile(rf"^((?:LL_\w+ )*)static void {re.escape(fn)}\(", re.M)
+        for i, text in enumerate(self.unit.functions):
+            if "LL_NOIPA" not in text.split("{", 1)[0] and definition.search(text):
+                self.unit.functions[i] = definition.sub(rf"LL_NOIPA \1static void {fn}(", text, count=1)
+                self.unit.helper("noipa")
         return fn
 
     def _conv(self, k: int, fn: str, step: P.ConvStep, q: QStep | None) -> None:

@@ -530,18 +530,27 @@ class _Lowering:
                              inputs=tuple(v.layout for v in reads)), sources=reads)
 
     def _merge(self, info: S.LayerInfo) -> None:
+        """An element-wise merge of values of one layout. An input with size-1 axes that Keras
+        stretches (a squeeze-and-excite gate, (1, 1, C) against (H, W, C)) is first copied out to
+        the full shape (a remap whose ``up`` is the stretch), so the merge itself stays one loop
+        over equal layouts; it costs the arena one more full-size value while it lives."""
         layer = info.layer
-        if len(set(info.input_shapes)) > 1 and not isinstance(layer, S.Concatenate):
-            raise _unsupported(info, f"broadcasts inputs of shapes {list(info.input_shapes)} (a size-1 axis stretched); "
-                               "the C export merges inputs of one shape only. Give the inputs one shape (e.g. UpSampling2D "
-                               "or a Dense of the full size), or run this model with the engine")
+        full = tuple(info.output_shape)
         reads = [self.values[name] for name in self.sources[info.index]]
-        first = reads[0].layout
-        for k, value in enumerate(reads[1:], start=1):
-            if not value.layout.same_memory(first):  # one layout for all: reorder the odd one
-                self.cur, self.cur_name = value, self.sources[info.index][k]
+        whole = [v.layout for v in reads if v.layout.dims == full]
+        first = whole[0] if whole else c_order(full)
+        for k, value in enumerate(reads):
+            if value.layout.same_memory(first):
+                continue
+            self.cur, self.cur_name = value, self.sources[info.index][k]
+            if value.layout.dims == full:  # one layout for all: reorder the odd one
                 self._copy(first, ())
-                reads[k] = self.cur
+            else:
+                up = tuple(f if d == 1 else 1 for f, d in zip(full, value.layout.dims, strict=True))
+                self._add(RemapStep(layers=(), input=value.layout, output=first, taps={"out": self.tap},
+                                    up=up, offset=(0,) * len(full)))
+                self.values[self.cur_name] = value  # its other readers read it as it is
+            reads[k] = self.cur
         self.cur_name = layer.name
         names = [(layer.name, layer.type)]
         ops, _ = self._take_elementwise()
@@ -574,10 +583,17 @@ def _flatten_order(rank: int, data_format: str) -> tuple[int, ...]:
 
 
 def _calibration_spec(spec: S.Model, split_names: dict[str, str]) -> S.Model:
-    """The spec with each Conv2D / Dense activation as its own Activation layer (same values)."""
+    """The spec with each Conv2D / Dense activation as its own Activation layer (same values).
+    A layer that names such a layer among its inputs reads its Activation."""
+    def splits(layer: S.Layer) -> bool:
+        return isinstance(layer, (S.Conv2D, S.DepthwiseConv2D, S.Dense)) and layer.activation != "linear"
+
+    split = {layer.name for layer in spec.layers if splits(layer)}
     layers: list[S.Layer] = []
     for layer in spec.layers:
-        if isinstance(layer, (S.Conv2D, S.DepthwiseConv2D, S.Dense)) and layer.activation != "linear":
+        if split.intersection(layer.inputs):
+            layer = replace(layer, inputs=tuple(split_names[name] if name in split else name for name in layer.inputs))
+        if splits(layer):
             layers.append(replace(layer, activation="linear"))
             layers.append(S.Activation(name=split_names[layer.name], activation=layer.activation))
         else:

@@ -158,7 +158,10 @@ def qparams(low: float, high: float) -> tuple[float, int]:
     """``(scale, zero_point)`` of a tensor whose values span ``[low, high]`` (widened to hold 0)."""
     low, high = min(float(low), 0.0), max(float(high), 0.0)
     if high - low < _TINY:
-        return _TINY / 127.0, 0
+        # Zero on every calibration input (a ReLU dead there): any scale stores it. One that
+        # spans [-1, 1] keeps the requantizations into and out of it in range; a tiny one made
+        # the conv before it need a multiplier of 1e27.
+        return 1.0 / 127.0, 0
     if low == -high:  # symmetric: zero point 0, as before
         return high / 127.0, 0
     scale = (high - low) / 255.0

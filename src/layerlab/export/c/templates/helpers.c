@@ -16,6 +16,16 @@
 #else
 #define LL_NOINLINE
 #endif
+@@ noipa
+/* A step function that several steps call (one body for equal copies, remaps and merges): no
+ * interprocedural constant propagation into it. GCC 12.2 at -O2 (-fipa-cp) dropped every call of
+ * such a function when all of them passed the same buffer addresses (a remap of 2 x 2 x 432
+ * called twice wrote nothing); layerlab's self-check caught it. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define LL_NOIPA __attribute__((noipa))
+#else
+#define LL_NOIPA
+#endif
 @@ hot
 /* The inner loops of int8 convolutions and dense layers: -O2 even in an -Os build (GCC keeps
  * their accumulators in registers only at -O2: measured 2.4 instead of 4.1 instructions per MAC
