@@ -76,8 +76,10 @@ def _check_page_data(net: Network, x: np.ndarray) -> None:
                 hit = which == k
                 gathered[hit] = a.reshape(-1)[index[hit]]
             np.testing.assert_array_equal(gathered, out.reshape(-1), err_msg=f"{name}: the copy order is not the engine's")
-        if entry["kind"] in ("elementwise", "merge"):
+        if entry["kind"] == "elementwise":
             assert all(list(a.shape) == entry["shape"] for a in ins), name
+        if entry["kind"] == "merge":  # each input of the merge's shape, or 1 along an axis it stretches
+            assert all(d in (1, e) for a in ins for d, e in zip(a.shape, entry["shape"], strict=True)), name
         if entry["kind"] in D.WINDOWED and entry["type"] in ("Conv2D", "DepthwiseConv2D", "MaxPooling2D", "AveragePooling2D"):
             layer = net.spec.layer(name)
             reads = entry["inputs"][0]
@@ -471,6 +473,29 @@ def test_browser_upload_an_image(browser, tmp_path, mnist_dir):
     finally:
         holder["server"].shutdown()
         thread.join(10)
+
+
+@pytest.mark.browser
+def test_browser_a_stretched_gate_is_read_at_index_0(browser, tmp_path):
+    """A squeeze-and-excite Multiply of a (5, 4, 4) map by a (1, 1, 4) gate: a clicked cell names
+    the gate's cell [0, 0, c] and its value, and the two inputs' product is the engine's."""
+    net = _graph_network("squeeze_excite_gate")
+    session = _session(net, 1.0)
+    x = np.random.default_rng(4).standard_normal((2, *net.spec.input_shape)).astype(np.float32)
+    out = tmp_path / "gate.html"
+    write_html(out, session, static_runs(session, x=x))
+    page, errors = _page(browser, out.as_uri())
+    page.click("#run-1")
+    trace = net.trace(x[1:2])
+    selected = _click_cell(page, "excite", 3, 2, 1)
+    assert np.float32(selected["value"]) == trace["excite"][0, 3, 2, 1]
+    assert page.get_attribute("#detail .copy", "data-in") == "3,2,1;0,0,1"
+    text = page.inner_text("#detail .copy")
+    assert "size-1 axis at index 0" in text and "expand[0, 0, 1] = " in text
+    shown = [float(part.split(" = ")[1]) for part in text.split(": ", 1)[1].split("; ")]
+    assert np.float32(shown[0]) * np.float32(shown[1]) == pytest.approx(float(trace["excite"][0, 3, 2, 1]), rel=1e-5)
+    assert shown[1] == pytest.approx(float(trace["expand"][0, 0, 0, 1]), rel=1e-5)
+    assert errors == []
 
 
 @pytest.mark.browser

@@ -653,9 +653,20 @@
       if (!grid(l.shape).wrap) boxOn(l.inputs[0], [c], [y], [x]);
     },
     merge(l, box, y, x, c) {
-      const parts = l.inputs.map((name, k) => `${name}${where(l.shape, y, x, c)} = ${fmt(at(inputOf(l, k), y, x, c))}`);
-      box.append(el("p", { class: "copy", "data-in": `*,${y},${x},${c}` }, `${l.type} of the cell at the same index of each input: ${parts.join("; ")}`));
-      if (!grid(l.shape).wrap) l.inputs.forEach((name) => boxOn(name, [c], [y], [x]));
+      // An input of size 1 along an axis is read at index 0 there: Keras stretches it (a gate)
+      const cells = l.inputs.map((name, k) => {
+        const s = inputOf(l, k).shape;
+        return [s[0] === 1 ? 0 : y, s[1] === 1 ? 0 : x, s[2] === 1 ? 0 : c];
+      });
+      const parts = l.inputs.map((name, k) => {
+        const [yy, xx, cc] = cells[k];
+        return `${name}${where(l.shape, yy, xx, cc)} = ${fmt(at(inputOf(l, k), yy, xx, cc))}`;  // one rank for all
+      });
+      const stretched = cells.some(([yy, xx, cc]) => yy !== y || xx !== x || cc !== c);
+      const how = stretched ? "the cell at the same index of each input, an input's size-1 axis at index 0 (Keras stretches it)" :
+        "the cell at the same index of each input";
+      box.append(el("p", { class: "copy", "data-in": cells.map((cell) => cell.join(",")).join(";") }, `${l.type} of ${how}: ${parts.join("; ")}`));
+      if (!grid(l.shape).wrap) l.inputs.forEach((name, k) => boxOn(name, [cells[k][2]], [cells[k][0]], [cells[k][1]]));
     },
   };
   function explainGlobal(l, box, c, what) {
