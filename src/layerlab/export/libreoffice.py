@@ -141,7 +141,7 @@ def _start(command: list[str]) -> subprocess.Popen:
                             start_new_session=True, env=env)
 
 
-def _wait(proc: subprocess.Popen, timeout: float, last_try: bool = True) -> str:
+def _wait(proc: subprocess.Popen, timeout: float, last_try: bool) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
